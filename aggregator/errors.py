@@ -1,0 +1,31 @@
+"""One exception root with branches; third-party errors are wrapped at the boundary."""
+
+
+class AggregatorError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(AggregatorError):
+    """feeds.yaml is invalid. `problems` holds one "file:line: field: message" per issue."""
+
+    def __init__(self, path, problems):
+        self.path = str(path)
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems) or f"{path}: invalid")
+
+
+class FetchError(AggregatorError):
+    """A fetch failed; `outcome` is the classified Outcome value."""
+
+    def __init__(self, outcome, message, http_status=None):
+        self.outcome = outcome
+        self.http_status = http_status
+        super().__init__(message)
+
+
+class ParseError(AggregatorError):
+    """Bytes that are not a feed we can read (outcome not-a-feed)."""
+
+
+class StoreError(AggregatorError):
+    """Redis unreachable or refused a command."""

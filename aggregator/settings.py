@@ -1,0 +1,49 @@
+"""Process settings from the environment (the feeds list itself lives in feeds.yaml)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from . import __version__
+
+PROJECT_URL = "https://github.com/arabic-news-aggregator/aggregator"
+
+
+def _bool(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    feeds_path: str = "feeds.yaml"
+    redis_url: str | None = None  # None: embedded Redis under data_dir
+    data_dir: str = "data"
+    allow_private_networks: bool = False
+    key_prefix: str = "agg"
+    retention_days: int = 30  # items first seen longer ago are trimmed
+    retention_max_items: int = 200_000  # and the timeline never holds more than this
+    max_body_bytes: int = 10 * 1024 * 1024
+    fetch_timeout: float = 20.0
+    pool_size: int = 16  # polls at once
+    per_host_limit: int = 2  # polls at once against one host
+    timezone: str = "Asia/Riyadh"  # display only; stored times are UTC
+    user_agent: str = field(
+        default=f"ArabicNewsAggregator/{__version__} (+{PROJECT_URL})"
+    )
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+        env = os.environ if env is None else env
+        values = dict(
+            feeds_path=env.get("AGG_FEEDS", "feeds.yaml"),
+            redis_url=env.get("REDIS_URL") or None,
+            data_dir=env.get("AGG_DATA_DIR", "data"),
+            allow_private_networks=_bool(env.get("AGG_ALLOW_PRIVATE_NETWORKS")),
+            key_prefix=env.get("AGG_KEY_PREFIX", "agg"),
+            retention_days=int(env.get("AGG_RETENTION_DAYS", "30")),
+            retention_max_items=int(env.get("AGG_RETENTION_MAX_ITEMS", "200000")),
+            pool_size=int(env.get("AGG_POOL_SIZE", "16")),
+            timezone=env.get("AGG_TIMEZONE", "Asia/Riyadh"),
+        )
+        values.update(overrides)
+        return cls(**values)

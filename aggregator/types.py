@@ -1,0 +1,169 @@
+"""Plain data that flows through the pipeline. Frozen: every step returns new values.
+
+All datetimes are aware UTC; they are converted once, at parse/normalise time.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Outcome(str, enum.Enum):
+    """Classification of one poll. Stored per source and counted in metrics."""
+
+    OK = "ok"
+    NOT_MODIFIED = "not-modified"  # 304, or 200 with a body identical to the last one
+    DNS = "dns"
+    CONNECT = "connect"
+    TIMEOUT = "timeout"
+    TLS = "tls"
+    HTTP_4XX = "http-4xx"
+    HTTP_5XX = "http-5xx"
+    RATE_LIMITED = "rate-limited"  # 429 (and 503 with Retry-After): the server asked us to wait
+    GONE = "gone"  # 410: the source is disabled and says so
+    TOO_LARGE = "too-large"
+    TOO_MANY_REDIRECTS = "too-many-redirects"
+    NOT_A_FEED = "not-a-feed"
+    BLOCKED = "blocked"  # SSRF guard refused the address
+    PROTOCOL = "protocol"  # reset, truncated body, bad chunking
+    ERROR = "error"  # anything we did not foresee; logged with a traceback
+
+    @property
+    def is_success(self) -> bool:
+        return self in (Outcome.OK, Outcome.NOT_MODIFIED)
+
+
+@dataclass(frozen=True)
+class Source:
+    id: str
+    url: str
+    title: str
+    site: str | None = None
+    language: str = "ar"
+    country: str | None = None
+    tags: tuple[str, ...] = ()
+    interval: int = 600  # seconds
+    enabled: bool = True
+    rank: int = 0  # position in feeds.yaml: the operator's ranking of outlets (lower first)
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """What we remember about a source between polls (a Redis hash)."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    last_poll: datetime | None = None
+    last_success: datetime | None = None
+    last_status: str | None = None  # Outcome value
+    last_http_status: int | None = None
+    last_error: str | None = None
+    consecutive_failures: int = 0
+    failing_since: datetime | None = None
+    errors: int = 0  # total failed polls
+    polls: int = 0
+    next_poll: datetime | None = None
+    retry_after_until: datetime | None = None
+    disabled_reason: str | None = None  # e.g. "410 Gone at ..."
+    suggested_url: str | None = None  # target of a permanent redirect
+    latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    outcome: Outcome
+    url: str  # the URL we asked for
+    final_url: str  # after redirects
+    http_status: int | None = None
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    retry_after: datetime | None = None
+    permanent_redirect: str | None = None  # where a 301/308 chain pointed
+    elapsed: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class EntryData:
+    """One entry as the parser saw it: raw strings, nothing normalised yet."""
+
+    guid: str | None
+    link: str | None
+    title: str | None
+    summary: str | None  # HTML or text as published
+    content: str | None  # full content (content:encoded, atom:content) if any
+    published: str | None  # the original date string
+    updated: str | None
+    author: str | None
+    categories: tuple[str, ...] = ()
+    image: str | None = None
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class FeedData:
+    title: str | None
+    link: str | None
+    language: str | None
+    entries: tuple[EntryData, ...]
+    bozo: str | None = None  # the parser's complaint, if the feed was not well-formed
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str  # stable: derived from source + guid / canonical link / title+date
+    source: str
+    url: str | None  # canonical link
+    guid: str | None
+    title: str  # plain text
+    summary_html: str  # sanitised
+    summary_text: str
+    published: datetime  # aware UTC
+    first_seen: datetime  # aware UTC, our clock
+    updated: datetime  # when we last saw its content change
+    author: str | None = None
+    categories: tuple[str, ...] = ()
+    image: str | None = None
+    language: str = "ar"
+    content_hash: str = ""
+
+
+@dataclass(frozen=True)
+class Story:
+    id: str
+    lead_item: str  # item id of the lead report
+    items: tuple[str, ...]  # member item ids, oldest first
+    sources: tuple[str, ...]  # distinct source ids, in order of joining
+    first_published: datetime
+    last_published: datetime
+    updated: datetime  # moves when a new outlet/report joins
+    label: str = ""
+    topic: str | None = None
+
+
+@dataclass(frozen=True)
+class Topic:
+    id: str
+    label: str
+    stories: tuple[str, ...]
+    updated: datetime
+
+
+@dataclass(frozen=True)
+class PollReport:
+    """What one update_source() did; printed by `worker.py --once`."""
+
+    source: str
+    outcome: Outcome
+    http_status: int | None
+    new: int = 0
+    updated: int = 0
+    seen: int = 0
+    elapsed: float = 0.0
+    next_poll: datetime | None = None
+    error: str | None = None
