@@ -1,0 +1,3 @@
+from flask import Blueprint
+
+bp = Blueprint("ops", __name__)
