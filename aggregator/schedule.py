@@ -1,0 +1,101 @@
+"""Pure scheduling decisions: from one poll's outcome to the source's next state.
+
+Nothing here reads a clock or does I/O: `now` and a random source come in, a new
+SourceState goes out. The worker stores it and APScheduler fires at `next_poll`.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from .types import FetchResult, Outcome, Source, SourceState
+
+MAX_BACKOFF = timedelta(hours=6)  # a failing source is retried at least this often, forever
+MAX_RETRY_AFTER = timedelta(hours=24)  # we honour a server's wait up to a day, never "never"
+JITTER = 0.1  # ±10 %: sources sharing an interval drift apart instead of firing together
+
+
+def jittered(seconds: float, rng: random.Random) -> timedelta:
+    return timedelta(seconds=seconds * (1 + rng.uniform(-JITTER, JITTER)))
+
+
+def backoff_delay(interval: int, failures: int) -> float:
+    """interval × 2^(failures-1), capped: 1 failure → interval, 2 → 2×, 3 → 4× … ≤ 6 h."""
+    if failures <= 0:
+        return float(interval)
+    return min(interval * 2.0 ** (failures - 1), MAX_BACKOFF.total_seconds())
+
+
+def after_poll(
+    source: Source,
+    state: SourceState,
+    result: FetchResult,
+    now: datetime,
+    rng: random.Random,
+    outcome: Outcome | None = None,
+) -> SourceState:
+    """The state after a poll. `outcome` overrides result.outcome when parsing failed."""
+    outcome = outcome or result.outcome
+    common = dict(
+        last_poll=now,
+        last_status=outcome.value,
+        last_http_status=result.http_status,
+        polls=state.polls + 1,
+        latency_ms=round(result.elapsed * 1000, 1),
+        retry_after_until=None,
+        suggested_url=result.permanent_redirect or state.suggested_url,
+    )
+    if outcome.is_success:
+        return replace(
+            state,
+            **common,
+            etag=result.etag or state.etag,
+            last_modified=result.last_modified or state.last_modified,
+            body_hash=result.body_hash or state.body_hash,
+            last_success=now,
+            last_error=None,
+            consecutive_failures=0,
+            failing_since=None,
+            next_poll=now + jittered(source.interval, rng),
+        )
+    failures = state.consecutive_failures + 1
+    failed = replace(
+        state,
+        **common,
+        last_error=result.error or outcome.value,
+        consecutive_failures=failures,
+        failing_since=state.failing_since or now,
+        errors=state.errors + 1,
+    )
+    if outcome is Outcome.GONE:
+        return replace(
+            failed,
+            next_poll=None,
+            disabled_reason=f"410 Gone at {now.isoformat()}: remove it from feeds.yaml "
+                            "or fix its URL",
+        )
+    delay = jittered(backoff_delay(source.interval, failures), rng)
+    next_poll = now + delay
+    if result.retry_after is not None:
+        wait_until = min(result.retry_after, now + MAX_RETRY_AFTER)
+        # Never earlier than the server asked: jitter only ever adds.
+        next_poll = max(next_poll, wait_until + timedelta(seconds=rng.uniform(0, 5)))
+        failed = replace(failed, retry_after_until=wait_until)
+    return replace(failed, next_poll=next_poll)
+
+
+def initial_poll(source: Source, state: SourceState, now: datetime,
+                 rng: random.Random) -> datetime | None:
+    """When to poll a source the worker (re)starts with.
+
+    A stored next poll in the future is kept (a restart resumes, it does not re-poll
+    everything); an overdue or new source starts within a spread window so a fleet of
+    feeds does not hit the network in the same second.
+    """
+    if state.disabled_reason:
+        return None
+    spread = timedelta(seconds=rng.uniform(0, min(source.interval, 30)))
+    if state.next_poll is not None and state.next_poll > now:
+        return state.next_poll
+    return now + spread
