@@ -1,0 +1,269 @@
+"""The worker: APScheduler decides when, a bounded pool polls, Redis remembers.
+
+Each enabled source is one date-triggered job whose run time is the source's stored
+`next_poll`; after every poll the job re-arms itself from the new state. A restart reads
+the stored times back, so it resumes instead of re-polling everything at once.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor as Pool
+from concurrent.futures import as_completed
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
+
+import redis
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import SchedulerNotRunningError
+
+from .config import Config, ConfigWatcher, load_config
+from .errors import StoreError
+from .fetch import Fetcher
+from .keys import Keys
+from .schedule import initial_poll
+from .settings import Settings
+from .store import Store, connect
+from .types import Outcome, PollReport, Source
+from .update import Pipeline, update_source
+
+log = logging.getLogger(__name__)
+UTC = timezone.utc
+STORE_RETRY = (5, 300)  # Redis unreachable: retry a poll after 5 s, doubling up to 5 min
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_pipeline(settings: Settings, sources: Iterable[Source] = ()) -> Pipeline:
+    store = Store(connect(settings), Keys(settings.key_prefix))
+    fetcher = Fetcher(settings, maxsize=max(settings.per_host_limit, settings.pool_size))
+    return Pipeline(store=store, fetcher=fetcher, grouper=make_grouper(store, sources))
+
+
+def make_grouper(store: Store, sources: Iterable[Source]):
+    from .group import Grouper
+
+    return Grouper(store.r, store.keys, source_rank={s.id: s.rank for s in sources})
+
+
+class HostLimiter:
+    """At most `limit` polls at once against one host, however large the pool."""
+
+    def __init__(self, limit: int):
+        self._sems: dict[str, threading.BoundedSemaphore] = defaultdict(
+            lambda: threading.BoundedSemaphore(limit))
+        self._lock = threading.Lock()
+
+    def __call__(self, url: str) -> threading.BoundedSemaphore:
+        host = (urlsplit(url).hostname or "").lower()
+        with self._lock:
+            return self._sems[host]
+
+
+def poll_once(sources: list[Source], pipe: Pipeline, settings: Settings,
+              now: Callable[[], datetime] = utcnow) -> Iterator[PollReport]:
+    """Poll every source once, concurrently; yield reports as they complete."""
+    limiter = HostLimiter(settings.per_host_limit)
+
+    def one(source: Source) -> PollReport:
+        with limiter(source.url):
+            try:
+                return update_source(source, pipe, now())
+            except (StoreError, redis.RedisError) as e:
+                return PollReport(source.id, Outcome.ERROR, None, error=f"store: {e}")
+
+    with Pool(max_workers=settings.pool_size) as pool:
+        futures = [pool.submit(one, s) for s in sources]
+        for future in as_completed(futures):
+            yield future.result()
+    if pipe.grouper is not None:
+        pipe.grouper.process_pending(now())
+
+
+class Worker:
+    def __init__(self, settings: Settings, config: Config | None = None,
+                 now: Callable[[], datetime] = utcnow):
+        self.settings = settings
+        self.now = now
+        self.watcher = ConfigWatcher(settings.feeds_path, on_change=self.apply_config, log=log)
+        self.config = config or load_config(settings.feeds_path)
+        self.pipe = build_pipeline(settings, self.config.sources)
+        self.sources: dict[str, Source] = {}
+        self.limiter = HostLimiter(settings.per_host_limit)
+        self.rng = random.Random()
+        self._store_failures = 0
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(settings.pool_size)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=UTC,
+        )
+
+    # config -------------------------------------------------------------------------
+    def apply_config(self, config: Config) -> None:
+        """Start new sources, stop removed or disabled ones, pick up changed ones."""
+        wanted = {s.id: s for s in config.sources if s.enabled}
+        for sid in set(self.sources) - set(wanted):
+            self._unschedule(sid)
+            log.info("source %s stopped (removed or disabled in %s)", sid, config.path)
+        states = self.pipe.store.load_states(list(wanted))
+        now = self.now()
+        for sid, source in wanted.items():
+            old = self.sources.get(sid)
+            if old == source:
+                continue
+            state = states[sid]
+            when = initial_poll(source, state, now, self.rng)
+            if old is not None and old.interval != source.interval and state.next_poll:
+                when = min(state.next_poll, now + timedelta(seconds=source.interval))
+            self.sources[sid] = source
+            if when is None:
+                log.warning("source %s is disabled: %s", sid, state.disabled_reason)
+                continue
+            self._schedule(sid, when)
+            log.info("source %s %s, next poll %s", sid, "changed" if old else "started",
+                     when.isoformat(timespec="seconds"))
+        self.config = config
+        if self.pipe.grouper is not None:
+            self.pipe.grouper = make_grouper(self.pipe.store, config.sources)
+
+    def _schedule(self, source_id: str, when: datetime) -> None:
+        try:
+            self.scheduler.add_job(self._poll, "date", run_date=when, args=[source_id],
+                                   id=f"poll:{source_id}", replace_existing=True)
+        except SchedulerNotRunningError:
+            pass  # shutting down: the stored next_poll is where the next run resumes
+
+    def _unschedule(self, source_id: str) -> None:
+        self.sources.pop(source_id, None)
+        job = self.scheduler.get_job(f"poll:{source_id}")
+        if job:
+            job.remove()
+        self.pipe.store.forget_schedule(source_id)
+
+    # jobs ---------------------------------------------------------------------------
+    def _poll(self, source_id: str) -> None:
+        source = self.sources.get(source_id)
+        if source is None:
+            return
+        try:
+            with self.limiter(source.url):
+                report = update_source(source, self.pipe, self.now())
+            self._store_failures = 0
+        except (StoreError, redis.RedisError) as e:
+            self._store_failures += 1
+            delay = min(STORE_RETRY[0] * 2 ** (self._store_failures - 1), STORE_RETRY[1])
+            log.error("Redis unavailable while polling %s (%s); retrying in %ss",
+                      source_id, e, delay)
+            self._schedule(source_id, self.now() + timedelta(seconds=delay))
+            return
+        except Exception:
+            log.exception("poll of %s crashed; retrying at its interval", source_id)
+            self._schedule(source_id, self.now() + timedelta(seconds=source.interval))
+            return
+        log.info("%s", format_report(report))
+        if report.next_poll is None:
+            log.error("source %s disabled after %s: edit feeds.yaml", source_id,
+                      report.outcome.value)
+        elif source_id in self.sources:
+            self._schedule(source_id, report.next_poll)
+
+    def _housekeeping(self) -> None:
+        now = self.now()
+        try:
+            self.pipe.store.heartbeat(now)
+            self.watcher.check()
+            if self.pipe.grouper is not None:
+                self.pipe.grouper.process_pending(now)  # items a crash left ungrouped
+        except (StoreError, redis.RedisError) as e:
+            log.error("housekeeping: Redis unavailable: %s", e)
+
+    def _retention(self) -> None:
+        s = self.settings
+        try:
+            dropped = self.pipe.store.trim(self.now(), timedelta(days=s.retention_days),
+                                           s.retention_max_items)
+            if dropped:
+                log.info("retention dropped %d items", dropped)
+        except (StoreError, redis.RedisError) as e:
+            log.error("retention: Redis unavailable: %s", e)
+
+    # lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        self.scheduler.start()
+        self.apply_config(self.config)
+        self.scheduler.add_job(self._housekeeping, "interval", seconds=5, id="housekeeping",
+                               next_run_time=self.now())
+        self.scheduler.add_job(self._retention, "interval", hours=1, id="retention",
+                               next_run_time=self.now() + timedelta(minutes=1))
+        log.info("worker started with %d sources", len(self.sources))
+
+    def stop(self) -> None:
+        """Finish in-flight polls, then stop; their results are stored before we exit."""
+        log.info("stopping: waiting for in-flight polls")
+        self.scheduler.shutdown(wait=True)
+        self.pipe.fetcher.close()
+
+
+def format_report(r: PollReport) -> str:
+    status = r.outcome.value + (f" {r.http_status}" if r.http_status else "")
+    line = f"{r.source:<28} {status:<18} new {r.new:>4}  updated {r.updated:>3}  {r.elapsed:6.2f}s"
+    if r.error and not r.outcome.is_success:
+        line += f"  {r.error[:120]}"
+    return line
+
+
+def run_once(settings: Settings, out=sys.stdout) -> int:
+    """`worker.py --once`: one line per source; non-zero only if every source failed."""
+    config = load_config(settings.feeds_path)
+    sources = [s for s in config.sources if s.enabled]
+    pipe = build_pipeline(settings, config.sources)
+    reports = []
+    bar = None
+    if out.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(sources), unit="feed", file=sys.stderr)
+    for report in poll_once(sources, pipe, settings):
+        reports.append(report)
+        if bar is not None:
+            bar.write(format_report(report))
+            bar.update(1)
+        else:
+            print(format_report(report), file=out, flush=True)
+    if bar is not None:
+        bar.close()
+    pipe.fetcher.close()
+    ok = sum(r.outcome.is_success for r in reports)
+    print(f"{ok}/{len(reports)} sources ok, {sum(r.new for r in reports)} new items",
+          file=out, flush=True)
+    return 0 if ok or not reports else 1
+
+
+def run_forever(settings: Settings, stop_event: threading.Event) -> None:
+    worker = Worker(settings)
+    worker.start()
+    try:
+        while not stop_event.is_set():
+            stop_event.wait(1)
+    finally:
+        worker.stop()
+
+
+def wait_for_redis(settings: Settings, stop_event: threading.Event) -> None:
+    """Start-up when Redis is down: retry with backoff instead of crash-looping."""
+    delay = 1.0
+    while not stop_event.is_set():
+        try:
+            connect(settings)
+            return
+        except StoreError as e:
+            log.error("%s; retrying in %.0fs", e, delay)
+            stop_event.wait(delay)
+            delay = min(delay * 2, 60)
