@@ -114,12 +114,14 @@ class Worker:
             log.info("source %s stopped (removed or disabled in %s)", sid, config.path)
         states = self.pipe.store.load_states(list(wanted))
         now = self.now()
+        # At start-up spread the first polls; a source added by a live edit starts now.
+        spread = 10.0 if not self.sources else 0.0
         for sid, source in wanted.items():
             old = self.sources.get(sid)
             if old == source:
                 continue
             state = states[sid]
-            when = initial_poll(source, state, now, self.rng)
+            when = initial_poll(source, state, now, self.rng, spread)
             if old is not None and old.interval != source.interval and state.next_poll:
                 when = min(state.next_poll, now + timedelta(seconds=source.interval))
             self.sources[sid] = source

@@ -86,16 +86,15 @@ def after_poll(
 
 
 def initial_poll(source: Source, state: SourceState, now: datetime,
-                 rng: random.Random) -> datetime | None:
+                 rng: random.Random, spread: float = 10.0) -> datetime | None:
     """When to poll a source the worker (re)starts with.
 
     A stored next poll in the future is kept (a restart resumes, it does not re-poll
-    everything); an overdue or new source starts within a spread window so a fleet of
-    feeds does not hit the network in the same second.
+    everything); an overdue or new source starts within `spread` seconds (capped by a tenth
+    of its interval) so a fleet of feeds does not hit the network in the same second.
     """
     if state.disabled_reason:
         return None
-    spread = timedelta(seconds=rng.uniform(0, min(source.interval, 30)))
     if state.next_poll is not None and state.next_poll > now:
         return state.next_poll
-    return now + spread
+    return now + timedelta(seconds=rng.uniform(0, min(spread, source.interval / 10)))

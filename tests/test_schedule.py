@@ -77,8 +77,8 @@ def test_permanent_redirect_is_kept_as_suggestion():
 
 @pytest.mark.parametrize("stored, lo, hi", [
     (NOW + timedelta(minutes=7), 420, 420),  # restart resumes the stored time
-    (NOW - timedelta(hours=2), 0, 30),  # overdue: soon, but spread
-    (None, 0, 30),  # new source: soon, spread
+    (NOW - timedelta(hours=2), 0, 10),  # overdue: soon, but spread
+    (None, 0, 10),  # new source: soon, spread
 ])
 def test_initial_poll(stored, lo, hi):
     when = initial_poll(SRC, SourceState(next_poll=stored), NOW, random.Random(3))
