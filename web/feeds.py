@@ -1,3 +1,513 @@
-from flask import Blueprint
+"""/feeds/…: RSS 2.0, Atom 1.0 and JSON Feed 1.1 of the timeline, a source, a tag, a
+country, a story or a topic — served from cached bytes (web/cache.py) with validators,
+gzip, CORS and RFC 5005 paging.
 
+    /feeds/all.<fmt>                     mode=stories by default
+    /feeds/sources/<source_id>.<fmt>     mode=articles by default
+    /feeds/tags/<tag>.<fmt>              mode=stories
+    /feeds/countries/<cc>.<fmt>          mode=stories
+    /feeds/stories/<story_id>.<fmt>      mode=articles (follow one story: its reports)
+    /feeds/topics/<topic_id>.<fmt>       mode=stories
+    ?mode=stories|articles  ?limit=1..200 (50)  ?q=search  ?before=<cursor>
+
+Cursors: `<score>` (exclusive, as Store.timeline_ids) or `<score>:<id>` — the position
+of the last entry of the previous page, so entries that share a timestamp are never
+skipped or repeated at a page boundary.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, abort, current_app, request
+
+from aggregator import syndicate
+from aggregator.syndicate import ArticleEntry, FeedMeta, StoryEntry
+from aggregator.types import Item, Source, Story
+
+from .cache import FastPath, OutputCache, Rendered, VersionClock, respond
+from .extensions import EXT, services
+
+log = logging.getLogger(__name__)
 bp = Blueprint("feeds", __name__)
+
+FORMATS = ("rss", "atom", "json")
+KINDS = {"sources", "tags", "countries", "stories", "topics"}
+DEFAULT_MODE = {"all": "stories", "sources": "articles", "tags": "stories",
+                "countries": "stories", "stories": "articles", "topics": "stories"}
+DEFAULT_LIMIT, MAX_LIMIT = 50, 200
+SCAN_CAP = 3000  # items a search looks through per page before handing back a cursor
+SITE_TITLE = "أخبار الشرق الأوسط"
+UTC = timezone.utc
+CACHE_EXT = "aggregator.output_cache"
+
+
+# --- wiring: the cache and the WSGI fast path -----------------------------------------
+
+@bp.record_once
+def _install(state) -> None:
+    app = state.app
+    cache = OutputCache(max_entries=app.config.get("AGG_OUTPUT_CACHE_SIZE", 512))
+    app.extensions[CACHE_EXT] = cache
+
+    def clock_factory():
+        svc = app.extensions[EXT]
+        return VersionClock(lambda: svc.store.outputs_version(),
+                            ttl=app.config.get("AGG_VERSION_TTL", 0.2))
+
+    app.extensions[CACHE_EXT + ".clock"] = clock_factory
+    app.wsgi_app = FastPath(app.wsgi_app, cache, clock_factory)
+
+
+def _cache() -> OutputCache:
+    return current_app.extensions[CACHE_EXT]
+
+
+def _clock() -> VersionClock:
+    key = CACHE_EXT + ".clock_instance"
+    clock = current_app.extensions.get(key)
+    if clock is None:
+        clock = current_app.extensions[CACHE_EXT + ".clock"]()
+        current_app.extensions[key] = clock
+    return clock
+
+
+# --- collaborators that other modules provide (tolerated while absent) -----------------
+
+def normalize(text: str) -> str:
+    try:
+        from aggregator.arabic import normalize_for_matching
+    except ImportError:
+        return _fallback_normalize(text)
+    return normalize_for_matching(text)
+
+
+_TASHKEEL = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed\u0640]")
+
+
+def _fallback_normalize(text: str) -> str:
+    """Until aggregator.arabic lands: casefold, drop diacritics and tatweel, unify
+    alef/yaa/taa-marbuta forms — enough for a search box."""
+    t = unicodedata.normalize("NFKC", text or "").casefold()
+    t = _TASHKEEL.sub("", t)
+    t = re.sub("[إأآٱ]", "ا", t).replace("ى", "ي").replace("ة", "ه")
+    return " ".join(t.split())
+
+
+def configured_sources() -> dict[str, Source]:
+    override = current_app.config.get("AGG_SOURCES")  # tests and embedding
+    if override is not None:
+        return {s.id: s for s in override}
+    try:
+        return {s.id: s for s in services().sources}
+    except Exception:
+        log.warning("feeds: sources unavailable (feeds.yaml/config)", exc_info=True)
+        return {}
+
+
+def _grouper():
+    try:
+        return services().grouper
+    except ImportError:  # aggregator.group not there: article outputs still work
+        return None
+
+
+# --- parameters ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Params:
+    mode: str
+    limit: int
+    q: str | None
+    before: tuple[float, str | None] | None
+
+
+def _params(kind: str) -> Params:
+    a = request.args
+    mode = a.get("mode", DEFAULT_MODE[kind])
+    if mode not in ("stories", "articles"):
+        abort(400, "mode must be stories or articles")
+    try:
+        limit = int(a.get("limit", DEFAULT_LIMIT))
+    except ValueError:
+        abort(400, "limit must be an integer")
+    if not 1 <= limit <= MAX_LIMIT:
+        abort(400, f"limit must be 1..{MAX_LIMIT}")
+    q = (a.get("q") or "").strip() or None
+    if q and len(q) > 200:
+        abort(400, "q is too long")
+    before = None
+    if a.get("before"):
+        before = parse_cursor(a["before"])
+        if before is None:
+            abort(400, "bad cursor")
+    return Params(mode, limit, q, before)
+
+
+def parse_cursor(raw: str) -> tuple[float, str | None] | None:
+    score, sep, ident = raw.partition(":")
+    try:
+        value = float(score)
+    except ValueError:
+        return None
+    if value != value or value in (float("inf"), float("-inf")):
+        return None
+    return value, (ident or None) if sep else None
+
+
+def format_cursor(score: float, ident: str | None) -> str:
+    s = repr(float(score))
+    return f"{s}:{ident}" if ident else s
+
+
+# --- reads -----------------------------------------------------------------------------
+
+def _zpage(index: str, cursor, n: int) -> list[tuple[str, float]]:
+    """Newest first, strictly after `cursor` in (score desc, member desc) order —
+    Redis' own order for ZREVRANGEBYSCORE, so ties resume where they stopped."""
+    r = services().store.r
+    if cursor is None:
+        return r.zrevrangebyscore(index, "+inf", "-inf", start=0, num=n, withscores=True)
+    score, ident = cursor
+    out: list[tuple[str, float]] = []
+    if ident is not None:
+        ties = r.zrevrangebyscore(index, score, score, withscores=True)
+        out = [(m, s) for m, s in ties if m < ident][:n]
+    if len(out) < n:
+        out += r.zrevrangebyscore(index, f"({score!r}", "-inf", start=0, num=n - len(out),
+                                  withscores=True)
+    return out
+
+
+def _matches(q_norm: str | None, texts: Iterable[str]) -> bool:
+    if not q_norm:
+        return True
+    return any(q_norm in normalize(t) for t in texts if t)
+
+
+def _article_page(index: str, p: Params):
+    """Items of `index`, newest first, filtered by q. Returns (items, next cursor)."""
+    store = services().store
+    q_norm = normalize(p.q) if p.q else None
+    found: list[Item] = []
+    cursor, scanned, last = p.before, 0, None
+    while len(found) < p.limit:
+        batch = _zpage(index, cursor, p.limit + 1 if not q_norm else 200)
+        if not batch:
+            return found, None
+        by_id = {it.id: it for it in store.get_items(i for i, _ in batch)}
+        for item_id, score in batch:
+            cursor = (score, item_id)
+            scanned += 1
+            it = by_id.get(item_id)
+            if it is None or not _matches(q_norm, (it.title, it.summary_text)):
+                continue
+            if len(found) == p.limit:  # one more exists: there is a next page
+                return found, last
+            found.append(it)
+            last = cursor
+        if q_norm and scanned >= SCAN_CAP:
+            return found, cursor  # searched enough for one request; resume from here
+    # Filled exactly: peek whether anything older remains.
+    return found, (last if _zpage(index, last, 1) else None)
+
+
+def _story_entries(stories: list[Story], sources: dict[str, Source]) -> list[StoryEntry]:
+    store, grouper = services().store, _grouper()
+    items = {it.id: it for it in store.get_items({i for s in stories for i in s.items})}
+    topics = {}
+    out = []
+    for s in stories:
+        members = tuple(items[i] for i in s.items if i in items)
+        if not members:
+            continue  # every report trimmed by retention
+        topic = None
+        if s.topic:
+            if s.topic not in topics:
+                topics[s.topic] = grouper.get_topic(s.topic) if grouper else None
+            topic = topics[s.topic]
+        out.append(StoryEntry(s, members, sources, topic))
+    return out
+
+
+def _story_matches(q_norm, story: Story, items: dict[str, Item]) -> bool:
+    return _matches(q_norm, [story.label] + [items[i].title for i in story.items if i in items])
+
+
+def _stories_global(p: Params):
+    grouper = _grouper()
+    q_norm = normalize(p.q) if p.q else None
+    store = services().store
+    found: list[tuple[Story, float]] = []
+    before = p.before[0] if p.before else None
+    scanned = 0
+    while len(found) <= p.limit:
+        batch = grouper.story_timeline(before, p.limit + 1 if not q_norm else 200)
+        if not batch:
+            break
+        stories = {s.id: s for s in grouper.get_stories([sid for sid, _ in batch])}
+        items = ({it.id: it for it in store.get_items(
+            {i for s in stories.values() for i in s.items})} if q_norm else {})
+        for sid, score in batch:
+            before = score
+            scanned += 1
+            s = stories.get(sid)
+            if s is None or (q_norm and not _story_matches(q_norm, s, items)):
+                continue
+            found.append((s, score))
+            if len(found) > p.limit:
+                break
+        if q_norm and scanned >= SCAN_CAP and len(found) <= p.limit:
+            page = [s for s, _ in found]
+            return page, (before, None)
+        if len(batch) < (p.limit + 1 if not q_norm else 200):
+            break
+    page = found[: p.limit]
+    nxt = (page[-1][1], None) if len(found) > p.limit else None
+    return [s for s, _ in page], nxt
+
+
+def _stories_in_index(index: str, p: Params):
+    """Stories with at least one member in `index`, ordered by their newest member there.
+    A story belongs to the page holding its newest member in the index, so paging
+    neither repeats nor drops a story."""
+    grouper, store = _grouper(), services().store
+    r = store.r
+    q_norm = normalize(p.q) if p.q else None
+    found: list[Story] = []
+    seen: set[str] = set()
+    cursor, last, scanned = p.before, None, 0
+    while True:
+        batch = _zpage(index, cursor, 200)
+        if not batch:
+            return found, None
+        for item_id, score in batch:
+            cursor = (score, item_id)
+            scanned += 1
+            sid = grouper.story_of(item_id)
+            if sid is None or sid in seen:
+                continue
+            seen.add(sid)
+            stories = grouper.get_stories([sid])
+            if not stories:
+                continue
+            s = stories[0]
+            scores = r.zmscore(index, list(s.items)) if s.items else []
+            newest = max(((sc, m) for m, sc in zip(s.items, scores) if sc is not None),
+                         default=None)
+            if newest is not None and newest != (score, item_id):
+                continue  # its newest member here is above the cursor: an earlier page
+            if q_norm:
+                items = {it.id: it for it in store.get_items(s.items)}
+                if not _story_matches(q_norm, s, items):
+                    continue
+            if len(found) == p.limit:
+                return found, last
+            found.append(s)
+            last = cursor
+        if q_norm and scanned >= SCAN_CAP:
+            return found, cursor
+
+
+# --- outputs ---------------------------------------------------------------------------
+
+def public_base() -> str:
+    base = (current_app.config.get("AGG_PUBLIC_URL") or os.environ.get("AGG_PUBLIC_URL")
+            or request.url_root)
+    return base if base.endswith("/") else base + "/"
+
+
+def _authority(base: str) -> str:
+    from urllib.parse import urlsplit
+
+    return current_app.config.get("AGG_TAG_AUTHORITY") or urlsplit(base).hostname or "localhost"
+
+
+def _url(base: str, path: str, fmt: str, args: dict) -> str:
+    qs = urlencode(sorted((k, v) for k, v in args.items() if v not in (None, "")))
+    return f"{base}{path}.{fmt}" + (f"?{qs}" if qs else "")
+
+
+def _build(kind: str, name: str | None, fmt: str) -> tuple[bytes, datetime, str]:
+    p = _params(kind)
+    sources = configured_sources()
+    store, keys = services().store, services().keys
+    base = public_base()
+    grouper = _grouper()
+    if p.mode == "stories" and grouper is None:
+        abort(503, "stories are not available yet")
+
+    if kind == "all":
+        path, title, home = "feeds/all", SITE_TITLE, base
+        index = keys.timeline
+    elif kind == "sources":
+        src = sources.get(name)
+        if src is None and not store.r.exists(keys.source_timeline(name)):
+            abort(404)
+        path = f"feeds/sources/{syndicate.seg(name)}"
+        title = f"{src.title if src else name} — {SITE_TITLE}"
+        home, index = f"{base}?{urlencode({'source': name})}", keys.source_timeline(name)
+    elif kind == "tags":
+        index = keys.tag_timeline(name)
+        if not any(name in s.tags for s in sources.values()) and not store.r.exists(index):
+            abort(404)
+        path, title = f"feeds/tags/{syndicate.seg(name)}", f"{name} — {SITE_TITLE}"
+        home = f"{base}?{urlencode({'tag': name})}"
+    elif kind == "countries":
+        cc = name.upper()
+        index = keys.country_timeline(cc)
+        if not any((s.country or "").upper() == cc for s in sources.values()) \
+                and not store.r.exists(index):
+            abort(404)
+        path, title = f"feeds/countries/{syndicate.seg(cc)}", f"{cc} — {SITE_TITLE}"
+        home = f"{base}?{urlencode({'country': cc})}"
+    elif kind == "stories":
+        if grouper is None:
+            abort(503, "stories are not available yet")
+        found = grouper.get_stories([name])
+        if not found:
+            abort(404)
+        story = found[0]
+        path = f"feeds/stories/{syndicate.seg(name)}"
+        title = f"{story.label or name} — {SITE_TITLE}"
+        home, index = syndicate.story_url(_meta_stub(base), name), None
+    elif kind == "topics":
+        if grouper is None:
+            abort(503, "topics are not available yet")
+        topic = grouper.get_topic(name)
+        if topic is None:
+            abort(404)
+        path = f"feeds/topics/{syndicate.seg(name)}"
+        title = f"{topic.label or name} — {SITE_TITLE}"
+        home, index = syndicate.topic_url(_meta_stub(base), name), None
+    else:
+        abort(404)
+
+    # Entries and the cursor of the next page.
+    if kind == "stories":
+        entries, nxt = _one_story(story, p, sources)
+    elif kind == "topics":
+        entries, nxt = _topic_entries(name, p, sources)
+    elif p.mode == "articles":
+        items, nxt = _article_page(index, p)
+        story_of = grouper.story_of if grouper else (lambda _i: None)
+        entries = [ArticleEntry(it, sources.get(it.source) or
+                                syndicate._unknown_source(_meta_stub(base), it.source),
+                                story_of(it.id)) for it in items]
+    else:
+        stories, nxt = (_stories_global(p) if kind == "all" else _stories_in_index(index, p))
+        entries = _story_entries(stories, sources)
+
+    args = {"mode": request.args.get("mode"), "limit": request.args.get("limit"), "q": p.q}
+    before_raw = format_cursor(*p.before) if p.before else None
+    self_url = _url(base, path, fmt, args | {"before": before_raw})
+    meta = FeedMeta(
+        title=title + (f" — بحث: {p.q}" if p.q else ""),
+        description=title,
+        base_url=base,
+        path=path,
+        self_url=self_url,
+        home_url=home,
+        authority=_authority(base),
+        next_url=_url(base, path, fmt, args | {"before": format_cursor(*nxt)}) if nxt else None,
+        first_url=_url(base, path, fmt, args) if p.before else None,
+        query=p.q,
+    )
+    body = syndicate.render(fmt, meta, entries, p.mode)
+    updated = max((syndicate.entry_updated(e) for e in entries),
+                  default=syndicate.EPOCH)
+    return body, updated, self_url
+
+
+def _meta_stub(base: str) -> FeedMeta:
+    return FeedMeta(title="", base_url=base, path="", self_url=base, home_url=base,
+                    authority="")
+
+
+def _one_story(story: Story, p: Params, sources):
+    """Follow one story: its reports (articles) newest first, or the story itself."""
+    if p.mode == "stories":
+        return _story_entries([story], sources), None
+    items = services().store.get_items(story.items)
+    q_norm = normalize(p.q) if p.q else None
+    items = [it for it in items if _matches(q_norm, (it.title, it.summary_text))]
+    items.sort(key=lambda it: (it.published.timestamp(), it.id), reverse=True)
+    if p.before:
+        score, ident = p.before
+        items = [it for it in items if (it.published.timestamp(), it.id) < (score, ident or "")
+                 or it.published.timestamp() < score]
+    page = items[: p.limit]
+    nxt = (page[-1].published.timestamp(), page[-1].id) if len(items) > p.limit else None
+    base = public_base()
+    return [ArticleEntry(it, sources.get(it.source) or
+                         syndicate._unknown_source(_meta_stub(base), it.source), story.id)
+            for it in page], nxt
+
+
+def _topic_entries(topic_id: str, p: Params, sources):
+    grouper, store = _grouper(), services().store
+    ids = grouper.topic_stories(topic_id, 1000)
+    stories = sorted(grouper.get_stories(ids), key=lambda s: (s.updated, s.id), reverse=True)
+    if p.q:
+        q_norm = normalize(p.q)
+        items = {it.id: it for it in store.get_items({i for s in stories for i in s.items})}
+        stories = [s for s in stories if _story_matches(q_norm, s, items)]
+    if p.before:
+        score, ident = p.before
+        stories = [s for s in stories
+                   if (s.updated.timestamp(), s.id) < (score, ident or "\uffff")]
+    if p.mode == "articles":
+        items = store.get_items(i for s in stories for i in s.items)
+        sid = {i: s.id for s in stories for i in s.items}
+        items.sort(key=lambda it: (it.published.timestamp(), it.id), reverse=True)
+        page = items[: p.limit]
+        nxt = (page[-1].published.timestamp(), page[-1].id) if len(items) > p.limit else None
+        base = public_base()
+        return [ArticleEntry(it, sources.get(it.source) or
+                             syndicate._unknown_source(_meta_stub(base), it.source),
+                             sid.get(it.id)) for it in page], nxt
+    page = stories[: p.limit]
+    nxt = (page[-1].updated.timestamp(), page[-1].id) if len(stories) > p.limit else None
+    return _story_entries(page, sources), nxt
+
+
+def _serve(kind: str, name: str | None, fmt: str) -> Response:
+    if fmt not in FORMATS:
+        abort(404)
+    cache = _cache()
+    # The raw WSGI strings, exactly what FastPath looks up (Arabic tags included).
+    key = (request.environ.get("PATH_INFO", ""), request.environ.get("QUERY_STRING", ""))
+    version = _clock().current()
+    r = cache.get(key, version)
+    if r is None:
+        body, updated, self_url = _build(kind, name, fmt)
+        r = Rendered.build(body, syndicate.CONTENT_TYPES[fmt], updated, self_url, version)
+        cache.put(key, r)
+    status, headers, body = respond(r, request.environ)
+    # Werkzeug drops the body of HEAD and 304 itself.
+    return Response(body, status=int(status[:3]), headers=headers)
+
+
+@bp.route("/feeds/all.<fmt>")
+def all_feed(fmt: str):
+    return _serve("all", None, fmt)
+
+
+@bp.route("/feeds/<kind>/<name>.<fmt>")
+def kind_feed(kind: str, name: str, fmt: str):
+    if kind not in KINDS:
+        abort(404)
+    return _serve(kind, name, fmt)
+
+
+@bp.after_request
+def _cors_on_errors(resp: Response) -> Response:
+    # Widgets read our feeds cross-origin: let them see our 4xx/5xx too.
+    resp.headers.setdefault("Access-Control-Allow-Origin", "*")
+    return resp

@@ -1,0 +1,344 @@
+"""Rendered-output cache: bytes per output and parameters, valid for one store version.
+
+`Store.outputs_version()` is bumped in the same transaction as every item (and story)
+change, so "cached bytes for version V" is exact: nothing is served that a newer poll
+has made stale, and nothing is re-rendered that has not changed.
+
+Three ways an output reaches a reader, fastest first:
+  1. nginx serves a file written by `prerender` (deploy/nginx.conf, try_files); the
+     `watch` loop rewrites the hot files within ~0.2 s of a version bump;
+  2. `FastPath`, a WSGI layer in front of Flask, answers a cached output (200/304/HEAD,
+     gzip) without building a Flask request;
+  3. the Flask view in web/feeds.py renders, stores, and answers.
+All three send the same body, Content-Type and CORS/Cache-Control headers (the files'
+ETag/Last-Modified come from nginx, see deploy/README.md).
+
+    python -m web.cache prerender --out DIR            # once
+    python -m web.cache watch --out DIR [--interval .2] # keep DIR current
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import format_datetime, parsedate_to_datetime
+
+log = logging.getLogger(__name__)
+
+# Readers may use a copy for a minute (our polls are minutes apart), and a stale copy
+# while they revalidate; on our errors a day-old copy beats nothing.
+CACHE_CONTROL = "public, max-age=60, stale-while-revalidate=300, stale-if-error=86400"
+VERSION_TTL = 0.2  # seconds a process trusts its last read of the version key
+
+
+@dataclass(frozen=True)
+class Rendered:
+    body: bytes
+    gz: bytes
+    etag: str  # strong, of the identity bytes
+    etag_gz: str  # strong, of the gzip bytes: a different representation, a different tag
+    last_modified: float  # unix seconds (whole)
+    content_type: str
+    self_url: str
+    version: int
+
+    @classmethod
+    def build(cls, body: bytes, content_type: str, last_modified: datetime, self_url: str,
+              version: int) -> "Rendered":
+        digest = hashlib.sha256(body).hexdigest()[:32]
+        buf = io.BytesIO()
+        # mtime=0: the same bytes in every worker, so the gzip ETag is stable too.
+        with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6, mtime=0) as f:
+            f.write(body)
+        return cls(
+            body=body, gz=buf.getvalue(), etag=f'"{digest}"', etag_gz=f'"{digest}-gz"',
+            last_modified=float(int(last_modified.timestamp())), content_type=content_type,
+            self_url=self_url, version=version,
+        )
+
+    def common_headers(self) -> list[tuple[str, str]]:
+        return [
+            ("Cache-Control", CACHE_CONTROL),
+            ("Vary", "Accept-Encoding"),
+            ("Access-Control-Allow-Origin", "*"),
+            ("Access-Control-Expose-Headers", "ETag, Last-Modified, Link"),
+            ("Link", f'<{self.self_url}>; rel="self"'),
+            ("Last-Modified", http_date(self.last_modified)),
+            ("X-Content-Type-Options", "nosniff"),
+        ]
+
+
+def http_date(ts: float) -> str:
+    return format_datetime(datetime.fromtimestamp(ts, timezone.utc), usegmt=True)
+
+
+def accepts_gzip(header: str | None) -> bool:
+    for part in (header or "").split(","):
+        token, _, params = part.strip().partition(";")
+        if token.strip().lower() in ("gzip", "x-gzip", "*"):
+            q = params.strip()
+            if q.startswith("q="):
+                try:
+                    return float(q[2:]) > 0
+                except ValueError:
+                    return False
+            return True
+    return False
+
+
+def _etag_matches(header: str, tags: tuple[str, ...]) -> bool:
+    """If-None-Match uses the weak comparison (RFC 9110 13.1.2)."""
+    if header.strip() == "*":
+        return True
+    for candidate in header.split(","):
+        c = candidate.strip()
+        if c.startswith("W/"):
+            c = c[2:]
+        if c in tags:
+            return True
+    return False
+
+
+def respond(r: Rendered, environ: dict) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Status, headers and body for one request of a rendered output (pure). The body is
+    returned for HEAD too (its length is the Content-Length); the server drops it."""
+    gz = accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING"))
+    etag = r.etag_gz if gz else r.etag
+    headers = r.common_headers() + [("ETag", etag)]
+    inm = environ.get("HTTP_IF_NONE_MATCH")
+    ims = environ.get("HTTP_IF_MODIFIED_SINCE")
+    not_modified = False
+    if inm is not None:
+        # Either representation's tag: a reader that switched encodings still has the bytes.
+        not_modified = _etag_matches(inm, (r.etag, r.etag_gz))
+    elif ims:
+        try:
+            not_modified = r.last_modified <= parsedate_to_datetime(ims).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            not_modified = False
+    if not_modified:
+        return "304 Not Modified", headers, b""
+    body = r.gz if gz else r.body
+    headers.append(("Content-Type", r.content_type))
+    if gz:
+        headers.append(("Content-Encoding", "gzip"))
+    headers.append(("Content-Length", str(len(body))))
+    return "200 OK", headers, body
+
+
+class VersionClock:
+    """The store's outputs version, read from Redis at most every `ttl` seconds."""
+
+    def __init__(self, read, ttl: float = VERSION_TTL):
+        self._read = read
+        self._ttl = ttl
+        self._value: int | None = None
+        self._at = 0.0
+        self._lock = threading.Lock()
+
+    def current(self) -> int:
+        now = time.monotonic()
+        if self._value is None or now - self._at >= self._ttl:
+            with self._lock:
+                if self._value is None or now - self._at >= self._ttl:
+                    self._value = self._read()
+                    self._at = time.monotonic()
+        return self._value
+
+
+class OutputCache:
+    """In-process LRU of Rendered, keyed by (path, query string); an entry counts only
+    for the version it was rendered at. Per process: a gunicorn worker renders each
+    output once per change."""
+
+    def __init__(self, max_entries: int = 512):
+        self._data: OrderedDict[tuple[str, str], Rendered] = OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple[str, str], version: int) -> Rendered | None:
+        r = self._data.get(key)
+        if r is not None and r.version == version:
+            self.hits += 1
+            try:
+                self._data.move_to_end(key)
+            except KeyError:  # evicted by another thread meanwhile
+                pass
+            return r
+        self.misses += 1
+        return None
+
+    def put(self, key: tuple[str, str], r: Rendered) -> None:
+        with self._lock:
+            old = self._data.get(key)
+            if old is not None and old.version > r.version:
+                return  # a slower render of an older version must not win
+            self._data[key] = r
+            self._data.move_to_end(key)
+            while len(self._data) > self._max:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+class FastPath:
+    """WSGI layer: a GET/HEAD of a cached output at the current version is answered here,
+    before Flask builds a request, routes, and runs the view. Anything else passes on."""
+
+    def __init__(self, wsgi_app, cache: OutputCache, clock_factory, prefix: str = "/feeds/"):
+        self.wsgi_app = wsgi_app
+        self.cache = cache
+        self._clock_factory = clock_factory
+        self._clock: VersionClock | None = None
+        self.prefix = prefix
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(self.prefix) and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            try:
+                if self._clock is None:
+                    self._clock = self._clock_factory()
+                r = self.cache.get((path, environ.get("QUERY_STRING", "")),
+                                   self._clock.current())
+            except Exception:  # Redis down etc.: let Flask answer (and report) it
+                log.debug("fast path skipped", exc_info=True)
+                r = None
+            if r is not None:
+                status, headers, body = respond(r, environ)
+                start_response(status, headers)
+                return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+        return self.wsgi_app(environ, start_response)
+
+
+# --- pre-rendering to files (served by nginx: deploy/nginx.conf) ------------------------
+
+def hot_paths(app) -> list[str]:
+    """The outputs readers poll most: every format of the combined feed and of each
+    configured source, tag and country, with default parameters."""
+    paths = [f"/feeds/all.{fmt}" for fmt in ("rss", "atom", "json")]
+    try:
+        with app.app_context():
+            from .feeds import configured_sources
+
+            sources = configured_sources()
+    except Exception:  # no feeds.yaml: the combined feed is still worth writing
+        log.warning("prerender: no sources configured; writing /feeds/all.* only")
+        sources = {}
+    tags = sorted({t for s in sources.values() for t in s.tags})
+    countries = sorted({s.country.upper() for s in sources.values() if s.country})
+    for fmt in ("rss", "atom", "json"):
+        paths += [f"/feeds/sources/{sid}.{fmt}" for sid in sorted(sources)]
+        paths += [f"/feeds/tags/{t}.{fmt}" for t in tags]
+        paths += [f"/feeds/countries/{c}.{fmt}" for c in countries]
+    return paths
+
+
+def _write_atomic(path: str, data: bytes, mtime: float) -> bool:
+    """Write only when the bytes changed (nginx's ETag/Last-Modified then stay put)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read() == data:
+                return False
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, 0o644)
+    os.utime(tmp, (mtime, mtime))
+    os.replace(tmp, path)  # readers see the old file or the new one, never half
+    return True
+
+
+def prerender(app, out_dir: str, paths: list[str] | None = None) -> dict[str, int]:
+    """Render `paths` through the app (same code, same bytes as a live request) into
+    out_dir/<path> plus a .gz twin for nginx's gzip_static. Returns {path: status}."""
+    paths = paths if paths is not None else hot_paths(app)
+    client = app.test_client()
+    # Links inside the files must name the public site, not the test client's localhost.
+    base = app.config.get("AGG_PUBLIC_URL") or os.environ.get("AGG_PUBLIC_URL") or None
+    result = {}
+    for path in paths:
+        kw = {"base_url": base} if base else {}
+        resp = client.get(path, headers={"Accept-Encoding": "identity"}, **kw)
+        result[path] = resp.status_code
+        target = os.path.join(out_dir, path.lstrip("/"))
+        if resp.status_code != 200:
+            # An output that vanished (source removed) must not linger as a file.
+            for p in (target, target + ".gz"):
+                if os.path.exists(p):
+                    os.unlink(p)
+            continue
+        body = resp.get_data()
+        lm = resp.headers.get("Last-Modified")
+        mtime = parsedate_to_datetime(lm).timestamp() if lm else time.time()
+        buf = io.BytesIO()
+        with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=9, mtime=0) as f:
+            f.write(body)
+        _write_atomic(target, body, mtime)
+        _write_atomic(target + ".gz", buf.getvalue(), mtime)
+    return result
+
+
+def watch(app, out_dir: str, interval: float = 0.2, stop: threading.Event | None = None,
+          paths: list[str] | None = None) -> None:
+    """Re-render the hot files whenever the outputs version moves (checked every
+    `interval` seconds), so a polled item is in the files well within a second."""
+    from .extensions import services
+
+    with app.app_context():
+        store = services().store
+    last = None
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        try:
+            v = store.outputs_version()
+            if v != last:
+                t0 = time.monotonic()
+                prerender(app, out_dir, paths)
+                log.info("prerendered version %s in %.0f ms", v, 1000 * (time.monotonic() - t0))
+                last = v
+        except Exception:
+            log.exception("prerender failed; retrying")
+        stop.wait(interval)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m web.cache")
+    ap.add_argument("command", choices=["prerender", "watch"])
+    ap.add_argument("--out", required=True, help="directory nginx serves (deploy/nginx.conf)")
+    ap.add_argument("--interval", type=float, default=0.2)
+    ap.add_argument("--path", action="append", help="output path(s); default: hot outputs")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from . import create_app
+
+    app = create_app()
+    if args.command == "prerender":
+        res = prerender(app, args.out, args.path)
+        bad = {p: s for p, s in res.items() if s != 200}
+        print(f"wrote {len(res) - len(bad)} outputs to {args.out}", file=sys.stderr)
+        for p, s in bad.items():
+            print(f"  {p}: HTTP {s}", file=sys.stderr)
+        return 0
+    watch(app, args.out, args.interval, paths=args.path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
