@@ -1,3 +1,703 @@
-from flask import Blueprint
+"""Reader-facing pages: the timeline (/), a story's full coverage, a topic, the sources.
+
+Pages read the store and the grouper at request time (they are cheap Redis reads); feeds
+are the pre-rendered part. Everything shown is autoescaped Jinja; no page needs JavaScript.
+
+One code path lists stories for every view: walk an item index newest first (the whole
+timeline, or a source's, a tag's, a country's), map each item to its story, keep a story the
+first time it is met. A story therefore sits where its newest matching report sits, which is
+what "newest first" means for a reader, and filters and search need no second ordering.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from urllib.parse import quote
+
+import redis
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+
+from aggregator.errors import AggregatorError
+from aggregator.types import Item, Source, SourceState, Story
+
+from . import arabic_time as at
+from .extensions import services
+
+log = logging.getLogger(__name__)
+UTC = timezone.utc
 
 bp = Blueprint("pages", __name__)
+
+PAGE_SIZE = 30
+MAX_PAGE_SIZE = 100
+SEARCH_SCAN_CAP = 3000  # items one search request reads before it offers "older"
+PALETTE = 12  # outlet badge colours: .o0 … .o11 in static/site.css
+
+COUNTRIES = {
+    "AE": "الإمارات", "BH": "البحرين", "DZ": "الجزائر", "EG": "مصر", "GB": "بريطانيا",
+    "FR": "فرنسا", "DE": "ألمانيا", "IQ": "العراق", "IR": "إيران", "IL": "إسرائيل",
+    "JO": "الأردن", "KW": "الكويت", "LB": "لبنان", "LY": "ليبيا", "MA": "المغرب",
+    "OM": "عُمان", "PS": "فلسطين", "QA": "قطر", "RU": "روسيا", "SA": "السعودية",
+    "SD": "السودان", "SY": "سوريا", "TN": "تونس", "TR": "تركيا", "US": "الولايات المتحدة",
+    "YE": "اليمن", "MR": "موريتانيا", "SO": "الصومال", "DJ": "جيبوتي", "KM": "جزر القمر",
+    "CN": "الصين", "ES": "إسبانيا", "NL": "هولندا",
+}
+
+
+# --- display settings -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Display:
+    tz: str
+    digits: str  # "arabic" (٠١٢…) or "latin" (012…)
+    months: str  # "gregorian" (يناير…) or "levantine" (كانون الثاني…)
+
+
+def display() -> Display:
+    cfg = current_app.config
+    tz = cfg.get("AGG_TIMEZONE") or services().settings.timezone or "Asia/Riyadh"
+    digits = cfg.get("AGG_DIGITS") or os.environ.get("AGG_DIGITS") or "arabic"
+    months = cfg.get("AGG_MONTHS") or os.environ.get("AGG_MONTHS") or "gregorian"
+    return Display(tz, "latin" if digits == "latin" else "arabic",
+                   "levantine" if months == "levantine" else "gregorian")
+
+
+def now_utc() -> datetime:
+    # Tests freeze the clock through config; production reads it.
+    fixed = current_app.config.get("AGG_NOW")
+    return fixed if fixed is not None else datetime.now(UTC)
+
+
+# --- view models ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Outlet:
+    id: str
+    title: str
+    colour: int
+    site: str | None = None
+    country: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Report:
+    item: Item
+    outlet: Outlet
+
+
+@dataclass(frozen=True)
+class TopicRef:
+    id: str
+    label: str
+
+
+@dataclass
+class Card:
+    id: str  # story id (an item id when the story is a single report not yet grouped)
+    lead: Report
+    reports: list[Report]  # oldest first
+    outlets: list[Outlet]  # lead outlet first, then in order of joining
+    sort_time: datetime
+    topic: TopicRef | None = None
+    grouped: bool = False
+
+    @property
+    def newest(self) -> datetime:
+        return max(r.item.published for r in self.reports)
+
+    @property
+    def first(self) -> datetime:
+        return min(r.item.published for r in self.reports)
+
+
+def colour_of(source_id: str) -> int:
+    # Stable across processes and restarts (unlike hash()): an outlet keeps its colour.
+    return int(hashlib.blake2s(source_id.encode(), digest_size=2).hexdigest(), 16) % PALETTE
+
+
+class Reader:
+    """Per-request access to items, stories and sources, tolerant of parts not configured.
+
+    The grouper and feeds.yaml may be missing (a fresh checkout, a web-only test): pages
+    then show each report as its own story and derive outlets from the items.
+    """
+
+    def __init__(self):
+        self.svc = services()
+        self.store = self.svc.store
+        self._sources: dict[str, Source] | None = None
+        self._grouper = False  # False: not looked up yet; None: unavailable
+
+    # sources -----------------------------------------------------------------------------
+    @property
+    def sources(self) -> dict[str, Source]:
+        if self._sources is None:
+            try:
+                self._sources = {s.id: s for s in self.svc.sources}
+            except (ImportError, OSError, AggregatorError) as e:
+                log.warning("feeds config unavailable, showing outlets by id: %s", e)
+                self._sources = {}
+        return self._sources
+
+    def outlet(self, source_id: str) -> Outlet:
+        s = self.sources.get(source_id)
+        if s is None:
+            return Outlet(source_id, source_id, colour_of(source_id))
+        return Outlet(s.id, s.title or s.id, colour_of(s.id), s.site, s.country, tuple(s.tags))
+
+    # grouping ----------------------------------------------------------------------------
+    @property
+    def grouper(self):
+        if self._grouper is False:
+            try:
+                self._grouper = self.svc.grouper
+            except ImportError:
+                self._grouper = None
+            except (OSError, AggregatorError) as e:
+                # The grouper needs source ranks from feeds.yaml; without them rank nothing.
+                log.warning("grouper without source ranks: %s", e)
+                try:
+                    from aggregator.group import Grouper
+
+                    self._grouper = Grouper(self.svc.client, self.svc.keys, source_rank={})
+                except ImportError:
+                    self._grouper = None
+        return self._grouper
+
+    def story_ids_of(self, item_ids: list[str]) -> dict[str, str]:
+        """item id -> story id; an item not (yet) grouped is its own story."""
+        g = self.grouper
+        out = {}
+        for iid in item_ids:
+            sid = g.story_of(iid) if g is not None else None
+            out[iid] = sid or iid
+        return out
+
+    def stories(self, story_ids: Iterable[str]) -> dict[str, Story]:
+        ids = list(dict.fromkeys(story_ids))
+        found: dict[str, Story] = {}
+        g = self.grouper
+        if g is not None and ids:
+            for st in g.get_stories(ids):
+                if st is not None:
+                    found[st.id] = st
+        missing = [i for i in ids if i not in found]
+        if missing:
+            for item in self.store.get_items(missing):
+                found[item.id] = single_story(item)
+        return found
+
+    def topic(self, topic_id: str | None) -> TopicRef | None:
+        if not topic_id or self.grouper is None:
+            return None
+        t = self.grouper.get_topic(topic_id)
+        if t is None:
+            return None
+        return TopicRef(t.id, t.label or t.id)
+
+    # cards -------------------------------------------------------------------------------
+    def cards(self, stories: list[Story], sort_times: dict[str, float] | None = None,
+              items: dict[str, Item] | None = None, prefer_source: str = "") -> list[Card]:
+        """Cards for stories. `prefer_source`: a reader who filtered by an outlet sees that
+        outlet's (newest) report as the headline, not the story's overall lead."""
+        items = dict(items or {})
+        need = [i for st in stories for i in st.items if i not in items]
+        for item in self.store.get_items(need):
+            items[item.id] = item
+        topics: dict[str, TopicRef | None] = {}
+        cards = []
+        for st in stories:
+            reports = sorted(
+                (Report(items[i], self.outlet(items[i].source)) for i in st.items if i in items),
+                key=lambda r: r.item.published,
+            )
+            if not reports:
+                continue  # trimmed by retention since grouping: nothing left to show
+            lead = next((r for r in reports if r.item.id == st.lead_item), reports[0])
+            if prefer_source and lead.outlet.id != prefer_source:
+                lead = next((r for r in reversed(reports) if r.outlet.id == prefer_source),
+                            lead)
+            order = [lead.outlet.id] + [s for s in st.sources if s != lead.outlet.id]
+            order += [r.outlet.id for r in reports if r.outlet.id not in order]
+            outlets = [self.outlet(s) for s in dict.fromkeys(order)]
+            if st.topic not in topics:
+                topics[st.topic] = self.topic(st.topic)
+            score = (sort_times or {}).get(st.id)
+            sort_time = (datetime.fromtimestamp(score, UTC) if score is not None
+                         else max(r.item.published for r in reports))
+            cards.append(Card(st.id, lead, reports, outlets, sort_time, topics[st.topic],
+                              grouped=len(st.items) > 1 or st.id != st.lead_item))
+        return cards
+
+    def walk(self, index: str, before: float | None, limit: int,
+             match: Callable[[Item], bool] | None = None,
+             scan_cap: int | None = None, prefer_source: str = "",
+             ) -> tuple[list[Card], float | None]:
+        """Stories met walking `index` newest first from `before` (exclusive).
+
+        Returns the cards and the cursor for the next page (None at the end). A page never
+        ends inside a run of equal timestamps, so an exclusive cursor skips nothing; a story
+        with a matching report newer than `before` was on an earlier page and is skipped.
+        """
+        r = self.store.r
+        top = f"({before!r}" if before is not None else "+inf"
+        batch = max(limit * 2, 50)
+        offset = 0
+        scanned = 0
+        chosen: OrderedDict[str, float] = OrderedDict()
+        rejected: set[str] = set()
+        stories: dict[str, Story] = {}
+        items: dict[str, Item] = {}
+        last_score: float | None = None
+        exhausted = False
+        while True:
+            rows = r.zrevrangebyscore(index, top, "-inf", start=offset, num=batch,
+                                      withscores=True)
+            offset += len(rows)
+            if not rows:
+                exhausted = True
+                break
+            ids = [i for i, _ in rows]
+            for item in self.store.get_items(ids):
+                items[item.id] = item
+            sids = self.story_ids_of(ids)
+            new_sids = [s for s in dict.fromkeys(sids.values())
+                        if s not in chosen and s not in rejected and s not in stories]
+            stories.update(self.stories(new_sids))
+            member_ids = [i for s in new_sids if s in stories for i in stories[s].items
+                          if i not in items]
+            for item in self.store.get_items(member_ids):
+                items[item.id] = item
+            full = False
+            for iid, score in rows:
+                if len(chosen) >= limit and score != last_score:
+                    full = True
+                    break
+                scanned += 1
+                last_score = score
+                item = items.get(iid)
+                if item is None or (match is not None and not match(item)):
+                    continue
+                sid = sids[iid]
+                if sid in chosen or sid in rejected:
+                    continue
+                st = stories.get(sid)
+                if st is None:
+                    continue
+                if before is not None and any(
+                    items[m].published.timestamp() >= before
+                    for m in st.items
+                    if m in items and (match is None or match(items[m]))
+                ):
+                    rejected.add(sid)  # shown on an earlier page, where it was newer
+                    continue
+                chosen[sid] = score
+            if full:
+                break
+            if len(rows) < batch:
+                exhausted = True
+                break
+            if scan_cap is not None and scanned >= scan_cap:
+                break
+        cards = self.cards([stories[s] for s in chosen], dict(chosen), items, prefer_source)
+        return cards, (None if exhausted else last_score)
+
+
+def single_story(item: Item) -> Story:
+    return Story(
+        id=item.id, lead_item=item.id, items=(item.id,), sources=(item.source,),
+        first_published=item.published, last_published=item.published,
+        updated=item.updated or item.published,
+    )
+
+
+# --- search -----------------------------------------------------------------------------
+
+_DIACRITICS = {chr(c) for c in range(0x064B, 0x0660)} | {"\u0670", "\u0640"}
+_FOLD = str.maketrans({"أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا", "ى": "ي", "ة": "ه", "ؤ": "و",
+                       "ئ": "ي"})
+
+
+def _fallback_normalize(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text or "")
+    text = "".join(ch for ch in text if ch not in _DIACRITICS)
+    return " ".join(text.translate(_FOLD).casefold().split())
+
+
+def normalize(text: str) -> str:
+    """The ingest side's matching normalisation when it exists, so a search finds what the
+    grouping matched; a light local one (diacritics, tatweel, alef/yaa/taa marbuta) until then."""
+    try:
+        from aggregator.arabic import normalize_for_matching
+    except ImportError:
+        return _fallback_normalize(text)
+    out = normalize_for_matching(text)
+    return out if isinstance(out, str) else " ".join(out)
+
+
+def search_matcher(q: str) -> Callable[[Item], bool] | None:
+    terms = normalize(q).split()
+    if not terms:
+        return None
+    cache: dict[str, str] = {}
+
+    def match(item: Item) -> bool:
+        hay = cache.get(item.id)
+        if hay is None:
+            hay = cache[item.id] = normalize(f"{item.title} {item.summary_text}")
+        return all(t in hay for t in terms)
+
+    return match
+
+
+# --- filters ----------------------------------------------------------------------------
+
+@dataclass
+class Filters:
+    source: str = ""
+    tag: str = ""
+    country: str = ""
+    q: str = ""
+    before: float | None = None
+    limit: int = PAGE_SIZE
+    active: list[tuple[str, str, str]] = field(default_factory=list)  # (param, value, label)
+
+    def params(self, **changes) -> dict[str, str]:
+        p = {"source": self.source, "tag": self.tag, "country": self.country, "q": self.q,
+             "limit": self.limit if self.limit != PAGE_SIZE else ""}
+        p.update(changes)
+        return {k: v for k, v in p.items() if v not in ("", None)}
+
+
+def parse_filters(args) -> Filters:
+    f = Filters(
+        source=(args.get("source") or "").strip()[:100],
+        tag=(args.get("tag") or "").strip()[:100],
+        country=(args.get("country") or "").strip().upper()[:2],
+        q=" ".join((args.get("q") or "").split())[:200],
+    )
+    try:
+        f.before = float(args["before"]) if args.get("before") else None
+    except ValueError:
+        f.before = None
+    if f.before is not None and f.before != f.before:  # NaN
+        f.before = None
+    try:
+        f.limit = max(1, min(MAX_PAGE_SIZE, int(args.get("limit", PAGE_SIZE))))
+    except ValueError:
+        f.limit = PAGE_SIZE
+    return f
+
+
+def list_stories(reader: Reader, f: Filters) -> tuple[list[Card], float | None]:
+    """The timeline for a set of filters: pick the narrowest index, check the rest per item."""
+    k = reader.store.keys
+    checks: list[Callable[[Item], bool]] = []
+    if f.source:
+        index = k.source_timeline(f.source)
+    elif f.country:
+        index = k.country_timeline(f.country)
+    elif f.tag:
+        index = k.tag_timeline(f.tag)
+    else:
+        index = k.timeline
+    srcs = reader.sources
+    if f.source and f.country:
+        checks.append(lambda it: (srcs.get(it.source) and srcs[it.source].country or "").upper()
+                      == f.country)
+    if f.tag and (f.source or f.country):
+        checks.append(lambda it: it.source in srcs and f.tag in srcs[it.source].tags)
+    if f.source:
+        checks.append(lambda it: it.source == f.source)
+    matcher = search_matcher(f.q) if f.q else None
+    if matcher:
+        checks.append(matcher)
+    match = (lambda it: all(c(it) for c in checks)) if checks else None
+    return reader.walk(index, f.before, f.limit, match,
+                       scan_cap=SEARCH_SCAN_CAP if matcher else None, prefer_source=f.source)
+
+
+def by_day(cards: list[Card], d: Display) -> list[tuple[str, str, list[Card]]]:
+    """[(day key, Arabic heading, cards)] in the order given (newest first)."""
+    days: OrderedDict[str, tuple[str, list[Card]]] = OrderedDict()
+    for c in cards:
+        key = at.day_key(c.sort_time, d.tz)
+        if key not in days:
+            days[key] = (at.day_heading(c.sort_time, d.tz, d.digits, d.months), [])
+        days[key][1].append(c)
+    return [(k, h, cs) for k, (h, cs) in days.items()]
+
+
+def filter_choices(reader: Reader) -> dict:
+    srcs = sorted(reader.sources.values(), key=lambda s: (s.rank, s.id))
+    tags = sorted({t for s in srcs for t in s.tags})
+    countries = sorted({s.country.upper() for s in srcs if s.country})
+    return {
+        "sources": [reader.outlet(s.id) for s in srcs],
+        "tags": tags,
+        "countries": [(c, COUNTRIES.get(c, c)) for c in countries],
+    }
+
+
+# --- template helpers -------------------------------------------------------------------
+
+@bp.app_template_filter("reltime")
+def _reltime(when: datetime) -> str:
+    return at.relative(when, now_utc(), display().digits)
+
+
+@bp.app_template_filter("abstime")
+def _abstime(when: datetime) -> str:
+    d = display()
+    return at.absolute(when, d.tz, d.digits, d.months)
+
+
+@bp.app_template_filter("clock")
+def _clock(when: datetime) -> str:
+    d = display()
+    return at.clock(when, d.tz, d.digits)
+
+
+@bp.app_template_filter("dayname")
+def _dayname(when: datetime) -> str:
+    d = display()
+    return at.day_heading(when, d.tz, d.digits, d.months)
+
+
+@bp.app_template_filter("isotime")
+def _isotime(when: datetime) -> str:
+    return at.iso(when)
+
+
+@bp.app_template_filter("digits")
+def _digits(value) -> str:
+    return at.digits_of(value, display().digits)
+
+
+@bp.app_template_filter("sources_count")
+def _sources_count(n: int) -> str:
+    return at.count(n, at.SOURCE, display().digits)
+
+
+@bp.app_template_filter("reports_count")
+def _reports_count(n: int) -> str:
+    return at.count(n, at.REPORT, display().digits)
+
+
+@bp.app_template_filter("stories_count")
+def _stories_count(n: int) -> str:
+    return at.count(n, at.STORY, display().digits)
+
+
+@bp.app_template_filter("items_count")
+def _items_count(n: int) -> str:
+    return at.count(n, at.ITEM, display().digits)
+
+
+@bp.app_template_filter("errors_count")
+def _errors_count(n: int) -> str:
+    return at.count(n, at.ERROR, display().digits)
+
+
+@bp.app_template_filter("more_sources")
+def _more_sources(n: int) -> str:
+    return at.more_sources(n, display().digits)
+
+
+@bp.app_template_filter("country_name")
+def _country_name(cc: str | None) -> str:
+    return COUNTRIES.get((cc or "").upper(), cc or "")
+
+
+@bp.app_context_processor
+def _globals():
+    return {
+        "site_name": current_app.config.get("SITE_NAME", "الخلاصة"),
+        "site_tagline": current_app.config.get(
+            "SITE_TAGLINE", "أخبار الشرق الأوسط من كل مصادرها، قصةً قصة"),
+        "display_tz": display().tz,
+    }
+
+
+# --- security headers -------------------------------------------------------------------
+
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+
+@bp.after_app_request
+def _security_headers(response):
+    """Every response: no sniffing, a referrer policy; and unless a blueprint set its own
+    (the embed pages allow framing), a CSP without inline script that forbids framing.
+    Registered app-wide from here so the app factory stays as it is."""
+    h = response.headers
+    h.setdefault("X-Content-Type-Options", "nosniff")
+    h.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+    if request.blueprint == "embed":
+        return response
+    h.setdefault("Content-Security-Policy", PAGE_CSP)
+    h.setdefault("X-Frame-Options", "DENY")
+    return response
+
+
+# --- errors -----------------------------------------------------------------------------
+
+@bp.app_errorhandler(404)
+def _not_found(e):
+    if request.path.startswith("/feeds/") or request.path.endswith((".json", ".xml", ".opml")):
+        return e  # machine clients: leave the plain response
+    return render_template("error.html", code=404, title="الصفحة غير موجودة",
+                           message="لم نجد ما تبحث عنه. ربما حُذف الخبر بعد انقضاء مدة حفظه، "
+                                   "أو أن الرابط غير صحيح."), 404
+
+
+@bp.app_errorhandler(redis.RedisError)
+@bp.app_errorhandler(AggregatorError)
+def _store_down(e):
+    log.error("page failed: %s", e)
+    return render_template("error.html", code=503, title="الخدمة غير متاحة مؤقتًا",
+                           message="تعذّر الوصول إلى قاعدة الأخبار. حاول بعد قليل."), 503
+
+
+# --- routes -----------------------------------------------------------------------------
+
+@bp.get("/")
+def index():
+    reader = Reader()
+    f = parse_filters(request.args)
+    cards, cursor = list_stories(reader, f)
+    d = display()
+    choices = filter_choices(reader)
+    active = []
+    if f.source:
+        active.append(("source", reader.outlet(f.source).title))
+    if f.tag:
+        active.append(("tag", f.tag))
+    if f.country:
+        active.append(("country", COUNTRIES.get(f.country, f.country)))
+    if f.q:
+        active.append(("q", f.q))
+    feed_base = feed_path_for(f)
+    return render_template(
+        "index.html", days=by_day(cards, d), cards=cards, filters=f, choices=choices,
+        active=active, next_cursor=cursor, feed_base=feed_base,
+        older_url=url_for("pages.index", **f.params(before=repr(cursor))) if cursor else None,
+        newest_url=url_for("pages.index", **f.params()) if f.before is not None else None,
+    )
+
+
+def feed_path_for(f: Filters) -> str:
+    """The feed that matches the view (source beats country beats tag, as the index does)."""
+    if f.source:
+        return f"/feeds/sources/{quote(f.source, safe='')}"
+    if f.country:
+        return f"/feeds/countries/{quote(f.country, safe='')}"
+    if f.tag:
+        return f"/feeds/tags/{quote(f.tag, safe='')}"
+    return "/feeds/all"
+
+
+@bp.get("/stories/<story_id>")
+def story(story_id: str):
+    reader = Reader()
+    g = reader.grouper
+    st = None
+    if g is not None:
+        found = g.get_stories([story_id])
+        st = found[0] if found and found[0] is not None else None
+    if st is None:
+        # An item id: once grouped, its story is the canonical page.
+        items = reader.store.get_items([story_id])
+        if not items:
+            abort(404)
+        sid = g.story_of(story_id) if g is not None else None
+        if sid and sid != story_id:
+            return redirect(url_for("pages.story", story_id=sid), 301)
+        st = single_story(items[0])
+    cards = reader.cards([st])
+    if not cards:
+        abort(404)
+    card = cards[0]
+    related: list[Card] = []
+    if card.topic is not None and g is not None:
+        others = [s for s in g.topic_stories(card.topic.id, 12) if s != card.id]
+        found = reader.stories(others)
+        related = sorted(reader.cards([found[s] for s in others if s in found]),
+                         key=lambda c: c.sort_time, reverse=True)
+    coverage: OrderedDict[str, list[Report]] = OrderedDict()
+    for o in card.outlets:
+        coverage[o.id] = []
+    for rep in card.reports:
+        coverage.setdefault(rep.outlet.id, []).append(rep)
+    joined: set[str] = set()
+    timeline = []
+    for rep in card.reports:
+        timeline.append((rep, rep.outlet.id not in joined))
+        joined.add(rep.outlet.id)
+    return render_template("story.html", card=card, coverage=coverage, timeline=timeline,
+                           related=related, feed_base=f"/feeds/stories/{quote(card.id, safe='')}")
+
+
+@bp.get("/topics/<topic_id>")
+def topic(topic_id: str):
+    reader = Reader()
+    g = reader.grouper
+    t = g.get_topic(topic_id) if g is not None else None
+    if t is None:
+        abort(404)
+    ids = list(g.topic_stories(topic_id, 100))
+    found = reader.stories(ids)
+    cards = sorted(reader.cards([found[s] for s in ids if s in found]),
+                   key=lambda c: c.sort_time, reverse=True)
+    outlets = OrderedDict((o.id, o) for c in cards for o in c.outlets)
+    return render_template("topic.html", topic=TopicRef(t.id, t.label or t.id),
+                           days=by_day(cards, display()), cards=cards,
+                           outlets=list(outlets.values()), feed_base=f"/feeds/topics/{quote(t.id, safe='')}")
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    outlet: Outlet
+    source: Source
+    state: SourceState
+    items: int
+
+    @property
+    def health(self) -> str:
+        """ok / failing / disabled / new: the dot colour and its Arabic label."""
+        if not self.source.enabled or self.state.disabled_reason:
+            return "disabled"
+        if self.state.last_status is None:
+            return "new"
+        if self.state.last_status in ("ok", "not-modified"):
+            return "ok"
+        return "failing"
+
+
+HEALTH_LABELS = {"ok": "يعمل", "failing": "متعثّر", "disabled": "متوقف", "new": "لم يُجلب بعد"}
+
+
+@bp.get("/sources")
+def sources():
+    reader = Reader()
+    srcs = sorted(reader.sources.values(), key=lambda s: (s.rank, s.id))
+    states = reader.store.load_states([s.id for s in srcs]) if srcs else {}
+    with reader.store.r.pipeline(transaction=False) as p:
+        for s in srcs:
+            p.zcard(reader.store.keys.source_timeline(s.id))
+        counts = p.execute() if srcs else []
+    rows = [SourceRow(reader.outlet(s.id), s, states.get(s.id, SourceState()), n)
+            for s, n in zip(srcs, counts)]
+    summary = {h: sum(1 for r in rows if r.health == h) for h in HEALTH_LABELS}
+    return render_template("sources.html", rows=rows, summary=summary,
+                           health_labels=HEALTH_LABELS)

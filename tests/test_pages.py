@@ -1,0 +1,481 @@
+"""Pages over a real Redis with real ANT items: /, stories, topics, sources, OPML, healthz,
+embed widgets, security headers. Stories follow the hand labels (GoldGrouper) so each test
+knows which outlets a card must show; one test runs the real grouper when it exists."""
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlparse
+
+import lxml.html
+import pytest
+import redis
+
+from aggregator.config import load_config
+from aggregator.store import Store
+from web import create_app
+from web.extensions import services
+
+from pages_fixtures import (FEEDS_YAML, NOW, GoldGrouper, gold_story_count, item_id,
+                            load_rows, make_item, store_items)
+
+UTC = timezone.utc
+ROWS = load_rows()
+
+
+@pytest.fixture
+def feeds_path(tmp_path):
+    p = tmp_path / "feeds.yaml"
+    p.write_text(FEEDS_YAML, encoding="utf-8")
+    return p
+
+
+@pytest.fixture
+def config(feeds_path):
+    return load_config(feeds_path)
+
+
+@pytest.fixture
+def store(redis_client, keys, config):
+    s = Store(redis_client, keys)
+    store_items(s, list(config.sources), [make_item(r) for r in ROWS])
+    return s
+
+
+def build_app(redis_client, keys, feeds_path, config, grouper=True, **extra):
+    app = create_app({
+        "TESTING": True, "REDIS_CLIENT": redis_client, "AGG_KEY_PREFIX": keys.prefix,
+        "AGG_FEEDS": str(feeds_path), "AGG_NOW": NOW, "AGG_TIMEZONE": "Asia/Riyadh", **extra,
+    })
+    if grouper:
+        with app.app_context():
+            services()._grouper = GoldGrouper(ROWS, {s.id: s.rank for s in config.sources})
+    return app
+
+
+@pytest.fixture
+def app(redis_client, keys, feeds_path, config, store):
+    return build_app(redis_client, keys, feeds_path, config)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def doc(resp):
+    assert resp.status_code == 200, resp.status_code
+    return lxml.html.fromstring(resp.get_data(as_text=True))
+
+
+def cards(tree):
+    return tree.xpath('//article[contains(concat(" ", @class, " "), " card ")]')
+
+
+def card_ids(tree):
+    return [c.get("data-story") for c in cards(tree)]
+
+
+def text(el) -> str:
+    return " ".join(el.text_content().split())
+
+
+def card_by_id(tree, sid):
+    found = [c for c in cards(tree) if c.get("data-story") == sid]
+    assert found, f"no card {sid}"
+    return found[0]
+
+
+# --- the timeline ------------------------------------------------------------------------
+
+def test_index_is_arabic_rtl_and_grouped_by_day_in_display_timezone(client):
+    resp = client.get("/")
+    body = resp.get_data(as_text=True)
+    assert re.search(r'<html lang="ar" dir="rtl">', body)
+    assert resp.headers["Content-Type"].startswith("text/html")
+    tree = doc(resp)
+    headings = [text(h) for h in tree.xpath('//h2[@class="day-heading"]')]
+    # 23:43 UTC on the 13th is already Wednesday the 14th in Riyadh
+    assert headings == ["الأربعاء ١٤ مارس ٢٠١٨", "الثلاثاء ١٣ مارس ٢٠١٨", "الاثنين ١٢ مارس ٢٠١٨"]
+    assert len(cards(tree)) == gold_story_count(ROWS)
+    first = cards(tree)[0]
+    assert first.get("data-story") == "trump-says-iran-behind-middle-east-problems" or \
+        "ترامب" in text(first)
+    # newest first: 17 minutes before the frozen clock
+    assert "منذ ١٧ دقيقة" in text(first)
+    assert "٠٢:٤٣" in text(first)  # 23:43 UTC shown in Riyadh time
+
+
+def test_cards_show_outlets_with_counted_badges(client):
+    tree = doc(client.get("/"))
+    gaza = card_by_id(tree, "hamdallah-convoy-bombing-gaza")
+    badges = [text(b) for b in gaza.xpath('.//span[contains(@class,"badge")]')]
+    # three outlets by name (lead's first), then the other two as a dual
+    assert len(badges) == 4 and badges[-1] == "+مصدران"
+    assert badges[0] == "بي بي سي عربي"  # ranked first in feeds.yaml
+    assert "التغطية الكاملة: ٥ مصادر" in text(gaza)
+    link = gaza.xpath('.//h3[@class="headline"]/a')[0]
+    assert link.get("href").startswith("http://www.bbc.com/arabic/") or "bbc" in link.get("href")
+    assert link.get("dir") == "auto"
+    assert gaza.xpath('.//a[@class="coverage"]/@href') == ["/stories/hamdallah-convoy-bombing-gaza"]
+    # topic link
+    assert gaza.xpath('.//a[@class="topic"]/@href') == ["/topics/hamdallah-convoy-attack"]
+    nepal = card_by_id(tree, "nepal-us-bangla-plane-crash-kathmandu")
+    assert [text(b) for b in nepal.xpath('.//span[contains(@class,"badge")]')][-1] == "+مصدر"
+    # outlet names are isolated (Latin inside Arabic: "CNN بالعربية")
+    assert tree.xpath('//bdi[text()="CNN بالعربية"]')
+
+
+def test_single_outlet_story_has_no_more_badge(client):
+    tree = doc(client.get("/"))
+    one = card_by_id(tree, "trump-says-iran-behind-middle-east-problems") if \
+        "trump-says-iran-behind-middle-east-problems" in card_ids(tree) else cards(tree)[0]
+    assert not one.xpath('.//span[contains(@class,"more")]')
+    assert "التفاصيل" in text(one)
+
+
+def test_filter_by_source(client):
+    tree = doc(client.get("/?source=cnn_arabic"))
+    want = {r["story"] for r in ROWS if r["src"] == "CNN"}
+    assert set(card_ids(tree)) == want
+    for c in cards(tree):
+        assert "CNN بالعربية" in text(c)
+    # the filter shows as a removable chip and the page offers the matching feed
+    assert tree.xpath('//ul[@class="chips"]//bdi[text()="CNN بالعربية"]')
+    assert tree.xpath('//link[@rel="alternate" and @href="/feeds/sources/cnn_arabic.atom"]')
+
+
+def test_filter_by_country_and_tag(client):
+    tree = doc(client.get("/?country=ae"))
+    want = {r["story"] for r in ROWS if r["src"] in ("alarabia", "skynews")}
+    assert set(card_ids(tree)) == want
+    tree = doc(client.get("/?tag=international"))
+    want = {r["story"] for r in ROWS if r["src"] in ("BBC", "CNN", "france24")}
+    assert set(card_ids(tree)) == want
+    tree = doc(client.get("/?source=bbc_arabic&country=AE"))
+    assert card_ids(tree) == []
+    assert "لا أخبار" in text(tree.xpath('//div[@class="empty"]')[0])
+
+
+def test_unknown_filter_shows_empty_state(client):
+    tree = doc(client.get("/?source=nosuch"))
+    assert card_ids(tree) == []
+
+
+@pytest.mark.parametrize("q, story", [
+    ("نيبال", "nepal-us-bangla-plane-crash-kathmandu"),
+    ("إنفجار موكب", "hamdallah-convoy-bombing-gaza"),  # hamza on alef folded
+    ("انفجار غزة", "hamdallah-convoy-bombing-gaza"),
+    ("brexit", "german-industry-warns-hard-brexit"),  # Latin, case-folded
+])
+def test_search(client, q, story):
+    tree = doc(client.get("/", query_string={"q": q}))
+    ids = card_ids(tree)
+    assert any(i == story or i.startswith(story[:20]) for i in ids), ids
+    assert len(ids) < gold_story_count(ROWS)
+
+
+def test_search_without_results(client):
+    tree = doc(client.get("/", query_string={"q": "كلمةغيرموجودة"}))
+    assert card_ids(tree) == []
+    assert "لا نتائج" in text(tree.xpath('//div[@class="empty"]')[0])
+
+
+def test_pagination_walks_every_story_once_newest_first(client):
+    seen, url, pages = [], "/?limit=4", 0
+    times = []
+    while url:
+        tree = doc(client.get(url))
+        seen += card_ids(tree)
+        times += [t.get("datetime") for t in tree.xpath('//article//footer/time')]
+        older = tree.xpath('//a[@rel="next"]/@href')
+        url = older[0] if older else None
+        pages += 1
+        assert pages < 30
+        if url:
+            assert "limit=4" in url and "before=" in url
+    assert len(seen) == len(set(seen)) == gold_story_count(ROWS)
+    assert times == sorted(times, reverse=True)
+    assert pages >= gold_story_count(ROWS) // 4
+
+
+def test_pagination_keeps_filters(client):
+    tree = doc(client.get("/?limit=2&country=AE"))
+    older = tree.xpath('//a[@rel="next"]/@href')[0]
+    qs = parse_qs(urlparse(older).query)
+    assert qs["country"] == ["AE"] and qs["limit"] == ["2"] and float(qs["before"][0]) > 0
+
+
+def test_bad_cursor_is_ignored(client):
+    assert doc(client.get("/?before=nan&limit=abc")) is not None
+    assert doc(client.get("/?before=xyz")) is not None
+
+
+def test_latin_digits_and_levantine_months_are_configurable(redis_client, keys, feeds_path,
+                                                           config, store):
+    app = build_app(redis_client, keys, feeds_path, config, AGG_DIGITS="latin",
+                    AGG_MONTHS="levantine")
+    tree = doc(app.test_client().get("/"))
+    headings = [text(h) for h in tree.xpath('//h2[@class="day-heading"]')]
+    assert headings[0] == "الأربعاء 14 آذار 2018"
+    assert "التغطية الكاملة: 5 مصادر" in text(card_by_id(tree, "hamdallah-convoy-bombing-gaza"))
+
+
+def test_timezone_is_configurable(redis_client, keys, feeds_path, config, store):
+    app = build_app(redis_client, keys, feeds_path, config, AGG_TIMEZONE="Africa/Casablanca")
+    tree = doc(app.test_client().get("/"))
+    headings = [text(h) for h in tree.xpath('//h2[@class="day-heading"]')]
+    assert headings[:2] == ["الثلاثاء ١٣ مارس ٢٠١٨", "الاثنين ١٢ مارس ٢٠١٨"]
+
+
+def test_titles_are_autoescaped(redis_client, keys, feeds_path, config, store, client):
+    src = next(s for s in config.sources if s.id == "bbc_arabic")
+    evil = make_item(ROWS[0])
+    evil = evil.__class__(**{**evil.__dict__, "id": "evil-1", "title":
+                             '<script>alert("x")</script> عاجل "<b>"',
+                             "url": 'javascript:alert(1)" onmouseover="x',
+                             "published": NOW - timedelta(minutes=1)})
+    store.save_poll(src, [evil], store.load_state(src.id), NOW)
+    body = client.get("/").get_data(as_text=True)
+    assert '<script>alert("x")</script>' not in body
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; عاجل" in body
+    assert 'onmouseover="x' not in body
+    tree = lxml.html.fromstring(body)
+    assert not tree.xpath("//script")  # no inline (or any) script on the page
+
+
+def test_items_show_as_single_stories_without_a_grouper(redis_client, keys, feeds_path,
+                                                       config, store, monkeypatch):
+    from web import pages
+
+    monkeypatch.setattr(pages.Reader, "grouper", property(lambda self: None))
+    app = build_app(redis_client, keys, feeds_path, config, grouper=False)
+    c = app.test_client()
+    tree = doc(c.get("/?limit=100"))
+    assert set(card_ids(tree)) == {item_id(r) for r in ROWS}
+    one = item_id(ROWS[0])
+    page = doc(c.get(f"/stories/{one}"))
+    assert ROWS[0]["title"] in text(page)
+
+
+# --- story and topic pages -----------------------------------------------------------------
+
+def test_story_page_has_full_coverage_timeline_related_and_feeds(client):
+    sid = "russia-rejects-uk-ultimatum-summons-envoy"
+    tree = doc(client.get(f"/stories/{sid}"))
+    rows = [r for r in ROWS if r["story"] == sid]
+    reports = tree.xpath('//li[@class="report"]')
+    assert len(reports) == len(rows)
+    links = set(tree.xpath('//li[@class="report"]//h3/a/@href'))
+    assert links == {r["url"] for r in rows}
+    assert {r.get("data-outlet") for r in reports} == {
+        "alarabiya", "bbc_arabic", "france24_ar", "skynewsarabia", "cnn_arabic"}
+    # every report's time in Riyadh time
+    assert "١٣ مارس ٢٠١٨، ١٤:١٩" in text(tree)  # alarabiya 11:19:52Z
+    tl = tree.xpath('//ol[@class="tl"]/li')
+    assert len(tl) == len(rows)
+    assert "أول من نشر" in text(tl[0]) and "العربية" in text(tl[0])
+    # other stories of the Skripal topic
+    related = tree.xpath('//section[@class="related"]//article/@data-story')
+    assert set(related) == {"may-says-russia-highly-likely-behind-skripal",
+                            "uk-security-council-meets-on-skripal"}
+    feeds = tree.xpath('//ul[@class="feedlinks"]//a/@href')
+    assert feeds == [f"/feeds/stories/{sid}.atom", f"/feeds/stories/{sid}.rss",
+                     f"/feeds/stories/{sid}.json"]
+    assert tree.xpath(f'//link[@rel="alternate" and @href="/feeds/stories/{sid}.json"]')
+
+
+def test_item_id_redirects_to_its_story(client):
+    iid = item_id(next(r for r in ROWS if r["story"] == "hamdallah-convoy-bombing-gaza"))
+    resp = client.get(f"/stories/{iid}")
+    assert resp.status_code == 301
+    assert resp.headers["Location"].endswith("/stories/hamdallah-convoy-bombing-gaza")
+
+
+def test_topic_page_lists_its_stories(client):
+    tree = doc(client.get("/topics/skripal-poisoning"))
+    assert set(card_ids(tree)) == {"russia-rejects-uk-ultimatum-summons-envoy",
+                                   "may-says-russia-highly-likely-behind-skripal",
+                                   "uk-security-council-meets-on-skripal"}
+    assert "٣ قصص" in text(tree.xpath('//p[@class="story-meta"]')[0])
+    assert tree.xpath('//a[@href="/feeds/topics/skripal-poisoning.atom"]')
+
+
+@pytest.mark.parametrize("path", ["/stories/no-such-story", "/topics/no-such-topic",
+                                  "/no/such/page", "/embed/bogus", "/embed/topics/nope"])
+def test_not_found_pages_are_arabic(client, path):
+    resp = client.get(path)
+    assert resp.status_code == 404
+    body = resp.get_data(as_text=True)
+    assert '<html lang="ar" dir="rtl">' in body
+    assert "الصفحة غير موجودة" in body
+
+
+# --- sources, OPML, healthz ------------------------------------------------------------------
+
+def test_sources_page_shows_health_counts_and_feed_links(client, store):
+    store.save_state("cnn_arabic", store.load_state("cnn_arabic").__class__(
+        last_status="http-5xx", last_http_status=503, errors=4, consecutive_failures=2,
+        last_error="HTTP 503 from arabic.cnn.com", last_success=NOW - timedelta(hours=2),
+        next_poll=NOW + timedelta(minutes=20)))
+    tree = doc(client.get("/sources"))
+    rows = {r.get("data-source"): r for r in tree.xpath('//tr[@data-source]')}
+    assert list(rows) == ["bbc_arabic", "skynewsarabia", "alarabiya", "cnn_arabic", "france24_ar"]
+    bbc = rows["bbc_arabic"]
+    assert "يعمل" in text(bbc) and "منذ ٣ دقائق" in text(bbc)
+    n_bbc = sum(1 for r in ROWS if r["src"] == "BBC")
+    assert bbc.xpath('.//td[@class="num"]')[0].text_content().strip() == \
+        str(n_bbc).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    assert bbc.xpath('.//a/@href').count("/feeds/sources/bbc_arabic.atom") == 1
+    cnn = rows["cnn_arabic"]
+    assert "متعثّر" in text(cnn) and "http-5xx 503" in text(cnn) and "منذ ساعتين" in text(cnn)
+    assert "HTTP 503 from arabic.cnn.com" in text(cnn)
+
+
+def test_opml_lists_sources_and_our_outputs(client, config):
+    resp = client.get("/sources.opml")
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"].startswith("text/x-opml")
+    root = ET.fromstring(resp.data)
+    assert root.tag == "opml" and root.get("version") == "2.0"
+    assert root.find("head/title").text
+    assert root.find("head/dateCreated").text
+    folders = root.findall("body/outline")
+    assert len(folders) == 2
+    outlets = folders[0].findall("outline")
+    assert [(o.get("xmlUrl"), o.get("text")) for o in outlets] == \
+        [(s.url, s.title) for s in config.sources]
+    assert all(o.get("type") == "rss" and o.get("htmlUrl") for o in outlets)
+    ours = {o.get("xmlUrl") for o in folders[1].iter("outline") if o.get("xmlUrl")}
+    assert "http://localhost/feeds/all.atom" in ours
+    assert "http://localhost/feeds/all.rss" in ours
+    assert "http://localhost/feeds/sources/cnn_arabic.atom" in ours
+    assert "http://localhost/feeds/tags/gulf.rss" in ours
+    assert "http://localhost/feeds/countries/AE.atom" in ours
+
+
+def test_healthz_ok_with_fresh_heartbeat(client, store):
+    store.heartbeat(datetime.now(UTC))
+    resp = client.get("/healthz")
+    assert resp.status_code == 200
+    data = resp.get_json()
+    assert data["redis"] is True and data["ok"] is True
+    assert 0 <= data["worker_heartbeat_age_s"] < 5
+
+
+def test_healthz_503_without_or_with_stale_heartbeat(client, store, redis_client, keys):
+    resp = client.get("/healthz")
+    assert resp.status_code == 503
+    assert resp.get_json() == {"redis": True, "worker_heartbeat_age_s": None, "ok": False}
+    redis_client.set(keys.heartbeat, (datetime.now(UTC) - timedelta(minutes=30)).isoformat())
+    resp = client.get("/healthz")
+    assert resp.status_code == 503
+    assert resp.get_json()["worker_heartbeat_age_s"] > 1700
+
+
+def test_healthz_threshold_and_web_only_mode(redis_client, keys, feeds_path, config, store):
+    redis_client.set(keys.heartbeat, (datetime.now(UTC) - timedelta(minutes=30)).isoformat())
+    app = build_app(redis_client, keys, feeds_path, config, HEALTH_MAX_HEARTBEAT_AGE=3600)
+    assert app.test_client().get("/healthz").status_code == 200
+    redis_client.delete(keys.heartbeat)
+    app = build_app(redis_client, keys, feeds_path, config, HEALTH_REQUIRE_WORKER=False)
+    assert app.test_client().get("/healthz").status_code == 200
+
+
+def test_healthz_503_when_redis_unreachable(keys, feeds_path, tmp_path):
+    dead = redis.Redis(unix_socket_path=str(tmp_path / "nothing.sock"), socket_timeout=1,
+                       decode_responses=True)
+    app = create_app({"TESTING": True, "REDIS_CLIENT": dead, "AGG_KEY_PREFIX": keys.prefix,
+                      "AGG_FEEDS": str(feeds_path)})
+    resp = app.test_client().get("/healthz")
+    assert resp.status_code == 503
+    assert resp.get_json() == {"redis": False, "worker_heartbeat_age_s": None, "ok": False}
+    # pages say so in Arabic instead of a traceback
+    resp = app.test_client().get("/")
+    assert resp.status_code == 503
+    assert "غير متاحة مؤقتًا" in resp.get_data(as_text=True)
+
+
+# --- embedding and headers -------------------------------------------------------------------
+
+def test_pages_are_unframeable_with_strict_csp(client):
+    for path in ("/", "/sources", "/stories/hamdallah-convoy-bombing-gaza", "/no-such"):
+        resp = client.get(path)
+        h = resp.headers
+        assert h["X-Frame-Options"] == "DENY", path
+        csp = h["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in csp
+        assert "default-src 'self'" in csp
+        assert "unsafe-inline" not in csp
+        assert h["X-Content-Type-Options"] == "nosniff"
+        assert h["Referrer-Policy"] == "strict-origin-when-cross-origin"
+
+
+def test_embed_pages_are_frameable_per_config(client, redis_client, keys, feeds_path, config, store):
+    resp = client.get("/embed/all")
+    assert resp.status_code == 200
+    assert "X-Frame-Options" not in resp.headers
+    assert "frame-ancestors *" in resp.headers["Content-Security-Policy"]
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    app = build_app(redis_client, keys, feeds_path, config,
+                    EMBED_FRAME_ANCESTORS="https://news.example  https://blog.example")
+    csp = app.test_client().get("/embed/all").headers["Content-Security-Policy"]
+    assert "frame-ancestors https://news.example https://blog.example" in csp
+
+
+@pytest.mark.parametrize("output, expect", [
+    ("all", None),
+    ("sources/bbc_arabic", "BBC"),
+    ("tags/gulf", None),
+    ("countries/gb", "BBC"),
+    ("topics/skripal-poisoning", None),
+])
+def test_embed_outputs(client, output, expect):
+    resp = client.get(f"/embed/{output}?limit=5")
+    tree = doc(resp)
+    assert tree.get("lang") == "ar" and tree.get("dir") == "rtl"
+    items = tree.xpath('//li[@class="w-item"]')
+    assert 1 <= len(items) <= 5
+    assert tree.xpath("//base/@target") == ["_blank"]
+    if expect:
+        stories = {r["story"] for r in ROWS if r["src"] == expect}
+        assert {i.get("data-story") for i in items} <= stories
+    if output.startswith("topics/"):
+        assert len(items) == 3
+
+
+def test_embed_js_is_served_as_script_without_html_sinks(client):
+    resp = client.get("/embed.js")
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"].startswith("text/javascript")
+    src = resp.get_data(as_text=True)
+    assert "textContent" in src
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in src
+
+
+def test_static_assets_are_local(client):
+    body = client.get("/").get_data(as_text=True)
+    tree = lxml.html.fromstring(body)
+    for href in tree.xpath("//link/@href") + tree.xpath("//script/@src"):
+        assert href.startswith("/"), href
+    assert client.get("/static/site.css").status_code == 200
+
+
+# --- with the real grouper -------------------------------------------------------------------
+
+def test_real_grouper_groups_cross_outlet_stories(redis_client, keys, feeds_path, config, store):
+    group = pytest.importorskip("aggregator.group")
+    g = group.Grouper(redis_client, keys, source_rank={s.id: s.rank for s in config.sources})
+    g.process_pending(NOW)
+    app = build_app(redis_client, keys, feeds_path, config, grouper=False)
+    tree = doc(app.test_client().get("/?limit=100"))
+    shown = [c for c in cards(tree)]
+    assert shown
+    multi = [c for c in shown if c.xpath('.//a[@class="coverage"]') and
+             "التغطية الكاملة" in text(c)]
+    assert multi, "the grouper put no two outlets' reports together"
+    sid = multi[0].get("data-story")
+    page = doc(app.test_client().get(f"/stories/{sid}"))
+    assert len(page.xpath('//li[@class="report"]')) >= 2
