@@ -92,8 +92,9 @@ class Worker:
                  now: Callable[[], datetime] = utcnow):
         self.settings = settings
         self.now = now
-        self.watcher = ConfigWatcher(settings.feeds_path, on_change=self.apply_config, log=log)
         self.config = config or load_config(settings.feeds_path)
+        self.watcher = ConfigWatcher(settings.feeds_path, on_change=self.apply_config, log=log,
+                                     initial=self.config)
         self.pipe = build_pipeline(settings, self.config.sources)
         self.sources: dict[str, Source] = {}
         self.limiter = HostLimiter(settings.per_host_limit)
