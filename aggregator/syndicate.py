@@ -15,6 +15,9 @@ mechanism, not by editing the serialised string):
   - xml:lang on every Atom entry;
   - a full atom:source (id, title, updated, links) — feedgen writes only title and link;
   - RFC 5005 paging links (next/first) in RSS, where feedgen only writes rel=self;
+  - Atom entry links with their rel/type/title: feedgen 1.0's atom_entry() drops every
+    attribute but href (it rebinds its loop variable), which would turn our related
+    links into duplicate rel=alternate links — invalid Atom (RFC 4287 4.1.1);
   - RSS <source url> without also writing feedgen's partial atom:source.
 """
 from __future__ import annotations
@@ -247,12 +250,17 @@ class AggEntryExtension(BaseEntryExtension):
     def __init__(self):
         self._lang: str | None = None
         self._source: dict | None = None
+        self._links: list[dict] = []
 
     def extend_ns(self):
         return {}
 
     def lang(self, value: str) -> None:
         self._lang = value
+
+    def link(self, href: str, rel: str, type_: str | None = None,
+             title: str | None = None) -> None:
+        self._links.append({"href": href, "rel": rel, "type": type_, "title": title})
 
     def source(self, *, id: str, title: str, updated: datetime, feed_url: str,
                site_url: str | None) -> None:
@@ -262,6 +270,12 @@ class AggEntryExtension(BaseEntryExtension):
     def extend_atom(self, entry):
         if self._lang:
             entry.set(XML_LANG, self._lang)
+        for ln in self._links:
+            el = xml_elem("link", entry, href=ln["href"], rel=ln["rel"])
+            if ln["type"]:
+                el.set("type", ln["type"])
+            if ln["title"]:
+                el.set("title", ln["title"])
         s = self._source
         if s:
             src = xml_elem("source", entry)
@@ -328,23 +342,21 @@ def _article_entry(fe, fmt: Fmt, meta: FeedMeta, entry: ArticleEntry) -> None:
     it, src = entry.item, entry.source
     fe.id(tag_uri(meta.authority, "item", it.id))  # also RSS guid isPermaLink="false"
     fe.title(clean(it.title) or clean(it.summary_text)[:80] or it.id)
+    if entry.story_id:
+        _link(fe, fmt, story_url(meta, entry.story_id), "related", "التغطية الكاملة")
+    # The alternate link goes last: newsboat takes an Atom entry's link from its last
+    # <link>, whatever the rel; feedparser picks rel=alternate wherever it is.
     link = to_uri(it.url)
     if link:
-        fe.link(href=link, rel="alternate", type="text/html")
-    if entry.story_id:
-        if fmt == "atom":
-            fe.link(href=story_url(meta, entry.story_id), rel="related", type="text/html",
-                    title="التغطية الكاملة")
-        fe.category(term=entry.story_id, scheme=f"{meta.base_url}stories/",
-                    label="story")
+        _link(fe, fmt, link, "alternate")
+        # No label: feedgen writes an RSS <category> from the label when there is one.
+        fe.category(term=entry.story_id, scheme=f"{meta.base_url}stories/")
     for cat in it.categories:
         if clean(cat).strip():
             fe.category(term=clean(cat).strip())
-    body = clean(it.summary_html) or html.escape(clean(it.summary_text))
-    if body:
-        fe.content(body, type="html")  # RSS: <description>
-    else:
-        fe.description(clean(it.title))
+    body = (clean(it.summary_html) or html.escape(clean(it.summary_text))
+            or html.escape(clean(it.title)))
+    fe.content(body, type="html")  # RSS: <description>
     published = _utc(it.published)
     fe.published(published)
     fe.pubDate(published)
@@ -366,17 +378,17 @@ def _story_entry(fe, fmt: Fmt, meta: FeedMeta, entry: StoryEntry) -> None:
     lead_src = entry.sources.get(lead.source) or _unknown_source(meta, lead.source)
     fe.id(tag_uri(meta.authority, "story", story.id))
     fe.title(clean(lead.title) or clean(story.label) or story.id)
-    fe.link(href=story_url(meta, story.id), rel="alternate", type="text/html")
-    if fmt == "atom":
-        # One related link per outlet report: their headlines and addresses, machine-readable.
-        seen = set()
-        for it in entry.items:
-            link = to_uri(it.url)
-            if link and link not in seen:
-                seen.add(link)
-                src = entry.sources.get(it.source)
-                fe.link(href=link, rel="related", type="text/html",
-                        title=clean(f"{src.title if src else it.source}: {it.title}"))
+    # One related link per outlet report: their headlines and addresses, machine-readable.
+    seen = set()
+    for it in entry.items:
+        link = to_uri(it.url)
+        if link and link not in seen:
+            seen.add(link)
+            src = entry.sources.get(it.source)
+            _link(fe, fmt, link, "related",
+                  clean(f"{src.title if src else it.source}: {it.title}"))
+    # Last, for newsboat (see _article_entry).
+    _link(fe, fmt, story_url(meta, story.id), "alternate")
     if entry.topic:
         fe.category(term=entry.topic.id, scheme=f"{meta.base_url}topics/",
                     label=clean(entry.topic.label) or None)
@@ -398,6 +410,13 @@ def _story_entry(fe, fmt: Fmt, meta: FeedMeta, entry: StoryEntry) -> None:
         updated=_utc(lead_updated), feed_url=source_feed(meta, lead_src),
         site_url=to_uri(lead_src.site),
     )
+
+
+def _link(fe, fmt: Fmt, href: str, rel: str, title: str | None = None) -> None:
+    if fmt == "atom":
+        fe.agg.link(href, rel, "text/html", title)
+    elif rel == "alternate":
+        fe.link(href=href, rel="alternate")  # RSS <link>; RSS has no related links
 
 
 def _unknown_source(meta: FeedMeta, source_id: str) -> Source:

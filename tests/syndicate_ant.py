@@ -152,3 +152,38 @@ class GoldGrouper:
     def story_items(self, story_id):
         s = self.stories.get(story_id)
         return list(s.items) if s else []
+
+
+class LiveServer:
+    """The Flask app on a real socket (127.0.0.1, ephemeral port), in a thread."""
+
+    def __init__(self, app):
+        import threading
+
+        from werkzeug.serving import make_server
+
+        self.app = app
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def make_app(redis_client, keys, grouper=None, **config):
+    """An app over the test's Redis keys, with the fixture outlets as configured sources
+    and (by default) the gold-label grouper."""
+    from web import create_app
+    from web.extensions import services
+
+    app = create_app({
+        "TESTING": True, "REDIS_CLIENT": redis_client, "AGG_KEY_PREFIX": keys.prefix,
+        "AGG_SOURCES": tuple(SOURCES.values()), **config,
+    })
+    with app.app_context():
+        if grouper is not None:
+            services()._grouper = grouper
+    return app

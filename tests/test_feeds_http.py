@@ -1,0 +1,283 @@
+"""/feeds/… over real HTTP on 127.0.0.1, items stored in the real Redis via Store.save_poll:
+content types, validators and 304, gzip, CORS, Link, paging, search, freshness."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import json
+import time
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime, parsedate_to_datetime
+from urllib.parse import parse_qs, quote, urlsplit
+
+import pytest
+from lxml import etree
+
+from aggregator.store import Store
+from aggregator.types import Item, SourceState
+from syndicate_ant import SOURCES, GoldGrouper, LiveServer, gold_stories, load_rows, make_app, save_all
+
+A = "{http://www.w3.org/2005/Atom}"
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+UTC = timezone.utc
+
+
+def get(url: str, headers: dict | None = None, method: str = "GET"):
+    """Raw HTTP: no client-side decompression or header defaults to hide anything."""
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    conn.request(method, u.path + (f"?{u.query}" if u.query else ""), headers=headers or {})
+    resp = conn.getresponse()
+    body = resp.read()
+    hdrs = {k.lower(): v for k, v in resp.getheaders()}
+    conn.close()
+    return resp.status, hdrs, body
+
+
+@pytest.fixture
+def rows():
+    return load_rows()
+
+
+@pytest.fixture
+def live(redis_client, keys, rows):
+    stories, topics = gold_stories(rows)
+    save_all(Store(redis_client, keys), rows)
+    app = make_app(redis_client, keys, GoldGrouper(stories, topics),
+                   AGG_VERSION_TTL=0.0)
+    server = LiveServer(app)
+    server.rows, server.stories, server.topics = rows, stories, topics
+    server.store = Store(redis_client, keys)
+    yield server
+    server.close()
+
+
+CT = {"rss": "application/rss+xml; charset=utf-8",
+      "atom": "application/atom+xml; charset=utf-8",
+      "json": "application/feed+json; charset=utf-8"}
+
+
+@pytest.mark.parametrize("path", [
+    "/feeds/all", "/feeds/sources/alarabiya", "/feeds/tags/gulf", "/feeds/countries/FR",
+    "/feeds/stories/hamdallah-convoy-bombing-gaza", "/feeds/topics/skripal-poisoning",
+])
+@pytest.mark.parametrize("fmt", ["rss", "atom", "json"])
+def test_every_output_answers_with_type_cors_link_and_validators(live, path, fmt):
+    status, h, body = get(f"{live.url}{path}.{fmt}")
+    assert status == 200, body[:300]
+    assert h["content-type"] == CT[fmt]
+    assert h["access-control-allow-origin"] == "*"
+    assert h["link"] == f'<{live.url}{path}.{fmt}>; rel="self"'
+    assert h["etag"] == '"' + hashlib.sha256(body).hexdigest()[:32] + '"'  # strong, of the bytes
+    parsedate_to_datetime(h["last-modified"])
+    assert "max-age=60" in h["cache-control"] and "stale-while-revalidate" in h["cache-control"]
+    assert h["vary"] == "Accept-Encoding"
+    if fmt == "json":
+        doc = json.loads(body)
+        assert doc["language"] == "ar" and doc["items"]
+    else:
+        root = etree.fromstring(body)  # well-formed
+        if fmt == "atom":
+            assert root.get(XML_LANG) == "ar"
+            entries = root.findall(A + "entry")
+            assert entries and all(e.get(XML_LANG) == "ar" for e in entries)
+        else:
+            assert root.findtext("channel/language") == "ar"
+            assert root.findall("channel/item")
+
+
+def test_modes_default_per_kind(live):
+    def ids(path):
+        return [i["id"].split(":", 2)[2].split("/")[0] for i in
+                json.loads(get(f"{live.url}{path}")[2])["items"]]
+    assert set(ids("/feeds/all.json")) == {"story"}
+    assert set(ids("/feeds/sources/bbc.json")) == {"item"}
+    assert set(ids("/feeds/tags/news.json")) == {"story"}
+    assert set(ids("/feeds/countries/GB.json")) == {"story"}
+    assert set(ids("/feeds/stories/hamdallah-convoy-bombing-gaza.json")) == {"item"}
+    assert set(ids("/feeds/topics/skripal-poisoning.json")) == {"story"}
+    assert set(ids("/feeds/all.json?mode=articles")) == {"item"}
+    assert set(ids("/feeds/sources/bbc.json?mode=stories")) == {"story"}
+
+
+def test_story_feed_follows_its_reports(live):
+    s = live.stories["hamdallah-convoy-bombing-gaza"]
+    doc = json.loads(get(f"{live.url}/feeds/stories/{s.id}.json")[2])
+    assert {i["id"].rsplit("/", 1)[1] for i in doc["items"]} == set(s.items)
+    dates = [i["date_published"] for i in doc["items"]]
+    assert dates == sorted(dates, reverse=True)
+
+
+def test_filtered_stories_are_those_with_a_member_in_the_index(live):
+    doc = json.loads(get(f"{live.url}/feeds/countries/GB.json?limit=200")[2])
+    got = {i["_aggregator"]["story_id"] for i in doc["items"]}
+    expected = {r.story for r in live.rows if r.item.source == "bbc"}
+    assert got == expected
+
+
+# --- conditional requests --------------------------------------------------------------
+
+def test_304_on_if_none_match_and_if_modified_since(live):
+    url = f"{live.url}/feeds/all.atom"
+    status, h, body = get(url)
+    assert status == 200
+    s2, h2, b2 = get(url, {"If-None-Match": h["etag"]})
+    assert (s2, b2) == (304, b"")
+    assert h2["etag"] == h["etag"] and h2["access-control-allow-origin"] == "*"
+    assert get(url, {"If-None-Match": '"nope", ' + h["etag"]})[0] == 304
+    assert get(url, {"If-None-Match": "W/" + h["etag"]})[0] == 304  # weak comparison
+    assert get(url, {"If-None-Match": '"other"'})[0] == 200
+    assert get(url, {"If-Modified-Since": h["last-modified"]})[0] == 304
+    earlier = format_datetime(parsedate_to_datetime(h["last-modified"]) - timedelta(seconds=1),
+                              usegmt=True)
+    assert get(url, {"If-Modified-Since": earlier})[0] == 200
+    # If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2)
+    assert get(url, {"If-None-Match": '"other"', "If-Modified-Since": h["last-modified"]})[0] == 200
+
+
+def test_new_item_changes_etag_and_shows_within_a_second(live):
+    url = f"{live.url}/feeds/sources/bbc.rss"
+    _, h, _ = get(url)
+    assert get(url, {"If-None-Match": h["etag"]})[0] == 304  # cached, hot
+    now = datetime.now(UTC).replace(microsecond=0)
+    new = Item(id="freshitem0001", source="bbc", url="https://www.bbc.com/arabic/live-1",
+               guid="live-1", title="خبر عاجل: اختبار الظهور خلال ثانية", summary_html="",
+               summary_text="", published=now, first_seen=now, updated=now,
+               content_hash="x1")
+    live.store.save_poll(SOURCES["bbc"], [new], SourceState(last_poll=now), now)
+    t0 = time.monotonic()
+    while True:
+        status, h2, body = get(url, {"If-None-Match": h["etag"]})
+        if status == 200:
+            break
+        assert time.monotonic() - t0 < 1.0, "new item not in the output within a second"
+        time.sleep(0.05)
+    assert "خبر عاجل: اختبار الظهور خلال ثانية" in body.decode("utf-8")
+    assert h2["etag"] != h["etag"]
+    assert parsedate_to_datetime(h2["last-modified"]) > parsedate_to_datetime(h["last-modified"])
+
+
+def test_head_has_headers_and_no_body(live):
+    status, h, body = get(f"{live.url}/feeds/all.rss")
+    s2, h2, b2 = get(f"{live.url}/feeds/all.rss", method="HEAD")
+    assert s2 == 200 and b2 == b""
+    assert h2["etag"] == h["etag"] and int(h2["content-length"]) == len(body)
+
+
+# --- gzip -------------------------------------------------------------------------------
+
+def test_gzip_is_negotiated_with_its_own_etag(live):
+    url = f"{live.url}/feeds/all.json"
+    _, plain_h, plain = get(url)
+    assert "content-encoding" not in plain_h
+    status, h, body = get(url, {"Accept-Encoding": "gzip, deflate"})
+    assert status == 200 and h["content-encoding"] == "gzip"
+    assert gzip.decompress(body) == plain
+    assert len(body) < len(plain) / 2
+    assert h["etag"] != plain_h["etag"] and h["vary"] == "Accept-Encoding"
+    assert int(h["content-length"]) == len(body)
+    assert get(url, {"Accept-Encoding": "gzip;q=0"})[1].get("content-encoding") is None
+    assert get(url, {"Accept-Encoding": "gzip", "If-None-Match": h["etag"]})[0] == 304
+
+
+# --- fast path and cache ----------------------------------------------------------------
+
+def test_hot_request_renders_nothing(live, monkeypatch):
+    from aggregator import syndicate
+
+    url = f"{live.url}/feeds/all.atom?limit=10"
+    first = get(url)[2]
+    calls = []
+    real = syndicate.render
+    monkeypatch.setattr(syndicate, "render", lambda *a, **k: calls.append(a) or real(*a, **k))
+    for _ in range(5):
+        assert get(url)[2] == first
+    assert calls == []
+
+
+# --- parameters, paging, search ---------------------------------------------------------
+
+def walk(live, url):
+    seen, pages = [], 0
+    while url:
+        status, h, body = get(url)
+        assert status == 200, body[:200]
+        doc = json.loads(body)
+        seen += [i["id"] for i in doc["items"]]
+        url = doc.get("next_url")
+        if url:
+            url = url.replace("http://localhost/", live.url + "/")
+        pages += 1
+        assert pages < 50
+    return seen, pages
+
+
+@pytest.mark.parametrize("path,total", [
+    ("/feeds/all.json?mode=articles&limit=4", None),
+    ("/feeds/all.json?limit=4", "stories"),
+    ("/feeds/tags/gulf.json?mode=stories&limit=2", "gulf-stories"),
+    ("/feeds/sources/france24.json?limit=2", "france24"),
+])
+def test_paging_cursor_round_trip(live, path, total):
+    ids, pages = walk(live, live.url + path)
+    assert len(ids) == len(set(ids)), "an entry repeated across pages"
+    if total is None:
+        expected = {r.item.id for r in live.rows}
+        got = {i.rsplit("/", 1)[1] for i in ids}
+    elif total == "stories":
+        expected, got = set(live.stories), {i.rsplit("/", 1)[1] for i in ids}
+    elif total == "gulf-stories":
+        expected = {r.story for r in live.rows if "gulf" in SOURCES[r.item.source].tags}
+        got = {i.rsplit("/", 1)[1] for i in ids}
+    else:
+        expected = {r.item.id for r in live.rows if r.item.source == total}
+        got = {i.rsplit("/", 1)[1] for i in ids}
+    assert got == expected and pages > 1
+
+
+def test_paging_links_in_atom_and_rss(live):
+    status, _, body = get(f"{live.url}/feeds/all.atom?mode=articles&limit=5")
+    root = etree.fromstring(body)
+    links = {ln.get("rel"): ln.get("href") for ln in root.findall(A + "link")}
+    assert links["self"] == f"{live.url}/feeds/all.atom?limit=5&mode=articles"
+    nxt = urlsplit(links["next"])
+    q = parse_qs(nxt.query)
+    assert q["limit"] == ["5"] and q["mode"] == ["articles"] and q["before"]
+    page2 = etree.fromstring(get(links["next"])[2])
+    p2links = {ln.get("rel"): ln.get("href") for ln in page2.findall(A + "link")}
+    assert p2links["first"] == links["self"]
+    ids1 = [e.findtext(A + "id") for e in root.findall(A + "entry")]
+    ids2 = [e.findtext(A + "id") for e in page2.findall(A + "entry")]
+    assert len(ids1) == 5 and ids2 and not set(ids1) & set(ids2)
+    rss = etree.fromstring(get(f"{live.url}/feeds/all.rss?limit=3")[2])
+    rels = {ln.get("rel") for ln in rss.findall("channel/" + A + "link")}
+    assert rels == {"self", "next"}
+
+
+def test_limit_bounds_and_bad_params(live):
+    doc = json.loads(get(f"{live.url}/feeds/all.json?mode=articles")[2])
+    assert len(doc["items"]) == min(50, len(live.rows))
+    assert len(json.loads(get(f"{live.url}/feeds/all.json?mode=articles&limit=200")[2])["items"]) \
+        == len(live.rows)
+    for bad in ("limit=0", "limit=201", "limit=x", "mode=x", "before=abc", "before=inf"):
+        status, h, _ = get(f"{live.url}/feeds/all.json?{bad}")
+        assert status == 400, bad
+        assert h["access-control-allow-origin"] == "*"
+    assert get(f"{live.url}/feeds/sources/nosuch.rss")[0] == 404
+    assert get(f"{live.url}/feeds/all.xml")[0] == 404
+    assert get(f"{live.url}/feeds/stories/nosuch.atom")[0] == 404
+    assert get(f"{live.url}/feeds/topics/nosuch.atom")[0] == 404
+
+
+def test_search_normalises_arabic(live):
+    # Stored titles write "اغتيال" (bare alef); the query uses hamza-alef and diacritics.
+    q = quote("إغْتيال")
+    doc = json.loads(get(f"{live.url}/feeds/all.json?mode=articles&q={q}&limit=200")[2])
+    titles = [i["title"] for i in doc["items"]]
+    expected = [r.item.title for r in live.rows if "اغتيال" in r.item.title]
+    assert expected and sorted(titles) == sorted(expected)
+    stories = json.loads(get(f"{live.url}/feeds/all.json?q={q}")[2])["items"]
+    assert {i["_aggregator"]["story_id"] for i in stories} == \
+        {r.story for r in live.rows if "اغتيال" in r.item.title}
+    assert "بحث" in json.loads(get(f"{live.url}/feeds/all.json?q={q}")[2])["title"]

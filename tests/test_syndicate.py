@@ -1,0 +1,279 @@
+"""aggregator.syndicate: pure rendering of real ANT items (tests/data/syndicate_ant_items.jsonl)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from datetime import timedelta
+from email.utils import parsedate_to_datetime
+from urllib.parse import unquote
+
+import jsonschema
+import pytest
+from lxml import etree
+
+from aggregator import syndicate
+from aggregator.syndicate import ArticleEntry, FeedMeta, StoryEntry, render, to_uri
+from syndicate_ant import SOURCES, gold_stories, load_rows
+
+A = "{http://www.w3.org/2005/Atom}"
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+SCHEMA = os.path.join(os.path.dirname(__file__), "data", "jsonfeed-1.1.schema.json")
+# RFC 4151 tag URI, as the W3C feed validator checks atom:id / guid of this form.
+TAG_RE = re.compile(
+    r"^tag:[a-z0-9.\-]+,\d{4}(-\d{2}(-\d{2})?)?:[0-9A-Za-z;/?:@&=+$.\-_!~*'()%,]*$"
+)
+URI_CHARS = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*$")
+
+
+@pytest.fixture(scope="module")
+def data():
+    rows = load_rows()
+    stories, topics = gold_stories(rows)
+    items = {r.item.id: r.item for r in rows}
+    return rows, stories, topics, items
+
+
+def meta(**kw) -> FeedMeta:
+    base = dict(
+        title="أخبار الشرق الأوسط", base_url="https://akhbar.example/", path="feeds/all",
+        self_url="https://akhbar.example/feeds/all.atom", home_url="https://akhbar.example/",
+        authority="akhbar.example",
+    )
+    return FeedMeta(**(base | kw))
+
+
+def story_entries(data, ids=None):
+    rows, stories, topics, items = data
+    chosen = [stories[i] for i in ids] if ids else list(stories.values())
+    return [StoryEntry(s, tuple(items[i] for i in s.items), SOURCES, topics[s.topic])
+            for s in chosen]
+
+
+def article_entries(data):
+    rows, stories, topics, items = data
+    return [ArticleEntry(r.item, SOURCES[r.item.source], r.story) for r in rows]
+
+
+MULTI = "hamdallah-convoy-bombing-gaza"  # 6 reports by 5 outlets
+
+
+# --- URLs ------------------------------------------------------------------------------
+
+def test_arabic_iri_becomes_a_valid_uri_that_decodes_back():
+    iri = ("http://www.alarabiya.net/ar/arab-and-world/2018/03/13/"
+           "انفجار-لدى-مرور-موكب-رئيس-الوزراء.html")
+    uri = to_uri(iri)
+    assert uri.isascii() and URI_CHARS.match(uri)
+    assert "%D8%A7%D9%86%D9%81%D8%AC%D8%A7%D8%B1" in uri
+    assert unquote(uri) == iri
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("https://example.com/a%20b?q=%D8%B9", "https://example.com/a%20b?q=%D8%B9"),  # no double
+    ("https://example.com/100%-done", "https://example.com/100%25-done"),  # stray %
+    ("https://example.com/a b", "https://example.com/a%20b"),
+    ("https://عربي.example/x", "https://xn--ngbrx4e.example/x"),  # IDNA host
+    ("https://example.com/p?x=عربي&y=1#ف", "https://example.com/p?x=%D8%B9%D8%B1%D8%A8%D9%8A&y=1#%D9%81"),
+])
+def test_to_uri_cases(raw, expected):
+    assert to_uri(raw) == expected
+
+
+# --- Atom ------------------------------------------------------------------------------
+
+def test_atom_stories_metadata_and_entries(data):
+    entries = story_entries(data)
+    m = meta(next_url="https://akhbar.example/feeds/all.atom?before=1.0",
+             first_url="https://akhbar.example/feeds/all.atom")
+    root = etree.fromstring(render("atom", m, entries, "stories"))
+    assert root.tag == A + "feed" and root.get(XML_LANG) == "ar"
+    links = {ln.get("rel"): ln.get("href") for ln in root.findall(A + "link")}
+    assert links["self"] == m.self_url and links["next"] == m.next_url
+    assert links["first"] == m.first_url and links["alternate"] == m.home_url
+    assert root.find(A + "author/" + A + "name").text
+    assert TAG_RE.match(root.findtext(A + "id"))
+    got = root.findall(A + "entry")
+    assert len(got) == len(entries)
+    for e in got:
+        assert e.get(XML_LANG) == "ar"
+        assert TAG_RE.match(e.findtext(A + "id")), e.findtext(A + "id")
+        src = e.find(A + "source")
+        assert src.findtext(A + "id") and src.findtext(A + "title") and src.findtext(A + "updated")
+        for ln in e.iter(A + "link"):
+            assert URI_CHARS.match(ln.get("href")), ln.get("href")
+        assert e.findall(A + "author") and all(a.findtext(A + "name") for a in e.findall(A + "author"))
+
+
+def test_atom_story_entry_lists_every_outlet(data):
+    rows, stories, topics, items = data
+    story = stories[MULTI]
+    root = etree.fromstring(render("atom", meta(), story_entries(data, [MULTI]), "stories"))
+    (e,) = root.findall(A + "entry")
+    assert e.findtext(A + "id") == f"tag:akhbar.example,2026:story/{MULTI}"
+    alt = [ln for ln in e.findall(A + "link") if ln.get("rel") == "alternate"]
+    assert [ln.get("href") for ln in alt] == [f"https://akhbar.example/stories/{MULTI}"]
+    related = {ln.get("href") for ln in e.findall(A + "link") if ln.get("rel") == "related"}
+    assert related == {to_uri(items[i].url) for i in story.items}
+    content = e.findtext(A + "content")
+    assert e.find(A + "content").get("type") == "html"
+    html = etree.fromstring(f"<div>{content}</div>")  # our HTML is well-formed too
+    anchors = {a.get("href"): a.text for a in html.iter("a")}
+    for i in story.items:
+        assert anchors[to_uri(items[i].url)] == items[i].title
+    names = [a.findtext(A + "name") for a in e.findall(A + "author")]
+    assert names == [SOURCES[s].title for s in story.sources]
+    cat = e.find(A + "category")
+    assert cat.get("term") == story.topic and cat.get("scheme") == "https://akhbar.example/topics/"
+    # atom:source names the lead outlet
+    lead = items[story.lead_item]
+    assert e.find(A + "source").findtext(A + "title") == SOURCES[lead.source].title
+
+
+def test_story_updated_moves_when_an_outlet_joins_and_id_stays(data):
+    rows, stories, topics, items = data
+    s = stories[MULTI]
+    later = dataclasses.replace(s, updated=s.updated + timedelta(hours=1))
+    e1 = StoryEntry(s, tuple(items[i] for i in s.items), SOURCES, None)
+    e2 = StoryEntry(later, e1.items, SOURCES, None)
+    r1 = etree.fromstring(render("atom", meta(), [e1], "stories")).find(A + "entry")
+    r2 = etree.fromstring(render("atom", meta(), [e2], "stories")).find(A + "entry")
+    assert r1.findtext(A + "id") == r2.findtext(A + "id")
+    assert r2.findtext(A + "updated") > r1.findtext(A + "updated")
+
+
+def test_atom_articles_have_outlet_source_and_story_category(data):
+    root = etree.fromstring(render("atom", meta(), article_entries(data), "articles"))
+    rows = data[0]
+    got = root.findall(A + "entry")
+    assert len(got) == len(rows)
+    for e, r in zip(got, rows):
+        assert e.findtext(A + "title") == r.item.title
+        assert e.findtext(A + "id") == f"tag:akhbar.example,2026:item/{r.item.id}"
+        alt = [ln.get("href") for ln in e.findall(A + "link") if ln.get("rel") == "alternate"]
+        assert alt == [to_uri(r.item.url)]
+        src = e.find(A + "source")
+        assert src.findtext(A + "title") == SOURCES[r.item.source].title
+        assert src.find(A + "link[@rel='self']").get("href") == SOURCES[r.item.source].url
+        terms = {c.get("term") for c in e.findall(A + "category")}
+        assert r.story in terms
+
+
+# --- RSS -------------------------------------------------------------------------------
+
+def test_rss_channel_and_items(data):
+    m = meta(self_url="https://akhbar.example/feeds/all.rss",
+             next_url="https://akhbar.example/feeds/all.rss?before=1.0")
+    root = etree.fromstring(render("rss", m, story_entries(data), "stories"))
+    ch = root.find("channel")
+    assert root.get("version") == "2.0"
+    assert ch.findtext("language") == "ar"
+    assert ch.findtext("link") == m.home_url
+    atom_links = {ln.get("rel"): ln.get("href") for ln in ch.findall(A + "link")}
+    assert atom_links == {"self": m.self_url, "next": m.next_url}
+    parsedate_to_datetime(ch.findtext("lastBuildDate"))
+    for it in ch.findall("item"):
+        guid = it.find("guid")
+        assert guid.get("isPermaLink") == "false" and TAG_RE.match(guid.text)
+        d = parsedate_to_datetime(it.findtext("pubDate"))  # RFC 822
+        assert d.utcoffset() == timedelta(0)
+        assert re.match(r"^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} [+-]\d{4}$",
+                        it.findtext("pubDate"))
+        src = it.find("source")
+        assert src.get("url").startswith("https://") and src.text
+        assert it.findtext("link").startswith("https://akhbar.example/stories/")
+        assert it.find("category") is not None and it.find("category").get("domain")
+        assert it.find("author") is None  # RSS <author> must be an email; dc:creator instead
+        assert it.find("{http://purl.org/dc/elements/1.1/}creator").text
+
+
+def test_rss_articles_links_are_percent_encoded(data):
+    root = etree.fromstring(render("rss", meta(), article_entries(data), "articles"))
+    links = [it.findtext("link") for it in root.iter("item")]
+    assert all(URI_CHARS.match(ln) for ln in links)
+    arabic = [r.item.url for r in data[0] if not r.item.url.isascii()]
+    assert arabic, "fixture must include raw Arabic IRIs"
+    assert {unquote(ln) for ln in links} >= set(arabic)
+    for it, r in zip(root.iter("item"), data[0]):  # story id as a category, in RSS too
+        assert r.story in [c.text for c in it.findall("category")]
+
+
+def test_text_is_escaped_not_injected(data):
+    rows, stories, topics, items = data
+    evil = dataclasses.replace(
+        rows[0].item, title='عنوان <script>alert(1)</script> & "x"\x01',
+        summary_text="<b>نص</b>", url="https://e.example/a\"><script>",
+    )
+    s = dataclasses.replace(stories[rows[0].story], items=(evil.id,), lead_item=evil.id)
+    entry = StoryEntry(s, (evil,), SOURCES, None)
+    for fmt in ("atom", "rss"):
+        root = etree.fromstring(render(fmt, meta(), [entry], "stories"))
+        content = (root.findtext(f"{A}entry/{A}content") if fmt == "atom"
+                   else root.findtext("channel/item/description"))
+        assert "<script>" not in content and "&lt;script&gt;" in content
+        assert "<b>" not in content
+        frag = etree.fromstring(f"<div>{content}</div>")
+        assert not list(frag.iter("script"))
+    doc = json.loads(render("json", meta(), [entry], "stories"))
+    assert "<script>" not in doc["items"][0]["content_html"]
+
+
+def test_rendering_is_deterministic(data):
+    e = story_entries(data)
+    for fmt in ("atom", "rss", "json"):
+        assert render(fmt, meta(), e, "stories") == render(fmt, meta(), e, "stories")
+
+
+def test_empty_feed_is_valid():
+    for fmt in ("atom", "rss"):
+        etree.fromstring(render(fmt, meta(), [], "stories"))
+    doc = json.loads(render("json", meta(), [], "stories"))
+    assert doc["items"] == []
+
+
+# --- JSON Feed -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def validator():
+    with open(SCHEMA) as f:
+        schema = json.load(f)
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+def test_schema_rejects_what_the_spec_rejects(validator):
+    good = {"version": "https://jsonfeed.org/version/1.1", "title": "t",
+            "items": [{"id": "1", "content_text": "x", "date_published": "2018-03-13T10:00:00Z"}]}
+    assert validator.is_valid(good)
+    for bad in (
+        {**good, "version": "1.1"},
+        {**good, "items": [{"id": "1"}]},  # no content
+        {**good, "items": [{"id": "1", "content_text": "x", "date_published": "13 Mar 2018"}]},
+        {**good, "items": [{"id": "1", "content_text": "x", "authors": [{}]}]},
+        {**good, "unknown": 1},
+    ):
+        assert not validator.is_valid(bad), bad
+
+
+def test_json_stories_validate_and_link_story_page_and_lead(data, validator):
+    rows, stories, topics, items = data
+    m = meta(self_url="https://akhbar.example/feeds/all.json",
+             next_url="https://akhbar.example/feeds/all.json?before=1.0")
+    doc = json.loads(render("json", m, story_entries(data), "stories"))
+    errors = sorted(validator.iter_errors(doc), key=str)
+    assert not errors, errors[:3]
+    assert doc["language"] == "ar" and doc["next_url"] == m.next_url
+    it = next(i for i in doc["items"] if i["id"].endswith(MULTI))
+    s = stories[MULTI]
+    assert it["url"] == f"https://akhbar.example/stories/{MULTI}"
+    assert it["external_url"] == to_uri(items[s.lead_item].url)
+    assert len(it["_aggregator"]["reports"]) == len(s.items)
+    assert [a["name"] for a in it["authors"]] == [SOURCES[x].title for x in s.sources]
+
+
+def test_json_articles_validate(data, validator):
+    doc = json.loads(render("json", meta(), article_entries(data), "articles"))
+    assert not list(validator.iter_errors(doc))
+    assert [i["title"] for i in doc["items"]] == [r.item.title for r in data[0]]
+    assert all(i["url"].isascii() for i in doc["items"])
