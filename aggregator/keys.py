@@ -18,6 +18,23 @@ Layout (P = prefix, default "agg"):
     P:group:pending             zset   item_id -> published ts: stored, not yet grouped.
                                        Written in the same transaction as the item, removed
                                        by grouping, so a crash between the two loses nothing.
+  grouping (written by aggregator/group.py; GS = P:group)
+    GS:is                       hash   item_id -> story_id (the assignment; idempotency)
+    GS:story:<story_id>         hash   lead, first/last published, updated, sources, label,
+                                       topic, label terms
+    GS:story:<story_id>:items   zset   item_id -> published ts (members)
+    GS:stl                      zset   story_id -> updated ts (story timeline, newest last)
+    GS:topic:<topic_id>         hash   label, updated
+    GS:topic:<topic_id>:stories zset   story_id -> updated ts
+    GS:df                       hash   term -> number of grouped items containing it
+    GS:ndocs                    string number of grouped items (the IDF denominator)
+    GS:post:<term>              zset   item_id -> published ts; inverted index of the window,
+                                       trimmed by score on write and given a TTL
+    GS:vec:<hour>               hash   item_id -> matching record of items published in that
+                                       hour (UTC epoch hours); whole buckets expire/are trimmed
+    GS:dup:<day>                hash   url/guid/text fingerprint -> item_id, per published day
+    GS:buckets                  zset   vec/dup bucket key -> its hour (trimming walks it)
+    GS:lock                     string single-grouper lock (SET NX PX), token value
 """
 from __future__ import annotations
 
@@ -76,3 +93,56 @@ class Keys:
         return f"{self.prefix}:group:pending"
 
     # Defined by aggregator/group.py's author below this line.
+
+    @property
+    def group_is(self) -> str:
+        return f"{self.prefix}:group:is"
+
+    def group_story(self, story_id: str) -> str:
+        return f"{self.prefix}:group:story:{story_id}"
+
+    def group_story_items(self, story_id: str) -> str:
+        return f"{self.prefix}:group:story:{story_id}:items"
+
+    @property
+    def group_story_timeline(self) -> str:
+        return f"{self.prefix}:group:stl"
+
+    def group_topic(self, topic_id: str) -> str:
+        return f"{self.prefix}:group:topic:{topic_id}"
+
+    def group_topic_stories(self, topic_id: str) -> str:
+        return f"{self.prefix}:group:topic:{topic_id}:stories"
+
+    @property
+    def group_df(self) -> str:
+        return f"{self.prefix}:group:df"
+
+    @property
+    def group_ndocs(self) -> str:
+        return f"{self.prefix}:group:ndocs"
+
+    def group_posting(self, term: str) -> str:
+        return f"{self.prefix}:group:post:{term}"
+
+    @property
+    def group_posting_prefix(self) -> str:
+        return f"{self.prefix}:group:post:"
+
+    def group_vec(self, hour: int) -> str:
+        return f"{self.prefix}:group:vec:{hour}"
+
+    @property
+    def group_vec_prefix(self) -> str:
+        return f"{self.prefix}:group:vec:"
+
+    def group_dup(self, day: int) -> str:
+        return f"{self.prefix}:group:dup:{day}"
+
+    @property
+    def group_buckets(self) -> str:
+        return f"{self.prefix}:group:buckets"
+
+    @property
+    def group_lock(self) -> str:
+        return f"{self.prefix}:group:lock"

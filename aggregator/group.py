@@ -1,0 +1,763 @@
+"""Story and topic grouping: every stored item joins a story (and its story a topic).
+
+Incremental, in the ingest path, with its whole state in Redis (keys: keys.py, "grouping").
+
+How one item is placed (Grouper.process_pending; pure decisions in `decide`):
+  1. exact duplicates first: same canonical URL, same GUID, or identical normalised title +
+     summary (a wire copy) within the window -> the story of the earlier item;
+  2. candidates: the item's most informative terms (highest IDF, document frequencies kept
+     incrementally in Redis) are looked up in an inverted index of the items published
+     within +-window of it; a Lua script ranks the hits by summed IDF and returns the top
+     ones with their matching records in the same call (one round trip per item, pipelined
+     for the whole batch: never all-pairs);
+  3. score: TF-IDF cosine of title (weighted) + lead, see `similarity`;
+  4. join the story of the best-scoring member when the score clears STORY_THRESHOLD
+     (story score = max over its members, i.e. the closest report), else start a story; a
+     new story joins the topic of the best candidate when it clears TOPIC_THRESHOLD.
+
+Every threshold is defined in `Params` with the evaluation figure behind it.
+
+Durability: an item's assignment, every index update it causes and its removal from
+group:pending are written in one MULTI/EXEC per batch. Story ids are derived from the id of
+the item that founded the story, so re-running a batch after a kill -9 before EXEC
+recomputes the same ids; items already assigned (group:is) are skipped, so re-running
+after EXEC assigns nothing twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+
+import redis
+
+from . import arabic
+from .keys import Keys
+from .store import Store
+from .types import Item, Story, Topic
+
+UTC = timezone.utc
+SEP = "\x1f"
+
+
+# --- parameters --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Params:
+    """Every threshold of the grouping, with why it has its value.
+
+    Evaluation figures come from `python bench/grouping.py` (gold window 2018-03-12/13).
+    """
+
+    # Candidate window, hours either side of the item's published time. The issue's 72 h:
+    # follow-ups of one event arrive within a day or two; beyond that a match is more
+    # likely a new development (a different story under the same topic).
+    window_hours: float = 72.0
+    # Title tokens count this many times in the item vector (titles state the event; leads
+    # add context shared with other stories of a topic).
+    title_weight: float = 2.0
+    # Summary tokens used: the lead. Longer summaries add background paragraphs that match
+    # other stories of the same topic.
+    lead_tokens: int = 40
+    # Join the best story when similarity >= this.
+    story_threshold: float = 0.30
+    # A new story joins the best candidate's topic when similarity >= this.
+    topic_threshold: float = 0.15
+    # Score loses this much per day of published-time distance (a follow-up days later is
+    # more often a new development).
+    time_penalty_per_day: float = 0.0
+    # Query terms sent to the inverted index per item, and hits read per term.
+    query_terms: int = 12
+    per_term_limit: int = 300
+    # Candidates scored per item (the index ranks hits by summed IDF of shared terms).
+    candidates: int = 30
+    # Items with fewer tokens than this get no wire-copy fingerprint (too generic).
+    text_dup_min_tokens: int = 6
+
+
+DEFAULT_PARAMS = Params()
+
+
+# --- matching documents (pure) -------------------------------------------------------------
+
+@dataclass
+class Doc:
+    id: str
+    source: str
+    published: float
+    title_terms: list[str]
+    lead_terms: list[str]
+    story: str | None = None
+    topic: str | None = None
+    _tf: dict[str, float] | None = field(default=None, repr=False)
+
+    def tf(self, title_weight: float) -> dict[str, float]:
+        if self._tf is None:
+            c: Counter = Counter()
+            for t in self.title_terms:
+                c[t] += title_weight
+            for t in self.lead_terms:
+                c[t] += 1.0
+            self._tf = {t: 1.0 + math.log(v) if v >= 1 else v for t, v in c.items()}
+        return self._tf
+
+    def record(self) -> str:
+        return SEP.join((
+            self.story or "", self.topic or "", self.source, repr(self.published),
+            " ".join(self.title_terms), " ".join(self.lead_terms),
+        ))
+
+    @classmethod
+    def from_record(cls, item_id: str, rec: str) -> "Doc":
+        story, topic, source, pub, tt, lt = rec.split(SEP)
+        return cls(item_id, source, float(pub), tt.split(), lt.split(), story or None, topic or None)
+
+
+def make_doc(item: Item, params: Params = DEFAULT_PARAMS) -> Doc:
+    return Doc(
+        id=item.id,
+        source=item.source,
+        published=item.published.timestamp(),
+        title_terms=arabic.tokens(item.title),
+        lead_terms=arabic.tokens(item.summary_text)[: params.lead_tokens],
+    )
+
+
+class Idf:
+    """IDF from document frequencies: idf(t) = ln((N + 1) / (df(t) + 1)) + 1."""
+
+    def __init__(self, df: dict[str, int], n: int):
+        self.df = df
+        self.n = n
+        self._cache: dict[str, float] = {}
+
+    def __call__(self, term: str) -> float:
+        v = self._cache.get(term)
+        if v is None:
+            v = math.log((self.n + 1) / (self.df.get(term, 0) + 1)) + 1.0
+            self._cache[term] = v
+        return v
+
+    def add(self, terms: Iterable[str]) -> None:
+        self.n += 1
+        for t in terms:
+            self.df[t] = self.df.get(t, 0) + 1
+        self._cache.clear()
+
+
+def weights(doc: Doc, idf: Idf, params: Params) -> tuple[dict[str, float], float]:
+    w = {t: v * idf(t) for t, v in doc.tf(params.title_weight).items()}
+    norm = math.sqrt(sum(x * x for x in w.values())) or 1.0
+    return w, norm
+
+
+def similarity(a: Doc, b: Doc, idf: Idf, params: Params = DEFAULT_PARAMS,
+               wa: tuple[dict[str, float], float] | None = None) -> float:
+    """TF-IDF cosine of (weighted title + lead), minus a time-distance penalty."""
+    va, na = wa or weights(a, idf, params)
+    vb, nb = weights(b, idf, params)
+    if len(va) > len(vb):
+        va, vb = vb, va
+    dot = sum(x * vb[t] for t, x in va.items() if t in vb)
+    s = dot / (na * nb)
+    if params.time_penalty_per_day:
+        s -= params.time_penalty_per_day * abs(a.published - b.published) / 86400.0
+    return s
+
+
+# --- ids and fingerprints ------------------------------------------------------------------
+
+def story_id_for(item_id: str) -> str:
+    return "s" + hashlib.sha1(item_id.encode()).hexdigest()[:12]
+
+
+def topic_id_for(story_id: str) -> str:
+    return "t" + story_id[1:]
+
+
+def fingerprints(item: Item, doc: Doc, params: Params) -> list[str]:
+    fps = []
+    if item.url:
+        fps.append("u:" + hashlib.sha1(item.url.strip().encode()).hexdigest()[:16])
+    if item.guid and len(item.guid) >= 8:
+        fps.append("g:" + hashlib.sha1(item.guid.strip().encode()).hexdigest()[:16])
+    text = arabic.normalize_for_matching(item.title + " \n " + item.summary_text)
+    if len(doc.title_terms) + len(doc.lead_terms) >= params.text_dup_min_tokens:
+        fps.append("x:" + hashlib.sha1(text.encode()).hexdigest()[:16])
+    return fps
+
+
+_WORD = re.compile(r"[\w\u0600-\u06ff]+")
+
+
+def label_terms(title: str) -> list[tuple[str, str]]:
+    """(stem, surface word) pairs of a title, stop words out, in order."""
+    out = []
+    for w in _WORD.findall(title.replace("_", " ")):
+        ts = arabic.tokens(w)
+        if ts and not ts[0].isdigit() and len(ts[0]) > 1:
+            out.append((ts[0], w))
+    return out
+
+
+# --- the Lua candidate query ------------------------------------------------------------------
+
+_CANDIDATES_LUA = """
+local min_ts, max_ts = ARGV[1], ARGV[2]
+local per_term, k, vprefix = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local scores, ts = {}, {}
+for i, key in ipairs(KEYS) do
+  local w = tonumber(ARGV[5 + i])
+  local hits = redis.call('ZREVRANGEBYSCORE', key, max_ts, min_ts, 'WITHSCORES', 'LIMIT', 0, per_term)
+  for j = 1, #hits, 2 do
+    local id = hits[j]
+    scores[id] = (scores[id] or 0) + w
+    ts[id] = hits[j + 1]
+  end
+end
+local arr = {}
+for id, s in pairs(scores) do arr[#arr + 1] = {id, s} end
+table.sort(arr, function(a, b)
+  if a[2] == b[2] then return a[1] < b[1] end
+  return a[2] > b[2]
+end)
+local out = {}
+for i = 1, math.min(#arr, k) do
+  local id = arr[i][1]
+  local hour = math.floor(tonumber(ts[id]) / 3600)
+  local rec = redis.call('HGET', vprefix .. string.format('%d', hour), id)
+  if rec then
+    out[#out + 1] = id
+    out[#out + 1] = rec
+  end
+end
+return out
+"""
+
+_UNLOCK_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+# --- story state (in memory while a batch is decided) ---------------------------------------
+
+@dataclass
+class _StoryState:
+    id: str
+    lead: str
+    lead_key: tuple
+    first: float
+    last: float
+    updated: float
+    sources: list[str]
+    topic: str
+    terms: dict[str, list]  # stem -> [count, surface, first position]
+    n: int = 0
+    new: bool = False
+    changed: bool = False
+
+    def to_hash(self, idf: Idf) -> dict[str, str]:
+        return {
+            "lead": self.lead,
+            "lead_pub": repr(self.lead_key[0]),
+            "lead_rank": str(self.lead_key[1]),
+            "first": repr(self.first),
+            "last": repr(self.last),
+            "updated": repr(self.updated),
+            "sources": SEP.join(self.sources),
+            "topic": self.topic,
+            "n": str(self.n),
+            "terms": json.dumps(self.terms, ensure_ascii=False),
+            "label": self.label(idf),
+        }
+
+    @classmethod
+    def from_hash(cls, sid: str, h: dict[str, str]) -> "_StoryState":
+        return cls(
+            id=sid, lead=h["lead"],
+            lead_key=(float(h["lead_pub"]), int(h["lead_rank"]), h["lead"]),
+            first=float(h["first"]), last=float(h["last"]), updated=float(h["updated"]),
+            sources=h["sources"].split(SEP) if h.get("sources") else [],
+            topic=h["topic"], terms=json.loads(h.get("terms") or "{}"), n=int(h.get("n") or 0),
+        )
+
+    def add_title(self, title: str) -> None:
+        seen = set()
+        for pos, (stem, surface) in enumerate(label_terms(title)):
+            if stem in seen:
+                continue
+            seen.add(stem)
+            if stem in self.terms:
+                self.terms[stem][0] += 1
+            else:
+                self.terms[stem] = [1, surface, pos]
+        if len(self.terms) > 40:  # keep the hash small
+            keep = sorted(self.terms.items(), key=lambda kv: (-kv[1][0], kv[1][2]))[:30]
+            self.terms = dict(keep)
+
+    def label(self, idf: Idf, n: int = 4) -> str:
+        ranked = sorted(self.terms.items(), key=lambda kv: (-kv[1][0] * idf(kv[0]), kv[1][2]))[:n]
+        ranked.sort(key=lambda kv: kv[1][2])
+        return " ".join(v[1] for _, v in ranked)
+
+
+# --- the grouper ----------------------------------------------------------------------------
+
+class Grouper:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        source_rank: Mapping[str, int] | None = None,
+        window_hours: float = 72,
+        params: Params | None = None,
+    ):
+        self.r = client
+        self.keys = keys
+        self.store = Store(client, keys)
+        self.source_rank = dict(source_rank or {})
+        self.params = replace(params or DEFAULT_PARAMS, window_hours=window_hours)
+        self._candidates = client.register_script(_CANDIDATES_LUA)
+        self._unlock = client.register_script(_UNLOCK_LUA)
+        self.last_scores: list[tuple[str, str, float]] = []  # (item, best candidate, score)
+
+    def _rank(self, source: str) -> int:
+        return self.source_rank.get(source, 1 << 20)
+
+    # -- the batch ----------------------------------------------------------------------
+    def process_pending(self, now: datetime, limit: int = 1000) -> list[tuple[str, str, str]]:
+        """Group up to `limit` pending items, oldest published first.
+
+        Returns (item_id, story_id, topic_id) for every item assigned by this call.
+        """
+        k, p_ = self.keys, self.params
+        token = uuid.uuid4().hex
+        if not self.r.set(k.group_lock, token, nx=True, px=120_000):
+            return []  # another grouper is at work; its items will not be lost
+        try:
+            return self._process(now, limit)
+        finally:
+            self._unlock(keys=[k.group_lock], args=[token])
+
+    def _process(self, now: datetime, limit: int) -> list[tuple[str, str, str]]:
+        k, P = self.keys, self.params
+        ids = self.r.zrange(k.group_pending, 0, limit - 1)
+        if not ids:
+            return []
+        # RT: the items and whether they already have a story (a re-run after a crash).
+        with self.r.pipeline(transaction=False) as p:
+            for i in ids:
+                p.hgetall(k.item(i))
+            p.hmget(k.group_is, ids)
+            rows = p.execute()
+        assigned = rows[-1]
+        items: list[Item] = []
+        gone: list[str] = []
+        from .store import item_from_hash
+        for i, h, s in zip(ids, rows[:-1], assigned):
+            if s is not None or not h:
+                gone.append(i)  # already grouped, or trimmed by retention meanwhile
+            else:
+                items.append(item_from_hash(h))
+        if not items:
+            self.r.zrem(k.group_pending, *gone)
+            return []
+        items.sort(key=lambda it: (it.published.timestamp(), self._rank(it.source), it.id))
+        docs = [make_doc(it, P) for it in items]
+        win = P.window_hours * 3600.0
+
+        # RT: document frequencies of the batch's terms.
+        terms = sorted({t for d in docs for t in (*d.title_terms, *d.lead_terms)})
+        with self.r.pipeline(transaction=False) as p:
+            p.get(k.group_ndocs)
+            if terms:
+                p.hmget(k.group_df, terms)
+            res = p.execute()
+        n = int(res[0] or 0)
+        df = {t: int(v) for t, v in zip(terms, res[1] if terms else []) if v}
+        idf = Idf(df, n)
+
+        # RT: candidates of every item (Lua, pipelined) and duplicate fingerprints.
+        fps = [fingerprints(it, d, P) for it, d in zip(items, docs)]
+        queries = []
+        for d in docs:
+            uniq = sorted(set(d.title_terms) | set(d.lead_terms), key=lambda t: (-idf(t), t))
+            queries.append(uniq[: P.query_terms])
+        days = sorted({int(d.published // 86400) + o for d in docs for o in range(-3, 4)})
+        all_fps = sorted({f for fl in fps for f in fl})
+        with self.r.pipeline(transaction=False) as p:
+            for d, q in zip(docs, queries):
+                if q:
+                    self._candidates(
+                        keys=[k.group_posting(t) for t in q],
+                        args=[repr(d.published - win), repr(d.published + win), P.per_term_limit,
+                              P.candidates, k.group_vec_prefix, *(repr(idf(t)) for t in q)],
+                        client=p,
+                    )
+            if all_fps:
+                for day in days:
+                    p.hmget(k.group_dup(day), all_fps)
+            res = p.execute()
+        cand_rows = iter(res[: sum(1 for q in queries if q)])
+        remote: list[list[Doc]] = []
+        for q in queries:
+            row = next(cand_rows) if q else []
+            remote.append([Doc.from_record(row[j], row[j + 1]) for j in range(0, len(row), 2)])
+        dup_hits: dict[str, list[str]] = {}
+        if all_fps:
+            for day, vals in zip(days, res[len(res) - len(days):]):
+                for f, v in zip(all_fps, vals):
+                    if v:
+                        dup_hits.setdefault(f, []).append(v)
+
+        # RT: document frequencies of candidate terms we have not fetched.
+        missing = sorted({t for cs in remote for c in cs for t in (*c.title_terms, *c.lead_terms)} - set(terms))
+        if missing:
+            for t, v in zip(missing, self.r.hmget(k.group_df, missing)):
+                if v:
+                    df[t] = int(v)
+
+        # Decide, item by item, in published order; earlier items of the batch are
+        # candidates for later ones through a local index.
+        local_post: dict[str, list[Doc]] = {}
+        local_fp: dict[str, Doc] = {}
+        decided: list[tuple[Item, Doc, bool]] = []  # (item, doc, founded a story)
+        self.last_scores = []
+        for it, d, q, cands, fl in zip(items, docs, queries, remote, fps):
+            story = topic = None
+            # 1. exact duplicates
+            for f in fl:
+                if f in local_fp:
+                    story, topic = local_fp[f].story, local_fp[f].topic
+                    break
+                for v in dup_hits.get(f, ()):
+                    other_pub, s_, t_ = v.split(SEP)
+                    if abs(float(other_pub) - d.published) <= win:
+                        story, topic = s_, t_
+                        break
+                if story:
+                    break
+            best_score, best = -1.0, None
+            if story is None:
+                # 2. candidates: remote + earlier items of this batch
+                seen = {c.id for c in cands}
+                lw: Counter = Counter()
+                for t in q:
+                    for c in local_post.get(t, ()):
+                        if c.id not in seen and abs(c.published - d.published) <= win:
+                            lw[c.id] += idf(t)
+                local_by_id = {c.id: c for t in q for c in local_post.get(t, ())}
+                extra = [local_by_id[i] for i, _ in sorted(lw.items(), key=lambda kv: (-kv[1], kv[0]))[: P.candidates]]
+                wd = weights(d, idf, P)
+                per_story: dict[str, tuple[float, Doc]] = {}
+                for c in (*cands, *extra):
+                    if c.id == d.id or not c.story:
+                        continue
+                    s = similarity(d, c, idf, P, wd)
+                    if c.story not in per_story or s > per_story[c.story][0]:
+                        per_story[c.story] = (s, c)
+                if per_story:
+                    sid, (best_score, best) = max(per_story.items(), key=lambda kv: (kv[1][0], kv[0]))
+                    if best_score >= P.story_threshold:
+                        story, topic = best.story, best.topic
+                self.last_scores.append((d.id, best.id if best else "", best_score))
+            founded = story is None
+            if founded:
+                story = story_id_for(d.id)
+                if best is not None and best_score >= P.topic_threshold and best.topic:
+                    topic = best.topic
+                else:
+                    topic = topic_id_for(story)
+            d.story, d.topic = story, topic
+            for f in fl:
+                local_fp.setdefault(f, d)
+            for t in set(d.title_terms) | set(d.lead_terms):
+                local_post.setdefault(t, []).append(d)
+            idf.add(set(d.title_terms) | set(d.lead_terms))
+            decided.append((it, d, founded))
+
+        # RT: current state of the existing stories (and topics) that items joined.
+        existing = sorted({d.story for _, d, f in decided if not f} - {story_id_for(d.id) for _, d, f in decided if f})
+        topics_touched = sorted({d.topic for _, d, _ in decided})
+        with self.r.pipeline(transaction=False) as p:
+            for sid in existing:
+                p.hgetall(k.group_story(sid))
+            for tid in topics_touched:
+                p.hgetall(k.group_topic(tid))
+            res = p.execute()
+        stories: dict[str, _StoryState] = {}
+        for sid, h in zip(existing, res[: len(existing)]):
+            if h:
+                stories[sid] = _StoryState.from_hash(sid, h)
+        topic_rows = dict(zip(topics_touched, res[len(existing):]))
+
+        for it, d, founded in decided:
+            pub = d.published
+            seen_ts = max(it.first_seen.timestamp(), pub) if it.first_seen else pub
+            key = (pub, self._rank(it.source), it.id)
+            st = stories.get(d.story)
+            if st is None:
+                st = stories[d.story] = _StoryState(
+                    id=d.story, lead=it.id, lead_key=key, first=pub, last=pub,
+                    updated=seen_ts, sources=[], topic=d.topic, terms={}, new=True,
+                )
+            if key < tuple(st.lead_key):
+                st.lead, st.lead_key = it.id, key
+            st.first, st.last = min(st.first, pub), max(st.last, pub)
+            st.updated = max(st.updated, seen_ts)
+            if it.source not in st.sources:
+                st.sources.append(it.source)
+            st.n += 1
+            st.add_title(it.title)
+            st.changed = True
+
+        # RT: one transaction: assignments, stories, topics, index, df, pending removal.
+        horizon = min(max(d.published for d in docs), now.timestamp())
+        cutoff = horizon - win - 6 * 3600
+        ttl = int(win + 6 * 3600) * 2
+        old_buckets = self.r.zrangebyscore(k.group_buckets, "-inf", cutoff / 3600.0)
+        out: list[tuple[str, str, str]] = []
+        with self.r.pipeline(transaction=True) as p:
+            p.hset(k.group_is, mapping={d.id: d.story for _, d, _ in decided})
+            for it, d, _ in decided:
+                p.zadd(k.group_story_items(d.story), {d.id: d.published})
+                out.append((d.id, d.story, d.topic))
+            topic_updates: dict[str, tuple[float, str]] = {}
+            for st in stories.values():
+                p.hset(k.group_story(st.id), mapping=st.to_hash(idf))
+                p.zadd(k.group_story_timeline, {st.id: st.updated})
+                p.zadd(k.group_topic_stories(st.topic), {st.id: st.updated})
+                prev = topic_updates.get(st.topic)
+                if prev is None or st.updated > prev[0]:
+                    topic_updates[st.topic] = (st.updated, st.label(idf) if st.new else "")
+            for tid, (upd, lab) in topic_updates.items():
+                row = topic_rows.get(tid) or {}
+                mapping = {"updated": repr(max(upd, float(row.get("updated") or 0)))}
+                if not row.get("label"):
+                    mapping["label"] = lab or next(
+                        (s.label(idf) for s in stories.values() if s.topic == tid), "")
+                p.hset(k.group_topic(tid), mapping=mapping)
+            # the matching index
+            post_terms: dict[str, dict[str, float]] = {}
+            df_inc: Counter = Counter()
+            vec_buckets: dict[int, dict[str, str]] = {}
+            dup_days: dict[int, dict[str, str]] = {}
+            for it, d, _ in decided:
+                ts_ = set(d.title_terms) | set(d.lead_terms)
+                df_inc.update(ts_)
+                for t in ts_:
+                    post_terms.setdefault(t, {})[d.id] = d.published
+                vec_buckets.setdefault(int(d.published // 3600), {})[d.id] = d.record()
+            for (it, d, _), fl in zip(decided, fps):
+                day = int(d.published // 86400)
+                for f in fl:
+                    dup_days.setdefault(day, {}).setdefault(f, SEP.join((repr(d.published), d.story, d.topic)))
+            for t, m in post_terms.items():
+                pk = k.group_posting(t)
+                p.zadd(pk, m)
+                p.zremrangebyscore(pk, "-inf", cutoff)
+                p.expire(pk, ttl)
+            for hour, m in vec_buckets.items():
+                vk = k.group_vec(hour)
+                p.hset(vk, mapping=m)
+                p.expire(vk, ttl)
+                p.zadd(k.group_buckets, {vk: hour})
+            for day, m in dup_days.items():
+                dk = k.group_dup(day)
+                # first fingerprint wins (earlier published, or arrived first)
+                for f, v in m.items():
+                    p.hsetnx(dk, f, v)
+                p.expire(dk, ttl)
+                p.zadd(k.group_buckets, {dk: day * 24})
+            for t, c in df_inc.items():
+                p.hincrby(k.group_df, t, c)
+            p.incrby(k.group_ndocs, len(decided))
+            if old_buckets:
+                p.delete(*old_buckets)
+                p.zrem(k.group_buckets, *old_buckets)
+            p.zrem(k.group_pending, *[d.id for _, d, _ in decided], *gone)
+            p.incr(k.outputs_version)
+            p.execute()
+        return out
+
+    # -- reads for the web layer -----------------------------------------------------------
+    def story_of(self, item_id: str) -> str | None:
+        return self.r.hget(self.keys.group_is, item_id)
+
+    def get_stories(self, ids: Sequence[str]) -> list[Story]:
+        ids = list(ids)
+        with self.r.pipeline(transaction=False) as p:
+            for sid in ids:
+                p.hgetall(self.keys.group_story(sid))
+                p.zrange(self.keys.group_story_items(sid), 0, -1)
+            rows = p.execute()
+        out = []
+        for sid, h, members in zip(ids, rows[0::2], rows[1::2]):
+            if not h:
+                continue
+            out.append(Story(
+                id=sid,
+                lead_item=h["lead"],
+                items=tuple(members),
+                sources=tuple(h["sources"].split(SEP)) if h.get("sources") else (),
+                first_published=datetime.fromtimestamp(float(h["first"]), UTC),
+                last_published=datetime.fromtimestamp(float(h["last"]), UTC),
+                updated=datetime.fromtimestamp(float(h["updated"]), UTC),
+                label=h.get("label", ""),
+                topic=h.get("topic") or None,
+            ))
+        return out
+
+    def story_timeline(self, before: float | None = None, limit: int = 50) -> list[tuple[str, float]]:
+        """Stories newest first by `updated`; `before` is an exclusive cursor."""
+        top = f"({before}" if before is not None else "+inf"
+        return self.r.zrevrangebyscore(self.keys.group_story_timeline, top, "-inf",
+                                       start=0, num=limit, withscores=True)
+
+    def get_topic(self, topic_id: str) -> Topic | None:
+        h = self.r.hgetall(self.keys.group_topic(topic_id))
+        if not h:
+            return None
+        stories = self.r.zrevrange(self.keys.group_topic_stories(topic_id), 0, -1)
+        return Topic(id=topic_id, label=h.get("label", ""), stories=tuple(stories),
+                     updated=datetime.fromtimestamp(float(h["updated"]), UTC))
+
+    def topic_stories(self, topic_id: str, limit: int = 50) -> list[str]:
+        """Story ids of a topic, newest updated first."""
+        return self.r.zrevrange(self.keys.group_topic_stories(topic_id), 0, limit - 1)
+
+    def story_items(self, story_id: str) -> list[str]:
+        """Member item ids, oldest published first."""
+        return self.r.zrange(self.keys.group_story_items(story_id), 0, -1)
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+def _parse_date(value: str) -> datetime:
+    try:
+        from .normalize import parse_date  # type: ignore[attr-defined]
+    except ImportError:  # the normaliser is another module; fall back to the stdlib
+        parse_date = None
+    dt = None
+    if parse_date is not None:
+        try:
+            dt = parse_date(value)
+        except Exception:  # noqa: BLE001 - any failure: try the stdlib
+            dt = None
+    if dt is None:
+        import email.utils
+
+        try:
+            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            dt = email.utils.parsedate_to_datetime(value)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def _item_from_json(row: dict) -> Item:
+    from .types import Item as _Item
+
+    pub = _parse_date(str(row["published"]))
+    summary = row.get("summary") or ""
+    text = (row.get("title") or "") + "\n" + summary
+    return _Item(
+        id=str(row["id"]), source=str(row["source"]), url=row.get("url") or None,
+        guid=row.get("guid") or None, title=row.get("title") or "", summary_html=summary,
+        summary_text=summary, published=pub, first_seen=pub, updated=pub,
+        content_hash=hashlib.sha1(text.encode()).hexdigest(),
+    )
+
+
+def run_cli(lines: Iterable[str], client: redis.Redis, keys: Keys, out=sys.stdout,
+            flush_every: int = 50, params: Params | None = None) -> None:
+    """Store the items in arrival order, batching per run of one source (as a poll would),
+    group through Grouper.process_pending, and print one result line per input line."""
+    from .types import Source, SourceState
+
+    store = Store(client, keys)
+    grouper = Grouper(client, keys, params=params)
+    rows = [json.loads(line) for line in lines if line.strip()]
+    result: dict[str, tuple[str, str]] = {}
+    batch: list[Item] = []
+    batch_src: str | None = None
+    latest = datetime(1970, 1, 1, tzinfo=UTC)
+
+    def flush() -> None:
+        nonlocal batch
+        if not batch:
+            return
+        src = batch[0].source
+        store.save_poll(Source(id=src, url=f"cli:{src}", title=src), batch, SourceState(), latest)
+        batch = []
+        while True:
+            done = grouper.process_pending(latest)
+            for item_id, sid, tid in done:
+                result[item_id] = (sid, tid)
+            if not done:
+                break
+
+    for row in rows:
+        item = _item_from_json(row)
+        if batch and (item.source != batch_src or len(batch) >= flush_every):
+            flush()
+        batch_src = item.source
+        latest = max(latest, item.published)
+        batch.append(item)
+    flush()
+    for row in rows:
+        sid, tid = result.get(str(row["id"])) or (grouper.story_of(str(row["id"])), None)
+        if tid is None and sid:
+            st = grouper.get_stories([sid])
+            tid = st[0].topic if st else None
+        out.write(json.dumps({"id": row["id"], "story": sid, "topic": tid}, ensure_ascii=False) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import tempfile
+
+    from .embedded import ensure_server, stop_server
+
+    ap = argparse.ArgumentParser(prog="python -m aggregator.group",
+                                 description="Group JSON-lines items into stories and topics.")
+    ap.add_argument("items", help="JSON lines {id, source, title, summary, published}; - for stdin")
+    args = ap.parse_args(argv)
+    fh = sys.stdin if args.items == "-" else open(args.items, encoding="utf-8")
+    url = os.environ.get("REDIS_URL")
+    tmp = None
+    try:
+        if url:
+            client = redis.Redis.from_url(url, decode_responses=True)
+            keys = Keys(prefix=f"cli{uuid.uuid4().hex[:8]}")
+        else:
+            tmp = tempfile.mkdtemp(prefix="agg-group-")
+            client = redis.Redis(unix_socket_path=ensure_server(tmp), decode_responses=True)
+            keys = Keys()
+        try:
+            run_cli(fh, client, keys)
+        finally:
+            if url:
+                for key in client.scan_iter(f"{keys.prefix}:*", count=1000):
+                    client.delete(key)
+    finally:
+        if tmp:
+            stop_server(tmp)
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
