@@ -57,6 +57,14 @@ sources:
     tags: [international]
 """
 
+# Labels a topic index would give the threads with several stories; others take the first
+# words of their lead headline.
+TOPIC_LABELS = {
+    "skripal-poisoning": "تسميم الجاسوس سكريبال",
+    "hamdallah-convoy-attack": "استهداف موكب الحمد الله",
+    "nepal-plane-crash": "تحطم طائرة في نيبال",
+}
+
 # The page clock for tests: 17 minutes after the newest item (2018-03-13T23:43:07Z).
 NOW = datetime(2018, 3, 14, 0, 0, 7, tzinfo=UTC)
 
@@ -124,7 +132,8 @@ class GoldGrouper:
         for sid, st in self.stories.items():
             t = self.topics.get(st.topic)
             stories = (t.stories if t else ()) + (sid,)
-            self.topics[st.topic] = Topic(st.topic, st.topic.replace("-", " "), stories,
+            label = TOPIC_LABELS.get(st.topic) or " ".join(st.label.split()[:4])
+            self.topics[st.topic] = Topic(st.topic, label, stories,
                                           max(self.stories[s].updated for s in stories))
 
     def process_pending(self, now):

@@ -174,11 +174,16 @@ class Reader:
     def story_ids_of(self, item_ids: list[str]) -> dict[str, str]:
         """item id -> story id; an item not (yet) grouped is its own story."""
         g = self.grouper
-        out = {}
-        for iid in item_ids:
-            sid = g.story_of(iid) if g is not None else None
-            out[iid] = sid or iid
-        return out
+        if g is None:
+            return {iid: iid for iid in item_ids}
+        if hasattr(g, "stories_of"):
+            sids = g.stories_of(item_ids)
+        elif hasattr(self.store.keys, "group_is") and hasattr(g, "r"):
+            # One HMGET instead of a round trip per item: a page maps ~60 items.
+            sids = g.r.hmget(self.store.keys.group_is, item_ids) if item_ids else []
+        else:
+            sids = [g.story_of(iid) for iid in item_ids]
+        return {iid: sid or iid for iid, sid in zip(item_ids, sids)}
 
     def stories(self, story_ids: Iterable[str]) -> dict[str, Story]:
         ids = list(dict.fromkeys(story_ids))

@@ -1,0 +1,196 @@
+"""A real browser (Debian's chromium via Playwright's executable_path; never a downloaded
+one) against the app served on 127.0.0.1: RTL layout of the timeline and a story page, and
+both embedding paths (/embed.js and an iframe of /embed/all) in host pages served from
+another origin. Saves docs/screenshot-timeline.png.
+
+Needs the Debian packages chromium and fonts-noto-core (Arabic glyphs); .ci/run installs
+both."""
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from werkzeug.serving import make_server
+
+from aggregator.config import load_config
+from aggregator.store import Store
+from web import create_app
+from web.extensions import services
+
+from pages_fixtures import FEEDS_YAML, NOW, GoldGrouper, load_rows, make_item, store_items
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage"]
+SCREENSHOT = os.path.join(os.path.dirname(__file__), "..", "docs", "screenshot-timeline.png")
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                reason=f"{CHROMIUM} absent (apt-get install chromium; CI does)")
+sync_api = pytest.importorskip("playwright.sync_api")
+ROWS = load_rows()
+
+
+@contextmanager
+def serving(wsgi_or_server):
+    server = wsgi_or_server
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+@pytest.fixture
+def app_url(redis_client, keys, tmp_path):
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text(FEEDS_YAML, encoding="utf-8")
+    config = load_config(feeds)
+    store_items(Store(redis_client, keys), list(config.sources), [make_item(r) for r in ROWS])
+    app = create_app({
+        "REDIS_CLIENT": redis_client, "AGG_KEY_PREFIX": keys.prefix, "AGG_FEEDS": str(feeds),
+        "AGG_NOW": NOW, "AGG_TIMEZONE": "Asia/Riyadh",
+    })
+    with app.app_context():
+        services()._grouper = GoldGrouper(ROWS, {s.id: s.rank for s in config.sources})
+    with serving(make_server("127.0.0.1", 0, app, threaded=True)) as server:
+        yield f"http://127.0.0.1:{server.server_port}"
+
+
+@pytest.fixture
+def host_url(app_url):
+    """Another origin (another port) with two host pages: one using /embed.js, one an iframe."""
+    pages = {
+        "/script.html": f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>host</title></head><body><h1>Partner site</h1><div id="news"></div>
+<script src="{app_url}/embed.js" data-feed="/feeds/all.json" data-limit="5"
+ data-target="#news"></script></body></html>""",
+        "/iframe.html": f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>host</title></head><body><h1>Partner site</h1>
+<iframe id="w" src="{app_url}/embed/all?limit=5" width="420" height="600"
+ title="news"></iframe></body></html>""",
+    }
+
+    class Host(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = pages.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Host)) as server:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.fixture
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_timeline_and_story_page_are_rtl(browser, app_url):
+    page = browser.new_page(viewport={"width": 1000, "height": 1400}, locale="ar")
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(app_url + "/")
+    assert page.evaluate("getComputedStyle(document.documentElement).direction") == "rtl"
+    assert page.evaluate("getComputedStyle(document.body).direction") == "rtl"
+
+    width = page.evaluate("document.documentElement.clientWidth")
+    first = page.locator("article.card").first.bounding_box()
+    # the column is centred; in RTL each card starts at the right edge of that column, and
+    # the day heading's text hugs the right
+    main = page.locator("main").bounding_box()
+    assert abs((first["x"] + first["width"]) - (main["x"] + main["width"] - 16)) < 2
+    heading = page.locator("h2.day-heading time").first.bounding_box()
+    assert heading["x"] + heading["width"] > main["x"] + main["width"] - 40
+    assert heading["x"] > main["x"] + 100  # right-aligned text, not left
+
+    page.set_viewport_size({"width": 420, "height": 900})  # a phone: the card fills the width
+    first = page.locator("article.card").first.bounding_box()
+    width = page.evaluate("document.documentElement.clientWidth")
+    assert width - (first["x"] + first["width"]) < 24
+    assert page.evaluate("document.documentElement.scrollWidth") <= width  # no sideways scroll
+    page.set_viewport_size({"width": 1000, "height": 1400})
+
+    # a grouped story shows its outlets, first badge rightmost
+    gaza = page.locator('article[data-story="hamdallah-convoy-bombing-gaza"]')
+    badges = gaza.locator(".badges .badge")
+    assert badges.count() == 4
+    assert badges.nth(3).inner_text() == "+مصدران"
+    boxes = [badges.nth(i).bounding_box() for i in range(4)]
+    assert all(boxes[i]["x"] > boxes[i + 1]["x"] for i in range(3))  # laid out right-to-left
+    assert "بي بي سي عربي" in badges.nth(0).inner_text()
+
+    # headline text is right-aligned inside its card (dir=auto resolves to rtl for Arabic)
+    h = gaza.locator("h3.headline a")
+    assert h.evaluate("e => getComputedStyle(e).direction") == "rtl"
+
+    # Arabic renders with an Arabic font, not boxes: the headline is wider than zero-width
+    # fallback glyphs and the page uses a Noto Arabic family when installed
+    assert h.bounding_box()["width"] > 100
+
+    os.makedirs(os.path.dirname(SCREENSHOT), exist_ok=True)
+    page.screenshot(path=SCREENSHOT, full_page=False)
+
+    page.goto(app_url + "/stories/russia-rejects-uk-ultimatum-summons-envoy")
+    assert page.evaluate("getComputedStyle(document.body).direction") == "rtl"
+    assert page.locator("li.report").count() == 5
+    outlets = set(page.locator("li.report").evaluate_all(
+        "els => els.map(e => e.dataset.outlet)"))
+    assert outlets == {"alarabiya", "bbc_arabic", "france24_ar", "skynewsarabia", "cnn_arabic"}
+    assert page.locator("ol.tl > li").count() == 5
+    assert page.locator("section.related article").count() == 2
+    assert not [e for e in errors if "Content Security Policy" in e], errors
+
+
+def test_embed_script_renders_the_json_feed_in_a_host_page(browser, app_url, host_url):
+    page = browser.new_page()
+    page.goto(host_url + "/script.html")
+    items = page.locator("#news .agg-news-widget li a")  # Playwright pierces the shadow root
+    items.first.wait_for(timeout=10_000)
+    assert items.count() == 5
+    titles = items.all_inner_texts()
+    assert titles[0] == "ترامب: إيران تقف خلف كل المشاكل في الشرق الأوسط"
+    assert all(t.strip() for t in titles)
+    href = items.first.get_attribute("href")
+    assert href.startswith(app_url + "/stories/")
+    widget = page.locator("#news .agg-news-widget")
+    assert widget.get_attribute("dir") == "rtl"
+    assert page.locator("#news .agg-news-widget time").first.inner_text().startswith("منذ")
+
+
+def test_embed_iframe_renders_in_a_host_page_while_pages_refuse_framing(browser, app_url,
+                                                                       host_url):
+    page = browser.new_page()
+    page.goto(host_url + "/iframe.html")
+    frame = page.frame_locator("#w")
+    items = frame.locator("li.w-item")
+    items.first.wait_for(timeout=10_000)
+    assert items.count() == 5
+    assert frame.locator("html").get_attribute("dir") == "rtl"
+
+    # the timeline itself must not render inside another site's frame
+    page.evaluate(f"document.getElementById('w').src = '{app_url}/'")
+    page.wait_for_timeout(1000)
+    child = next((f for f in page.frames if f != page.main_frame), None)
+    assert child is None or child.url != app_url + "/" or \
+        child.evaluate("document.querySelectorAll('article.card').length") == 0
