@@ -11,7 +11,7 @@ import os
 
 from flask import Blueprint, abort, current_app, render_template, request, send_from_directory, url_for
 
-from .pages import COUNTRIES, Filters, Reader, list_stories
+from .pages import COUNTRIES, Filters, Reader, list_stories, site_name
 
 bp = Blueprint("embed", __name__)
 
@@ -52,7 +52,7 @@ def widget(output: str):
     kind, _, value = output.partition("/")
     if "/" in value:
         abort(404)
-    title = current_app.config.get("SITE_NAME", "الخلاصة")
+    title = site_name()
     more = url_for("pages.index", _external=False)
     if kind == "all" and not value:
         cards, _ = list_stories(reader, Filters(limit=limit))

@@ -67,7 +67,9 @@ def sources_opml():
     """OPML 2.0: one folder with the outlets' own feeds, one with ours (everything, per
     outlet, per tag, per country), as absolute URLs so the file works once downloaded."""
     base = request.url_root.rstrip("/")
-    site = current_app.config.get("SITE_NAME", "الخلاصة")
+    from .pages import site_name
+
+    site = site_name()
     try:
         sources = sorted(services().sources, key=lambda s: (s.rank, s.id))
     except (ImportError, OSError, AggregatorError):

@@ -241,6 +241,9 @@ class Reader:
                               grouped=len(st.items) > 1 or st.id != st.lead_item))
         return cards
 
+    def _briefs(self, ids: list[str]) -> dict[str, Brief]:
+        return _briefs_of(self.store, ids)
+
     def walk(self, index: str, before: float | None, limit: int,
              match: Callable[[Item], bool] | None = None,
              scan_cap: int | None = None, prefer_source: str = "",
@@ -253,7 +256,8 @@ class Reader:
         """
         r = self.store.r
         top = f"({before!r}" if before is not None else "+inf"
-        batch = max(limit * 2, 50)
+        # A search reads many items to find a few: bigger batches, fewer round trips.
+        batch = 250 if scan_cap else max(limit * 2, 50)
         offset = 0
         scanned = 0
         chosen: OrderedDict[str, float] = OrderedDict()
@@ -270,9 +274,18 @@ class Reader:
                 exhausted = True
                 break
             ids = [i for i, _ in rows]
-            for item in self.store.get_items(ids):
-                items[item.id] = item
-            sids = self.story_ids_of(ids)
+            if match is None:
+                for item in self.store.get_items(ids):
+                    items[item.id] = item
+                hits = {i for i in ids if i in items}
+            else:
+                # Filters read the few fields they test, and whole items and stories are
+                # loaded for hits only: a search that matches little stays cheap.
+                hits = {i for i, brief in self._briefs(ids).items() if match(brief)}
+                for item in self.store.get_items([i for i in ids if i in hits]):
+                    items[item.id] = item
+                hits &= items.keys()
+            sids = self.story_ids_of([i for i in ids if i in hits])
             new_sids = [s for s in dict.fromkeys(sids.values())
                         if s not in chosen and s not in rejected and s not in stories]
             stories.update(self.stories(new_sids))
@@ -287,8 +300,7 @@ class Reader:
                     break
                 scanned += 1
                 last_score = score
-                item = items.get(iid)
-                if item is None or (match is not None and not match(item)):
+                if iid not in hits:
                     continue
                 sid = sids[iid]
                 if sid in chosen or sid in rejected:
@@ -313,6 +325,25 @@ class Reader:
                 break
         cards = self.cards([stories[s] for s in chosen], dict(chosen), items, prefer_source)
         return cards, (None if exhausted else last_score)
+
+
+@dataclass(frozen=True)
+class Brief:
+    """The fields of an item that filters and search test (see list_stories)."""
+
+    id: str
+    source: str
+    title: str
+    summary_text: str
+
+
+def _briefs_of(store, ids: list[str]) -> dict[str, Brief]:
+    with store.r.pipeline(transaction=False) as p:
+        for i in ids:
+            p.hmget(store.keys.item(i), "source", "title", "summary_text")
+        rows = p.execute()
+    return {i: Brief(i, src, title or "", text or "")
+            for i, (src, title, text) in zip(ids, rows) if src is not None}
 
 
 def single_story(item: Item) -> Story:
@@ -521,12 +552,23 @@ def _country_name(cc: str | None) -> str:
     return COUNTRIES.get((cc or "").upper(), cc or "")
 
 
+def site_name() -> str:
+    """SITE_NAME, else the title our feeds carry: a reader sees one name in both places."""
+    name = current_app.config.get("SITE_NAME")
+    if not name:
+        try:
+            from .feeds import SITE_TITLE as name
+        except ImportError:
+            name = "أخبار الشرق الأوسط"
+    return name
+
+
 @bp.app_context_processor
 def _globals():
     return {
-        "site_name": current_app.config.get("SITE_NAME", "الخلاصة"),
+        "site_name": site_name(),
         "site_tagline": current_app.config.get(
-            "SITE_TAGLINE", "أخبار الشرق الأوسط من كل مصادرها، قصةً قصة"),
+            "SITE_TAGLINE", "كل مصادر الخبر في مكان واحد، قصةً قصة"),
         "display_tz": display().tz,
     }
 
