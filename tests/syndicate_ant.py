@@ -47,29 +47,30 @@ class Row:
     topic: str
 
 
-def load_rows() -> list[Row]:
-    rows = []
-    with open(PATH, encoding="utf-8") as f:
-        for line in f:
-            d = json.loads(line)
-            published = datetime.fromisoformat(d["time_utc"]).astimezone(UTC)
-            item = Item(
-                id=hashlib.sha1(d["url"].encode()).hexdigest()[:16],
-                source=SRC_OF[d["src"]],
-                url=d["url"],
-                guid=d["url"],
-                title=d["title"],
-                summary_html="<p>" + d["abstract"].replace("&", "&amp;").replace("<", "&lt;")
-                + "</p>",
-                summary_text=d["abstract"],
-                published=published,
-                first_seen=published + timedelta(minutes=2),
-                updated=published + timedelta(minutes=2),
-                author=d["author"] or None,
-                content_hash=hashlib.sha1(d["title"].encode()).hexdigest(),
-            )
-            rows.append(Row(item, d["story"], d["topic"]))
-    return rows
+def load_rows(path: str = PATH) -> list[Row]:
+    with open(path, encoding="utf-8") as f:
+        return [row_from_ant(json.loads(line)) for line in f if line.strip()]
+
+
+def row_from_ant(d: dict) -> Row:
+    """One ANT record (+ gold story/topic) -> an Item as normalise would store it."""
+    published = datetime.fromisoformat(d["time_utc"]).astimezone(UTC)
+    item = Item(
+        id=hashlib.sha1(d["url"].encode()).hexdigest()[:16],
+        source=SRC_OF[d["src"]],
+        url=d["url"],
+        guid=d["url"],
+        title=d["title"],
+        summary_html="<p>" + d["abstract"].replace("&", "&amp;").replace("<", "&lt;")
+        + "</p>",
+        summary_text=d["abstract"],
+        published=published,
+        first_seen=published + timedelta(minutes=2),
+        updated=published + timedelta(minutes=2),
+        author=d["author"] or None,
+        content_hash=hashlib.sha1(d["title"].encode()).hexdigest(),
+    )
+    return Row(item, d["story"], d["topic"])
 
 
 def items() -> list[Item]:

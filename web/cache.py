@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
 
@@ -51,6 +51,22 @@ class Rendered:
     content_type: str
     self_url: str
     version: int
+
+    # The four header lists (200/304 x identity/gzip), built once: a hot request only
+    # picks one. Filled in __post_init__ (the dataclass is frozen).
+    headers_for: dict = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        common = self.common_headers()
+        table = {}
+        for gz in (False, True):
+            etag = [("ETag", self.etag_gz if gz else self.etag)]
+            body = self.gz if gz else self.body
+            table[(304, gz)] = common + etag
+            table[(200, gz)] = common + etag + [("Content-Type", self.content_type)] + (
+                [("Content-Encoding", "gzip")] if gz else []) + [
+                ("Content-Length", str(len(body)))]
+        object.__setattr__(self, "headers_for", table)
 
     @classmethod
     def build(cls, body: bytes, content_type: str, last_modified: datetime, self_url: str,
@@ -112,9 +128,8 @@ def _etag_matches(header: str, tags: tuple[str, ...]) -> bool:
 def respond(r: Rendered, environ: dict) -> tuple[str, list[tuple[str, str]], bytes]:
     """Status, headers and body for one request of a rendered output (pure). The body is
     returned for HEAD too (its length is the Content-Length); the server drops it."""
-    gz = accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING"))
-    etag = r.etag_gz if gz else r.etag
-    headers = r.common_headers() + [("ETag", etag)]
+    ae = environ.get("HTTP_ACCEPT_ENCODING")
+    gz = accepts_gzip(ae) if ae else False
     inm = environ.get("HTTP_IF_NONE_MATCH")
     ims = environ.get("HTTP_IF_MODIFIED_SINCE")
     not_modified = False
@@ -126,14 +141,10 @@ def respond(r: Rendered, environ: dict) -> tuple[str, list[tuple[str, str]], byt
             not_modified = r.last_modified <= parsedate_to_datetime(ims).timestamp()
         except (TypeError, ValueError, IndexError, OverflowError):
             not_modified = False
+    # Copies: servers may append to the list they are given (Date, Server).
     if not_modified:
-        return "304 Not Modified", headers, b""
-    body = r.gz if gz else r.body
-    headers.append(("Content-Type", r.content_type))
-    if gz:
-        headers.append(("Content-Encoding", "gzip"))
-    headers.append(("Content-Length", str(len(body))))
-    return "200 OK", headers, body
+        return "304 Not Modified", list(r.headers_for[(304, gz)]), b""
+    return "200 OK", list(r.headers_for[(200, gz)]), (r.gz if gz else r.body)
 
 
 class VersionClock:
