@@ -281,3 +281,135 @@ def test_search_normalises_arabic(live):
     assert {i["_aggregator"]["story_id"] for i in stories} == \
         {r.story for r in live.rows if "اغتيال" in r.item.title}
     assert "بحث" in json.loads(get(f"{live.url}/feeds/all.json?q={q}")[2])["title"]
+
+
+# --- pre-rendered files and the documented nginx front ------------------------------------
+
+def test_prerender_writes_the_served_bytes_and_watch_keeps_them_current(live, tmp_path):
+    import threading
+
+    from web.cache import prerender, watch
+
+    live.app.config["AGG_PUBLIC_URL"] = live.url + "/"
+    paths = ["/feeds/all.atom", "/feeds/sources/bbc.rss", "/feeds/sources/nosuch.json"]
+    result = prerender(live.app, str(tmp_path), paths)
+    assert result == {paths[0]: 200, paths[1]: 200, paths[2]: 404}
+    status, h, body = get(live.url + "/feeds/sources/bbc.rss")
+    f = tmp_path / "feeds" / "sources" / "bbc.rss"
+    assert f.read_bytes() == body
+    assert gzip.decompress((tmp_path / "feeds" / "sources" / "bbc.rss.gz").read_bytes()) == body
+    assert f.stat().st_mtime == parsedate_to_datetime(h["last-modified"]).timestamp()
+    assert not (tmp_path / "feeds" / "sources" / "nosuch.json").exists()
+
+    stop = threading.Event()
+    t = threading.Thread(target=watch, args=(live.app, str(tmp_path), 0.05, stop, paths[:2]),
+                         daemon=True)
+    t.start()
+    try:
+        now = datetime.now(UTC).replace(microsecond=0)
+        new = Item(id="prerender001", source="bbc", url="https://www.bbc.com/arabic/pr-1",
+                   guid="pr-1", title="عاجل: ملف محدث", summary_html="", summary_text="",
+                   published=now, first_seen=now, updated=now, content_hash="p1")
+        live.store.save_poll(SOURCES["bbc"], [new], SourceState(last_poll=now), now)
+        t0 = time.monotonic()
+        while "عاجل: ملف محدث" not in f.read_text(encoding="utf-8"):
+            assert time.monotonic() - t0 < 1.0, "file not refreshed within a second"
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        t.join(5)
+
+
+def test_documented_nginx_front_serves_files_like_the_app(live):
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+
+    from bench.serve import free_port, nginx_config
+    from web.cache import prerender
+
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    assert os.path.exists(nginx), "nginx is not installed (.ci/run installs it)"
+    tmp = tempfile.mkdtemp(prefix="agg-nginx-")
+    os.chmod(tmp, 0o755)  # workers run as nobody when started by root
+    port_prod = free_port()
+    public = os.path.join(tmp, "public")
+    live.app.config["AGG_PUBLIC_URL"] = f"http://127.0.0.1:{port_prod}/"
+    prerender(live.app, public, ["/feeds/all.atom", "/feeds/all.json"])
+    conf = nginx_config(tmp, free_port(), port_prod, int(live.url.rsplit(":", 1)[1]),
+                        os.path.join(tmp, "plain"), public)
+    proc = subprocess.Popen([nginx, "-c", conf, "-p", tmp, "-g", "daemon off;"],
+                            start_new_session=True, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port_prod}"
+    try:
+        t0 = time.monotonic()
+        while True:
+            try:
+                status, h, body = get(base + "/feeds/all.atom")
+                break
+            except OSError:
+                assert time.monotonic() - t0 < 10 and proc.poll() is None, proc.stderr.read()
+                time.sleep(0.05)
+        assert status == 200
+        assert body == (open(os.path.join(public, "feeds", "all.atom"), "rb").read())
+        assert h["content-type"] == "application/atom+xml; charset=utf-8"
+        assert h["access-control-allow-origin"] == "*"
+        assert h["cache-control"].startswith("public, max-age=60")
+        assert h["link"] == f'<{base}/feeds/all.atom>; rel="self"'
+        assert h["etag"].startswith('"') and "last-modified" in h
+        assert get(base + "/feeds/all.json")[1]["content-type"] == \
+            "application/feed+json; charset=utf-8"
+        s, hz, bz = get(base + "/feeds/all.atom", {"Accept-Encoding": "gzip"})
+        assert hz["content-encoding"] == "gzip" and gzip.decompress(bz) == body
+        assert hz["etag"] != h["etag"] and "Accept-Encoding" in hz["vary"]
+        assert get(base + "/feeds/all.atom", {"If-None-Match": h["etag"]})[0] == 304
+        assert get(base + "/feeds/all.atom", {"If-Modified-Since": h["last-modified"]})[0] == 304
+        # With parameters (or no file yet) nginx hands the request to the app.
+        s2, h2, b2 = get(base + "/feeds/all.atom?limit=3")
+        assert s2 == 200 and h2["etag"] == '"' + hashlib.sha256(b2).hexdigest()[:32] + '"'
+        assert len(etree.fromstring(b2).findall(A + "entry")) == 3
+        assert get(base + "/feeds/sources/bbc.rss")[0] == 200  # not pre-rendered: the app
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- with the real grouper ---------------------------------------------------------------
+
+def test_stories_mode_with_the_real_grouper(redis_client, keys, rows):
+    group = pytest.importorskip("aggregator.group")
+    from aggregator.syndicate import to_uri
+
+    store = Store(redis_client, keys)
+    save_all(store, rows)
+    g = group.Grouper(redis_client, keys, source_rank={s.id: s.rank for s in SOURCES.values()})
+    g.process_pending(datetime(2018, 3, 14, tzinfo=UTC))
+    server = LiveServer(make_app(redis_client, keys, g, AGG_VERSION_TTL=0.0))
+    try:
+        doc = json.loads(get(server.url + "/feeds/all.json?limit=200")[2])
+        timeline = g.story_timeline(None, 1000)
+        assert [i["_aggregator"]["story_id"] for i in doc["items"]] == [s for s, _ in timeline]
+        # every stored report is listed under exactly one story
+        reports = [r["url"] for it in doc["items"] for r in it["_aggregator"]["reports"]]
+        assert sorted(reports) == sorted(to_uri(r.item.url) for r in rows)
+        multi = max(doc["items"], key=lambda i: len(i["_aggregator"]["reports"]))
+        assert len({r["source"] for r in multi["_aggregator"]["reports"]}) > 1
+        sid = multi["_aggregator"]["story_id"]
+        assert multi["url"] == f"{server.url}/stories/{sid}"
+        # follow that story: its reports as articles
+        sdoc = json.loads(get(f"{server.url}/feeds/stories/{quote(sid, safe='')}.json")[2])
+        assert len(sdoc["items"]) == len(multi["_aggregator"]["reports"])
+        topic = multi["_aggregator"]["topic"]
+        if topic:
+            tdoc = json.loads(get(f"{server.url}/feeds/topics/{quote(topic['id'], safe='')}.json")[2])
+            assert sid in [i["_aggregator"]["story_id"] for i in tdoc["items"]]
+        # Atom and RSS of the same page parse, one entry per story
+        for fmt in ("atom", "rss"):
+            root = etree.fromstring(get(f"{server.url}/feeds/all.{fmt}?limit=200")[2])
+            n = len(root.findall(A + "entry")) if fmt == "atom" else len(root.findall("channel/item"))
+            assert n == len(timeline)
+    finally:
+        server.close()

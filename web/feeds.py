@@ -114,7 +114,8 @@ def configured_sources() -> dict[str, Source]:
 def _grouper():
     try:
         return services().grouper
-    except ImportError:  # aggregator.group not there: article outputs still work
+    except Exception:  # no aggregator.group / feeds.yaml: article outputs still work
+        log.warning("feeds: grouper unavailable; stories answer 503", exc_info=True)
         return None
 
 
