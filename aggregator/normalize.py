@@ -1,0 +1,594 @@
+"""Pure normalisation: EntryData (raw strings) → Item (canonical links, ids, UTC dates,
+plain text, sanitised HTML).
+
+Nothing here does I/O or reads a clock: `now` and `first_seen` are passed in, so every
+function is table-testable.
+
+Decisions worth knowing (details next to the code):
+- canonical_url: http(s) only; raw IRIs and percent-encoded URLs of the same article give
+  the same string (UTF-8, uppercase hex); tracking parameters and fragments dropped.
+- parse_date: naive or unknown-zone times are taken as UTC; "AST" means Arabia (+03:00),
+  not Atlantic; Hijri dates are not understood (→ None).
+- clean_text keeps ZWNJ (U+200C) between letters in every language: it is meaningful in
+  Persian and, in Arabic, the author's choice to break a join; matching code (arabic.py)
+  may drop it, display text must not. ZWJ is kept too (emoji sequences).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import html
+import re
+import unicodedata
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote, unquote, urljoin, urlsplit
+
+import nh3
+
+from .types import EntryData, FeedData, Item, Source
+
+try:  # IDNA 2008 + UTS 46 when the `idna` package is there; the stdlib codec is IDNA 2003
+    import idna as _idna
+except ImportError:  # pragma: no cover - depends on the environment
+    _idna = None
+
+__all__ = [
+    "canonical_url",
+    "parse_date",
+    "resolve_published",
+    "clean_text",
+    "sanitize_html",
+    "item_id",
+    "normalize_entry",
+    "normalize_feed",
+]
+
+UTC = timezone.utc
+FUTURE_TOLERANCE = timedelta(minutes=10)
+# Dates before this are CMS placeholders (epoch 0, year 1), not news.
+OLDEST_PLAUSIBLE = datetime(1990, 1, 1, tzinfo=UTC)
+SUMMARY_TEXT_MAX = 600
+TITLE_FALLBACK_WORDS = 12
+MAX_CATEGORIES = 20
+
+# --------------------------------------------------------------------------- links
+
+# Exact query keys (compared lower-case) that only identify a campaign or a click.
+_TRACKING_KEYS = frozenset(
+    """
+    fbclid gclid gclsrc dclid gbraid wbraid msclkid yclid twclid ttclid li_fat_id igshid igsh
+    mc_cid mc_eid ocid _ga _gl _hsenc _hsmi mkt_tok ref_src ref_url cmpid cmp xtor xtref ito
+    wt.mc_id wt.mc_ev smid s_cid spm ncid sr_share vero_id vero_conv oly_anon_id oly_enc_id
+    rb_clickid at_medium at_campaign at_custom1 at_custom2 at_custom3 at_custom4
+    ns_mchannel ns_source ns_campaign ns_linkname ns_fee fb_action_ids fb_action_types
+    fb_source fb_ref action_object_map action_type_map action_ref_map
+    """.split()
+)
+_TRACKING_PREFIXES = ("utm_", "pk_", "mtm_")
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# Everything RFC 3986 allows in a path/query stays as is; '%' too (existing escapes are
+# kept byte-exact), anything else (raw Arabic, spaces, quotes) is UTF-8 percent-encoded.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+_QUERY_SAFE = _PATH_SAFE + "?"
+_PCT_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+_STRAY_PCT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_URL_JUNK_RE = re.compile(r"[\t\n\r]")  # WHATWG: removed anywhere in a URL
+_HOST_OK_RE = re.compile(r"^[a-z0-9._-]+$")
+
+
+def _norm_pct(m: re.Match) -> str:
+    hexpair = m.group(1).upper()
+    char = chr(int(hexpair, 16))
+    # RFC 3986 6.2.2: decode only unreserved characters, uppercase every other escape.
+    return char if char in _UNRESERVED else "%" + hexpair
+
+
+def _encode_component(text: str, safe: str) -> str:
+    text = _STRAY_PCT_RE.sub("%25", text)
+    text = quote(text, safe=safe, encoding="utf-8", errors="strict")
+    return _PCT_RE.sub(_norm_pct, text)
+
+
+def _remove_dot_segments(path: str) -> str:
+    if "." not in path:
+        return path
+    out: list[str] = []
+    segments = path.split("/")
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        if seg == ".":
+            if last:
+                out.append("")
+        elif seg == "..":
+            if len(out) > 1:
+                out.pop()
+            if last:
+                out.append("")
+        else:
+            out.append(seg)
+    result = "/".join(out)
+    return result if result.startswith("/") else "/" + result
+
+
+def _canonical_host(host: str) -> str | None:
+    if host.startswith("["):  # IPv6 literal, kept as written (lower-case)
+        return host.lower() if host.endswith("]") else None
+    if "%" in host:
+        host = unquote(host)
+    host = host.rstrip(".").lower()
+    if not host:
+        return None
+    if not host.isascii():
+        try:
+            if _idna is not None:
+                host = _idna.encode(host, uts46=True).decode("ascii")
+            else:  # pragma: no cover
+                host = host.encode("idna").decode("ascii")
+        except (UnicodeError, ValueError):  # idna.IDNAError is a UnicodeError
+            return None
+    return host if _HOST_OK_RE.match(host) else None
+
+
+def _is_tracking(key: str) -> bool:
+    k = unquote(key).lower()
+    return k in _TRACKING_KEYS or k.startswith(_TRACKING_PREFIXES)
+
+
+def canonical_url(url: str | None, base: str | None = None) -> str | None:
+    """One string per article URL, or None if it is not an http(s) URL we can use.
+
+    Resolves against `base`, lower-cases scheme and host (IDNA for non-ASCII hosts),
+    drops userinfo, default ports, the fragment and tracking parameters, encodes raw
+    non-ASCII (IRIs) as UTF-8 percent-escapes and upper-cases existing escapes, so
+    Al Arabiya's raw Arabic links and the same link percent-encoded are equal.
+    """
+    if not url:
+        return None
+    url = _URL_JUNK_RE.sub("", url).strip(" \x00\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e\x0f"
+                                          "\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b"
+                                          "\x1c\x1d\x1e\x1f")
+    if not url:
+        return None
+    try:
+        if base:
+            url = urljoin(_URL_JUNK_RE.sub("", base).strip(), url)
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        return None
+    hostport = parts.netloc.rpartition("@")[2]  # credentials are never republished
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0:
+            return None
+        host, port = hostport[: end + 1], hostport[end + 1 :]
+        if port and not port.startswith(":"):
+            return None
+        port = port[1:]
+    else:
+        host, _, port = hostport.partition(":")
+    if port:
+        if not port.isdigit() or int(port) > 65535:
+            return None
+        port = str(int(port))
+    host = _canonical_host(host)
+    if host is None:
+        return None
+    netloc = host if not port or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
+
+    try:
+        path = _remove_dot_segments(_encode_component(parts.path or "/", _PATH_SAFE))
+        query = parts.query
+        if query:
+            kept = [p for p in query.split("&") if p and not _is_tracking(p.partition("=")[0])]
+            query = _encode_component("&".join(kept), _QUERY_SAFE) if kept else ""
+    except UnicodeError:  # lone surrogates
+        return None
+    return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
+
+
+# --------------------------------------------------------------------------- dates
+
+_DIGITS = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹", "01234567890123456789")
+# Zones email.utils does not know. AST is Arabia Standard Time here (Middle East feeds),
+# not Atlantic as in email.utils; IST is left out on purpose (India/Israel/Ireland).
+_EXTRA_ZONES = {
+    "AST": "+0300", "ARAB": "+0300", "MSK": "+0300", "TRT": "+0300", "EAT": "+0300",
+    "EET": "+0200", "EEST": "+0300", "CET": "+0100", "CEST": "+0200", "WET": "+0000",
+    "WEST": "+0100", "BST": "+0100", "GST": "+0400", "IRST": "+0330", "IRDT": "+0430",
+    "PKT": "+0500", "IDT": "+0300",
+}
+_TRAILING_ZONE_RE = re.compile(r"(?<=\s)([A-Za-z]{3,4})\s*$")
+_GMT_OFFSET_RE = re.compile(r"(?:GMT|UTC|UT)\s*([+-])(\d{1,2})(?::?(\d{2}))?\s*$", re.I)
+_COLON_OFFSET_RE = re.compile(r"(\d)\s*([+-])(\d{2}):(\d{2})\s*$")
+_ISO_START_RE = re.compile(r"^\d{4}-?\d{2}")
+# email.utils reads "10:05 PM" as 10:05 in an unknown zone: leave those to _parse_arabic.
+_AMPM_RE = re.compile(r"\d\s*[AaPp]\.?[Mm]\b")
+
+_MONTHS = {
+    1: "يناير كانون_الثاني جانفي january jan",
+    2: "فبراير فبرير شباط فيفري february feb",
+    3: "مارس اذار march mar",
+    4: "ابريل نيسان افريل april apr",
+    5: "مايو ايار ماي may",
+    6: "يونيو يونيه حزيران جوان june jun",
+    7: "يوليو يوليه تموز جويلية يوليوز july jul",
+    8: "اغسطس اب اوت غشت august aug",
+    9: "سبتمبر ايلول شتنبر september sept sep",
+    10: "اكتوبر تشرين_الاول october oct",
+    11: "نوفمبر تشرين_الثاني نونبر november nov",
+    12: "ديسمبر كانون_الاول دجنبر december dec",
+}
+_MONTH_BY_NAME = {
+    name.replace("_", " "): num for num, names in _MONTHS.items() for name in names.split()
+}
+_MONTH_ALT = "|".join(
+    re.escape(n).replace(r"\ ", r"\s+") for n in sorted(_MONTH_BY_NAME, key=len, reverse=True)
+)
+_DATE_DMY_RE = re.compile(
+    rf"(?<!\d)(\d{{1,2}})\s*(?:من\s+)?(?<![^\W\d])({_MONTH_ALT})(?!\w)\.?"
+    rf"(?:\s*[/(-]\s*(?:{_MONTH_ALT})\s*\)?)?\s*[,،]?\s*(\d{{4}})(?!\d)"
+)
+_DATE_MDY_RE = re.compile(rf"(?<!\w)({_MONTH_ALT})(?!\w)\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?,?\s+(\d{{4}})(?!\d)")
+_DATE_NUM_DMY_RE = re.compile(r"(?<!\d)(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})(?!\d)")
+_DATE_NUM_YMD_RE = re.compile(r"(?<!\d)(\d{4})[/.-](\d{1,2})[/.-](\d{1,2})(?!\d)")
+_TIME_RE = re.compile(
+    r"(?<!\d)(\d{1,2}):(\d{2})(?::(\d{2}))?"
+    r"(?:\s*(صباحا|مساء|ص|م|am|pm|a\.m\.|p\.m\.)(?!\w))?"
+    r"(?:\s*(?:gmt|utc|غرينتش|جرينتش)?\s*([+-])(\d{1,2})(?::?(\d{2}))?(?!\d))?"
+)
+_ARABIC_FOLD = str.maketrans({"أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا", "ـ": None})
+_HARAKAT_RE = re.compile("[\u064b-\u0652\u0670]")
+
+
+def _as_utc(dt: datetime) -> datetime:
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _parse_rfc822(s: str) -> datetime | None:
+    m = _GMT_OFFSET_RE.search(s)
+    if m:  # "GMT+3", "UTC+03:00"
+        s = f"{s[: m.start()]}{m.group(1)}{int(m.group(2)):02d}{m.group(3) or '00'}"
+    else:
+        m = _COLON_OFFSET_RE.search(s)
+        if m:  # email.utils silently drops "+04:00" and returns a naive time
+            s = f"{s[: m.start()]}{m.group(1)} {m.group(2)}{m.group(3)}{m.group(4)}"
+        else:
+            m = _TRAILING_ZONE_RE.search(s)
+            if m and m.group(1).upper() in _EXTRA_ZONES:
+                s = s[: m.start()] + _EXTRA_ZONES[m.group(1).upper()]
+    try:
+        return _as_utc(parsedate_to_datetime(s))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _parse_iso(s: str) -> datetime | None:
+    try:
+        return _as_utc(datetime.fromisoformat(s))
+    except ValueError:
+        return None
+
+
+def _parse_arabic(s: str) -> datetime | None:
+    """Dates written for people: Arabic (Egyptian/Gulf, Levantine, Maghrebi) or English
+    month names, or numeric d/m/Y, with an optional H:M(:S), AM/PM marker and offset."""
+    t = _HARAKAT_RE.sub("", s.translate(_ARABIC_FOLD)).lower()
+    m = _DATE_DMY_RE.search(t)
+    if m:
+        day, month, year = int(m.group(1)), _MONTH_BY_NAME[re.sub(r"\s+", " ", m.group(2))], int(m.group(3))
+    elif (m := _DATE_MDY_RE.search(t)) is not None:
+        month, day, year = _MONTH_BY_NAME[re.sub(r"\s+", " ", m.group(1))], int(m.group(2)), int(m.group(3))
+    elif (m := _DATE_NUM_YMD_RE.search(t)) is not None:
+        year, month, day = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    elif (m := _DATE_NUM_DMY_RE.search(t)) is not None:  # the Arab world writes d/m/Y
+        day, month, year = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    else:
+        return None
+    rest = t[: m.start()] + " " + t[m.end() :]
+    hour = minute = second = 0
+    offset = timedelta(0)
+    tm = _TIME_RE.search(rest)
+    if tm:
+        hour, minute, second = int(tm.group(1)), int(tm.group(2)), int(tm.group(3) or 0)
+        marker = tm.group(4)
+        if marker in ("م", "مساء", "pm", "p.m.") and hour < 12:
+            hour += 12
+        elif marker in ("ص", "صباحا", "am", "a.m.") and hour == 12:
+            hour = 0
+        if tm.group(5):
+            offset = timedelta(hours=int(tm.group(6)), minutes=int(tm.group(7) or 0))
+            if tm.group(5) == "-":
+                offset = -offset
+    try:
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC) - offset
+    except (ValueError, OverflowError):
+        return None
+
+
+def parse_date(value: str | None) -> datetime | None:
+    """A feed's date string → aware UTC datetime, or None if it is not a date we can read.
+
+    RFC 822 (named zones, numeric offsets), RFC 3339/ISO 8601, then Arabic and Persian
+    digits, Arabic month names (Egyptian and Levantine) and day names. Times without a
+    zone are taken as UTC.
+    """
+    if not value:
+        return None
+    s = value.strip().translate(_DIGITS)
+    if not s:
+        return None
+    if _ISO_START_RE.match(s):
+        dt = _parse_iso(s)
+        if dt is not None:
+            return dt
+    if s[:1].isascii() and not _AMPM_RE.search(s):
+        dt = _parse_rfc822(s)
+        if dt is not None:
+            return dt
+    return _parse_arabic(s)
+
+
+def resolve_published(
+    entry_published: str | None,
+    entry_updated: str | None,
+    first_seen: datetime,
+    now: datetime,
+) -> datetime:
+    """The date an item is shown and sorted by.
+
+    The entry's published date (else its updated date); first_seen when neither parses,
+    when it is implausibly old (placeholders like 1970-01-01), or when it is more than ten
+    minutes ahead of `now` (wrong zones, embargo tricks). A date ahead of `now` by less than
+    that is clock skew and is clamped to `now`, so nothing sorts above the present.
+    """
+    dt = parse_date(entry_published) or parse_date(entry_updated)
+    if dt is None or dt < OLDEST_PLAUSIBLE or dt > now + FUTURE_TOLERANCE:
+        return first_seen
+    return min(dt, now)
+
+
+# --------------------------------------------------------------------------- text
+
+# Bidi controls (LRM, RLM, ALM, embeddings/overrides, isolates) and invisible
+# zero-width characters (ZWSP, word joiner, BOM, Mongolian vowel separator, soft hyphen)
+# and C0/C1 controls other than whitespace. ZWNJ/ZWJ are handled separately.
+_INVISIBLE_RE = re.compile(
+    "[\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069"
+    "\u200b\u2060\ufeff\u180e\u00ad"
+    "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+)
+_ZWNJ_RE = re.compile("\u200c+")
+_WS_RE = re.compile(r"\s+")
+# Tags that start or end a block: a space before them keeps words apart when tags are
+# stripped ("<p>a</p><p>b</p>" → "a b", not "ab").
+_BLOCKS = (
+    "p|div|li|ul|ol|dd|dt|dl|h[1-6]|tr|td|th|table|blockquote|section|article|header|"
+    "footer|aside|figure|figcaption|pre|address|nav|main"
+)
+_TEXT_BREAK_RE = re.compile(rf"(<(?:br|hr|/?(?:{_BLOCKS}))\b)", re.I)
+# In HTML output only the block tags the allow-list removes need the space.
+_HTML_BREAK_RE = re.compile(
+    r"(<(?:hr|/?(?:div|dd|dt|dl|h[156]|tr|td|th|table|section|article|header|footer|aside|"
+    r"pre|address|nav|main))\b)",
+    re.I,
+)
+_DROP_WITH_CONTENT = {
+    "script", "style", "template", "noscript", "iframe", "object", "embed",
+    "svg", "math", "textarea", "select", "title", "head",
+}
+
+
+def _cleaner(**options):
+    # nh3.Cleaner builds the ammonia sanitiser once; older nh3 takes the options per call.
+    if hasattr(nh3, "Cleaner"):
+        return nh3.Cleaner(**options).clean
+    return functools.partial(nh3.clean, **options)
+
+
+_strip_tags = _cleaner(tags=set(), attributes={}, clean_content_tags=_DROP_WITH_CONTENT)
+
+
+def _keep_meaningful_zwnj(m: re.Match) -> str:
+    # ZWNJ only does something between two letters (a combining mark counts as part of
+    # the letter before it); elsewhere, e.g. before a space, it is invisible noise.
+    text, i, j = m.string, m.start(), m.end()
+    if i == 0 or j == len(text):
+        return ""
+    before, after = unicodedata.category(text[i - 1]), unicodedata.category(text[j])
+    return "\u200c" if before[0] in "LM" and after[0] == "L" else ""
+
+
+def clean_text(s: str | None) -> str:
+    """HTML or text → one line of plain display text.
+
+    Tags stripped (script/style and the like with their content), entities decoded,
+    bidi controls and invisible characters removed, ZWNJ kept only between letters,
+    NBSP and every other space → one ASCII space, trimmed. Letters are not normalised.
+    """
+    if not s:
+        return ""
+    if "<" in s:
+        # nh3 parses like a browser; its output is escaped text, decoded just below.
+        s = _strip_tags(_TEXT_BREAK_RE.sub(r" \1", s))
+        s = html.unescape(s)
+    elif "&" in s:
+        s = html.unescape(s)
+    s = _INVISIBLE_RE.sub("", s)
+    if "\u200c" in s:
+        s = _ZWNJ_RE.sub(_keep_meaningful_zwnj, s)
+    return _WS_RE.sub(" ", s).strip()
+
+
+def _truncate_words(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit + 1)
+    if cut < limit // 2:  # one enormous "word" (a URL): cut it hard
+        cut = limit
+    return text[:cut].rstrip(" ,،;؛:.-–—") + "…"
+
+
+def _first_words(text: str, n: int) -> str:
+    words = text.split(" ")
+    return text if len(words) <= n else " ".join(words[:n]).rstrip(" ,،;؛:.-–—") + "…"
+
+
+# --------------------------------------------------------------------------- html
+
+_ALLOWED_TAGS = {
+    "p", "br", "a", "b", "strong", "i", "em", "ul", "ol", "li", "blockquote",
+    "img", "h2", "h3", "h4", "figure", "figcaption",
+}
+_ALLOWED_ATTRS = {"a": {"href"}, "img": {"src", "alt"}}
+_URL_ATTRS = {"href", "src"}
+
+
+def _absolute_urls_only(tag: str, attr: str, value: str) -> str | None:
+    # Relative URLs would resolve against *our* site; feedparser already made the
+    # publisher's relative links absolute against the feed URL, so what is left is junk.
+    if attr in _URL_ATTRS:
+        v = value.strip().lower()
+        if v.startswith(("https://", "http://")) or (attr == "href" and v.startswith("mailto:")):
+            return value.strip()
+        return None
+    return value
+
+
+_SANITIZE_OPTIONS = dict(
+    tags=_ALLOWED_TAGS,
+    clean_content_tags=_DROP_WITH_CONTENT,
+    attributes=_ALLOWED_ATTRS,
+    url_schemes={"http", "https", "mailto"},
+    link_rel="noopener noreferrer nofollow",
+    strip_comments=True,
+    attribute_filter=_absolute_urls_only,
+)
+_sanitize = _cleaner(**_SANITIZE_OPTIONS)
+_EMPTY_HTML_RE = re.compile(r"^(?:\s|&nbsp;|<br>|<p>\s*</p>)*$")
+_IMG_WITHOUT_SRC_RE = re.compile(r"<img(?![^>]*\ssrc=)[^>]*>")
+
+
+def sanitize_html(s: str | None) -> str:
+    """Publisher HTML → HTML safe to embed in our pages (allow-list, nh3/ammonia).
+
+    Keeps p, br, a[href], b, strong, i, em, ul, ol, li, blockquote, img[src alt], h2-h4,
+    figure, figcaption; URLs must be absolute http/https (mailto for links); links get
+    rel="noopener noreferrer nofollow"; script/style/iframe/svg/math and their content,
+    event handlers, style attributes and javascript:/data: URLs are removed.
+    """
+    if not s:
+        return ""
+    if "<" not in s and "&" not in s:
+        return html.escape(s, quote=False).strip()
+    out = _sanitize(_HTML_BREAK_RE.sub(r" \1", s)).strip()
+    if "<img" in out:  # an image whose only source was refused is a broken-image box
+        out = _IMG_WITHOUT_SRC_RE.sub("", out)
+    return "" if _EMPTY_HTML_RE.match(out) else out
+
+
+# --------------------------------------------------------------------------- items
+
+
+def item_id(
+    source_id: str,
+    guid: str | None,
+    canonical_link: str | None,
+    title: str | None,
+    published_raw: str | None,
+) -> str:
+    """Stable 16-hex id: the GUID if there is one, else the canonical link, else title+date.
+
+    The kind is part of the hash so a GUID that happens to equal another item's URL does
+    not collide with it.
+    """
+    guid = (guid or "").strip()
+    if guid:
+        kind, key = "guid", guid
+    elif canonical_link:
+        kind, key = "url", canonical_link
+    else:
+        kind, key = "title", f"{(title or '').strip()}\0{(published_raw or '').strip()}"
+    return hashlib.sha256(f"{source_id}\0{kind}\0{key}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _language(entry_lang: str | None, source_lang: str) -> str:
+    lang = (entry_lang or "").strip().replace("_", "-").lower()
+    return lang or source_lang
+
+
+def _categories(raw: tuple[str, ...]) -> tuple[str, ...]:
+    seen: set[str] = set()
+    out: list[str] = []
+    for c in raw:
+        text = clean_text(c)
+        key = text.casefold()
+        if text and key not in seen:
+            seen.add(key)
+            out.append(text)
+            if len(out) == MAX_CATEGORIES:
+                break
+    return tuple(out)
+
+
+def normalize_entry(source: Source, entry: EntryData, first_seen: datetime, now: datetime) -> Item:
+    """One parsed entry → one Item, every field filled. Pure."""
+    url = canonical_url(entry.link, base=source.url)
+    guid = (entry.guid or "").strip() or None
+    body = entry.summary or entry.content or ""
+    summary_text_full = clean_text(body)
+    title = clean_text(entry.title) or _first_words(summary_text_full, TITLE_FALLBACK_WORDS)
+    summary_text = _truncate_words(summary_text_full, SUMMARY_TEXT_MAX)
+    return Item(
+        id=item_id(source.id, guid, url, title, entry.published),
+        source=source.id,
+        url=url,
+        guid=guid,
+        title=title,
+        summary_html=sanitize_html(body),
+        summary_text=summary_text,
+        published=resolve_published(entry.published, entry.updated, first_seen, now),
+        first_seen=first_seen,
+        updated=first_seen,
+        author=clean_text(entry.author) or None,
+        categories=_categories(entry.categories),
+        image=canonical_url(entry.image, base=source.url),
+        language=_language(entry.language, source.language),
+        content_hash=hashlib.sha256(f"{title}\0{summary_text}\0{url or ''}".encode("utf-8", "surrogatepass")).hexdigest(),
+    )
+
+
+def normalize_feed(source: Source, feed: FeedData, first_seen: datetime, now: datetime) -> list[Item]:
+    """Every entry of a feed → Items in feed order, one per id.
+
+    A GUID reused within one feed for a *different* link (seen in the wild: CMS templates
+    that print the same GUID) identifies nothing: later entries with that GUID fall back
+    to their link-based id. Exact repeats (same id) are dropped, the first one wins, and so
+    are entries with neither a title nor a link (what a broken feed leaves behind): there
+    is nothing to show or to link to.
+    """
+    items: list[Item] = []
+    seen_ids: set[str] = set()
+    guid_links: dict[str, str | None] = {}
+    for entry in feed.entries:
+        item = normalize_entry(source, entry, first_seen, now)
+        if not item.title and item.url is None:
+            continue
+        if item.guid is not None:
+            owner_link = guid_links.setdefault(item.guid, item.url)
+            if owner_link != item.url and item.url is not None:
+                item = _replace_id(item, item_id(source.id, None, item.url, item.title, entry.published))
+        if item.id in seen_ids:
+            continue
+        seen_ids.add(item.id)
+        items.append(item)
+    return items
+
+
+def _replace_id(item: Item, new_id: str) -> Item:
+    return replace(item, id=new_id)
