@@ -1,0 +1,315 @@
+"""Parser adapter: the bytes and response headers of one fetch → FeedData.
+
+feedparser does the parsing; this module decides what it is given and what we keep.
+
+- feedparser never fetches: it gets a BytesIO (bytes or str arguments may be taken for a
+  URL or a file name by feedparser.parse) and the response headers, so the declared
+  charset (CNN's windows-1256) is honoured and relative links resolve against the feed URL.
+- Entity declarations are refused before parsing. feedparser strips the DOCTYPE with a
+  regex and re-declares the entities it thinks are "safe"; expat (>= 2.4) stops a
+  billion-laughs document, but then feedparser falls back to its loose parser, which
+  expands those "safe" entities without any limit: a 110 KB document with one 50 KB entity
+  used 20,000 times gave a 1 GB title, 23 s and 2.9 GB of memory. External entities are
+  never fetched (feature_external_ges is off and SYSTEM entities are never "safe"), but
+  no real feed declares entities, so we refuse them all: ParseError("entity declarations
+  refused").
+- feedparser's HTML sanitiser is off: EntryData carries the HTML as published and
+  normalize.sanitize_html (nh3) is the one sanitiser. Relative URI resolution stays on.
+- Encoding: a body that is not valid in its declared encoding is repaired when the cause
+  is clear (a UTF-8 feed with stray windows-1256 bytes; a windows-1256 feed declared UTF-8;
+  a UTF-8 feed declared in a legacy code page) instead of feedparser's windows-1252 /
+  iso-8859-2 fallbacks that turn Arabic into mojibake. The repair is recorded in bozo.
+- Bozo policy: a feed that is not well-formed keeps every entry that parsed and records
+  the complaint in FeedData.bozo. No entries and no sign of a feed (no RSS/Atom version,
+  or neither title nor link) → ParseError (outcome not-a-feed). A valid feed with no
+  entries is fine.
+"""
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Mapping
+from urllib.parse import urljoin
+
+import feedparser
+
+from .errors import ParseError
+from .types import EntryData, FeedData
+
+__all__ = ["parse_feed"]
+
+_DOCTYPE_RE = re.compile(rb"<!DOCTYPE", re.I)
+_ENTITY_RE = re.compile(rb"<!ENTITY", re.I)
+_XML_DECL_RE = re.compile(r"^(\s*<\?xml[^>]*?encoding\s*=\s*)(['\"])[^'\"]*\2")
+_XML_DECL_ENCODING_RE = re.compile(rb"^\s*<\?xml[^>]*?encoding\s*=\s*['\"]([A-Za-z0-9._:-]+)['\"]")
+_CHARSET_RE = re.compile(r";\s*charset\s*=\s*['\"]?([^'\";\s]+)", re.I)
+# Runs of bytes that are valid UTF-8; what lies between them is not.
+_UTF8_RUN_RE = re.compile(
+    rb"(?:[\x00-\x7f]|[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]"
+    rb"|[\xe1-\xec\xee\xef][\x80-\xbf]{2}|\xed[\x80-\x9f][\x80-\xbf]"
+    rb"|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}|\xf4[\x80-\x8f][\x80-\xbf]{2})+"
+)
+_ASCII = bytes(range(128))
+_UTF8_NAMES = {"utf-8", "utf8", "utf_8", "us-ascii", "ascii"}
+_BOMS = (
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+_BOZO_MAX = 300
+# RSS <author>: "email (Name)". feedparser's own split breaks on TLDs longer than 4 letters.
+_RSS_AUTHOR_RE = re.compile(r"^\s*[^\s@()]+@[^\s()]+\s*\((.+)\)\s*$")
+
+
+def _is_arabic_letter(ch: str) -> bool:
+    return "\u0621" <= ch <= "\u064a" or ch in "\u060c\u061b\u061f"
+
+
+def _declares_entities(body: bytes) -> bool:
+    """True if a DOCTYPE with entity declarations may be in the document.
+
+    Searches the whole body: a DOCTYPE and an ENTITY inside CDATA would be refused too,
+    which no news feed does. UTF-16/32 documents are searched without their NUL bytes.
+    """
+    if b"\x00" in body[:4]:
+        body = body.replace(b"\x00", b"")
+    m = _DOCTYPE_RE.search(body)
+    return m is not None and _ENTITY_RE.search(body, m.end()) is not None
+
+
+def _headers_for_feedparser(headers: Mapping[str, str], url: str) -> dict[str, str]:
+    h = {k.lower(): v for k, v in headers.items()}
+    out: dict[str, str] = {}
+    ctype = (h.get("content-type") or "").strip()
+    # Without a Content-Type feedparser assumes iso-8859-1 for a body without an XML
+    # declaration; application/xml means "the document says" (RFC 7303), UTF-8 by default.
+    out["content-type"] = ctype or "application/xml"
+    base = h.get("content-location")
+    out["content-location"] = urljoin(url, base) if base else url
+    if h.get("content-language"):
+        out["content-language"] = h["content-language"]
+    return out
+
+
+def _declared_encoding(body: bytes, ctype: str) -> str:
+    m = _CHARSET_RE.search(ctype)
+    if m:
+        return m.group(1).lower()
+    for bom, name in _BOMS:
+        if body.startswith(bom):
+            return name
+    m = _XML_DECL_ENCODING_RE.match(body)
+    if m:
+        return m.group(1).decode("ascii").lower()
+    # RFC 3023 said us-ascii for text/xml without charset; RFC 7303 and every feed reader
+    # use the document's own declaration, else UTF-8.
+    return "utf-8"
+
+
+def _repair_encoding(body: bytes, declared: str) -> tuple[str, str] | None:
+    """Text and a note when the bytes do not match the declared encoding and the cause
+    is clear; None when they match or we cannot tell (feedparser then does its best)."""
+    try:
+        codec_is_utf8 = declared in _UTF8_NAMES
+        body.decode(declared)
+    except LookupError:
+        return None
+    except UnicodeDecodeError:
+        pass
+    else:
+        if codec_is_utf8 or declared.startswith(("utf-16", "utf-32", "utf16", "utf32")):
+            return None
+        # A legacy code page decodes any bytes; UTF-8 text mislabelled as one decodes
+        # to mojibake. Non-ASCII bytes that are all valid UTF-8 are UTF-8.
+        if len(body.translate(None, _ASCII)) == 0:
+            return None
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        return text, f"declared {declared} but the bytes are UTF-8; read as UTF-8"
+    if not codec_is_utf8:
+        return None
+
+    non_ascii = len(body.translate(None, _ASCII))
+    pieces: list[str | bytes] = []
+    bad = kept = pos = 0
+    for m in _UTF8_RUN_RE.finditer(body):
+        if m.start() > pos:
+            pieces.append(body[pos : m.start()])
+            bad += m.start() - pos
+        pieces.append(m.group().decode("utf-8"))
+        pos = m.end()
+    if pos < len(body):
+        pieces.append(body[pos:])
+        bad += len(body) - pos
+
+    if bad == 0:  # e.g. declared us-ascii
+        return body.decode("utf-8"), f"declared {declared} but the bytes are UTF-8; read as UTF-8"
+    if bad * 2 >= non_ascii:
+        # Mostly invalid: a whole document in a legacy code page. Arabic feeds that lie
+        # about UTF-8 are windows-1256; anything else is left to feedparser's guesses.
+        text = body.decode("cp1256")
+        letters = sum(1 for ch in text if _is_arabic_letter(ch))
+        others = sum(1 for ch in text if ch > "\x7f") - letters
+        if letters > 2 * others:
+            return text, f"declared {declared} but the bytes are windows-1256; read as windows-1256"
+        return None
+
+    # Mostly UTF-8 with stray bytes: runs that read as Arabic letters in windows-1256
+    # (pasted from a legacy system) are kept, other invalid bytes are dropped.
+    out: list[str] = []
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            legacy = piece.decode("cp1256")
+            if len(legacy) > 1 and all(_is_arabic_letter(ch) for ch in legacy):
+                out.append(legacy)
+                kept += len(piece)
+        else:
+            out.append(piece)
+    return "".join(out), (
+        f"declared {declared} but {bad} bytes are not UTF-8; "
+        f"{kept} read as windows-1256 Arabic letters, {bad - kept} dropped"
+    )
+
+
+def _prepare(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str], str | None]:
+    ctype = headers["content-type"]
+    declared = _declared_encoding(body, ctype)
+    if "charset" not in ctype.lower() and ctype.lower().startswith("text/"):
+        headers["content-type"] = f"{ctype}; charset={declared}"
+    repaired = _repair_encoding(body, declared)
+    if repaired is None:
+        return body, headers, None
+    text, note = repaired
+    text = text.lstrip("\ufeff")
+    if _XML_DECL_RE.match(text):
+        text = _XML_DECL_RE.sub(r"\1\2utf-8\2", text, count=1)
+    media_type = ctype.split(";", 1)[0].strip() or "application/xml"
+    headers["content-type"] = f"{media_type}; charset=utf-8"
+    return text.encode("utf-8"), headers, note
+
+
+def _first_alternate(links) -> str | None:
+    fallback = None
+    for link in links or ():
+        if link.get("rel", "alternate") != "alternate" or not link.get("href"):
+            continue
+        if (link.get("type") or "text/html") in ("text/html", "application/xhtml+xml"):
+            return link["href"]
+        fallback = fallback or link["href"]
+    return fallback
+
+
+def _image(get) -> str | None:
+    for thumb in get("media_thumbnail") or ():
+        if thumb.get("url"):
+            return thumb["url"]
+    for media in get("media_content") or ():
+        if media.get("url") and (
+            media.get("medium") == "image" or (media.get("type") or "").startswith("image/")
+        ):
+            return media["url"]
+    for link in get("links") or ():
+        if link.get("rel") == "enclosure" and (link.get("type") or "").startswith("image/") and link.get("href"):
+            return link["href"]
+    img = get("image")
+    if isinstance(img, Mapping) and img.get("href"):
+        return img["href"]
+    return None
+
+
+def _content(get) -> str | None:
+    contents = get("content") or ()
+    for c in contents:  # an HTML body if there is one, else the first
+        if c.get("type") in ("text/html", "application/xhtml+xml") and c.get("value"):
+            return c["value"]
+    for c in contents:
+        if c.get("value"):
+            return c["value"]
+    return None
+
+
+def _author(raw: str | None, detail: Mapping) -> str | None:
+    if raw:
+        m = _RSS_AUTHOR_RE.match(raw)
+        if m:
+            return m.group(1).strip()
+    return detail.get("name") or raw or None
+
+
+def _entry(e) -> EntryData:
+    # dict.get, not FeedParserDict.get: the latter answers `updated` with `published`
+    # (and warns) and goes through its key map on every call.
+    get = dict.get.__get__(e)
+    # feedparser copies content into summary when the entry has none; only a real summary
+    # comes with summary_detail.
+    summary = get("summary") if get("summary_detail") is not None else None
+    author_detail = get("author_detail") or {}
+    detail = get("title_detail") or get("summary_detail") or {}
+    categories = []
+    for tag in get("tags") or ():
+        # Atom's label is the display name ("العالم"); term may be a code ("internationalNews").
+        text = tag.get("label") or tag.get("term")
+        if text:
+            categories.append(text)
+    return EntryData(
+        guid=get("id") or None,
+        link=_first_alternate(get("links")) or get("link") or None,
+        title=get("title"),
+        summary=summary,
+        content=_content(get),
+        published=get("published") or None,
+        updated=get("updated") or None,
+        author=_author(get("author"), author_detail),
+        categories=tuple(categories),
+        image=_image(get),
+        language=detail.get("language") or None,
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= _BOZO_MAX else text[: _BOZO_MAX - 1] + "…"
+
+
+def parse_feed(body: bytes, headers: Mapping[str, str], url: str) -> FeedData:
+    """Parse one fetched feed. `headers` are the response headers (any case), `url` the
+    final URL (base for relative links). Raises ParseError for what is not a feed."""
+    if not body or not body.strip():
+        raise ParseError(f"{url}: empty body")
+    if _declares_entities(body):
+        raise ParseError("entity declarations refused")
+    body, fp_headers, note = _prepare(body, _headers_for_feedparser(headers, url))
+    try:
+        # sanitize_html=False: nh3 in normalize is the sanitiser (and twice as fast).
+        result = feedparser.parse(
+            io.BytesIO(body),
+            response_headers=fp_headers,
+            resolve_relative_uris=True,
+            sanitize_html=False,
+        )
+    except Exception as exc:  # feedparser's own bugs: the feed is what we cannot read
+        raise ParseError(f"{url}: {_describe(exc)}") from exc
+
+    feed = result.get("feed") or {}
+    entries = tuple(_entry(e) for e in result.get("entries") or ())
+    title = feed.get("title") or None
+    link = _first_alternate(feed.get("links")) or feed.get("link") or None
+    if not entries and (not result.get("version") or not (title or link)):
+        why = _describe(result["bozo_exception"]) if result.get("bozo_exception") else "no feed elements"
+        raise ParseError(f"{url}: not a feed ({why})")
+
+    complaints = [note] if note else []
+    if result.get("bozo") and result.get("bozo_exception") is not None:
+        complaints.append(_describe(result["bozo_exception"]))
+    language = feed.get("language") or (feed.get("title_detail") or {}).get("language") or None
+    return FeedData(
+        title=title,
+        link=link,
+        language=language,
+        entries=entries,
+        bozo="; ".join(complaints) or None,
+    )
