@@ -63,10 +63,10 @@ class Params:
     window_hours: float = 72.0
     # Title tokens count this many times in the item vector (titles state the event; leads
     # add context shared with other stories of a topic).
-    title_weight: float = 2.0
+    title_weight: float = 3.0
     # Summary tokens used: the lead. Longer summaries add background paragraphs that match
     # other stories of the same topic.
-    lead_tokens: int = 40
+    lead_tokens: int = 20
     # Join the best story when similarity >= this.
     story_threshold: float = 0.30
     # A new story joins the best candidate's topic when similarity >= this.
@@ -81,6 +81,11 @@ class Params:
     candidates: int = 30
     # Items with fewer tokens than this get no wire-copy fingerprint (too generic).
     text_dup_min_tokens: int = 6
+    # A story of several members also scores as the cosine with their mean vector times
+    # this (0 = off): vocabulary spread over a story's reports adds up.
+    centroid_weight: float = 0.0
+    # IDF is raised to this power: > 1 sharpens the weight of rare terms (names, places).
+    idf_power: float = 1.0
 
 
 DEFAULT_PARAMS = Params()
@@ -134,7 +139,8 @@ def make_doc(item: Item, params: Params = DEFAULT_PARAMS) -> Doc:
 class Idf:
     """IDF from document frequencies: idf(t) = ln((N + 1) / (df(t) + 1)) + 1."""
 
-    def __init__(self, df: dict[str, int], n: int):
+    def __init__(self, df: dict[str, int], n: int, power: float = 1.0):
+        self.power = power
         self.df = df
         self.n = n
         self._cache: dict[str, float] = {}
@@ -142,7 +148,7 @@ class Idf:
     def __call__(self, term: str) -> float:
         v = self._cache.get(term)
         if v is None:
-            v = math.log((self.n + 1) / (self.df.get(term, 0) + 1)) + 1.0
+            v = (math.log((self.n + 1) / (self.df.get(term, 0) + 1)) + 1.0) ** self.power
             self._cache[term] = v
         return v
 
@@ -171,6 +177,19 @@ def similarity(a: Doc, b: Doc, idf: Idf, params: Params = DEFAULT_PARAMS,
     if params.time_penalty_per_day:
         s -= params.time_penalty_per_day * abs(a.published - b.published) / 86400.0
     return s
+
+
+def centroid_similarity(wd: tuple[dict[str, float], float], members: Sequence[Doc], idf: Idf,
+                        params: Params) -> float:
+    """Cosine of an item with the mean of a story's (retrieved) members' unit vectors."""
+    cen: dict[str, float] = {}
+    for m in members:
+        w, nm = weights(m, idf, params)
+        for t, x in w.items():
+            cen[t] = cen.get(t, 0.0) + x / nm
+    cn = math.sqrt(sum(x * x for x in cen.values())) or 1.0
+    va, na = wd
+    return sum(x * cen.get(t, 0.0) for t, x in va.items()) / (na * cn)
 
 
 # --- ids and fingerprints ------------------------------------------------------------------
@@ -384,7 +403,7 @@ class Grouper:
             res = p.execute()
         n = int(res[0] or 0)
         df = {t: int(v) for t, v in zip(terms, res[1] if terms else []) if v}
-        idf = Idf(df, n)
+        idf = Idf(df, n, P.idf_power)
 
         # RT: candidates of every item (Lua, pipelined) and duplicate fingerprints.
         fps = [fingerprints(it, d, P) for it, d in zip(items, docs)]
@@ -459,12 +478,21 @@ class Grouper:
                 extra = [local_by_id[i] for i, _ in sorted(lw.items(), key=lambda kv: (-kv[1], kv[0]))[: P.candidates]]
                 wd = weights(d, idf, P)
                 per_story: dict[str, tuple[float, Doc]] = {}
+                members: dict[str, list[Doc]] = {}
                 for c in (*cands, *extra):
                     if c.id == d.id or not c.story:
                         continue
                     s = similarity(d, c, idf, P, wd)
+                    members.setdefault(c.story, []).append(c)
                     if c.story not in per_story or s > per_story[c.story][0]:
                         per_story[c.story] = (s, c)
+                if P.centroid_weight:
+                    for sid_, ms in members.items():
+                        if len(ms) < 2:
+                            continue
+                        cs = centroid_similarity(wd, ms, idf, P)
+                        s0, c0 = per_story[sid_]
+                        per_story[sid_] = (max(s0, P.centroid_weight * cs), c0)
                 if per_story:
                     sid, (best_score, best) = max(per_story.items(), key=lambda kv: (kv[1][0], kv[0]))
                     if best_score >= P.story_threshold:
