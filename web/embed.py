@@ -22,7 +22,8 @@ MAX_LIMIT = 50
 
 def frame_ancestors() -> str:
     value = current_app.config.get("EMBED_FRAME_ANCESTORS")
-    value = " ".join(str(value or "*").split())
+    # A source list only: a ';' or ',' would start another directive or break this one.
+    value = " ".join(str(value or "*").replace(";", " ").replace(",", " ").split())
     return value or "*"
 
 
