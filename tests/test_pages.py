@@ -153,6 +153,10 @@ def test_filter_by_country_and_tag(client):
     tree = doc(client.get("/?tag=international"))
     want = {r["story"] for r in ROWS if r["src"] in ("BBC", "CNN", "france24")}
     assert set(card_ids(tree)) == want
+    # tag slugs read in Arabic in the chip and the select
+    assert tree.xpath('//ul[@class="chips"]//bdi[text()="دولية"]')
+    assert tree.xpath('//select[@name="tag"]/option[@value="international" and @selected]'
+                      '[text()="دولية"]')
     tree = doc(client.get("/?source=bbc_arabic&country=AE"))
     assert card_ids(tree) == []
     assert "لا أخبار" in text(tree.xpath('//div[@class="empty"]')[0])

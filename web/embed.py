@@ -11,7 +11,7 @@ import os
 
 from flask import Blueprint, abort, current_app, render_template, request, send_from_directory, url_for
 
-from .pages import COUNTRIES, Filters, Reader, list_stories, site_name
+from .pages import COUNTRIES, Filters, Reader, list_stories, site_name, tag_label
 
 bp = Blueprint("embed", __name__)
 
@@ -64,7 +64,7 @@ def widget(output: str):
         more = url_for("pages.index", source=value)
     elif kind == "tags" and value:
         cards, _ = list_stories(reader, Filters(tag=value, limit=limit))
-        label = value
+        label = tag_label(value)
         more = url_for("pages.index", tag=value)
     elif kind == "countries" and value:
         cc = value.upper()[:2]

@@ -49,6 +49,20 @@ COUNTRIES = {
     "CN": "الصين", "ES": "إسبانيا", "NL": "هولندا",
 }
 
+# feeds.yaml tags are ASCII slugs; readers see them in Arabic. Unknown tags show as written.
+TAG_LABELS = {
+    "pan-arab": "عربية عامة", "international": "دولية", "broadcaster": "قنوات",
+    "newspaper": "صحف", "agency": "وكالات", "gulf": "الخليج", "levant": "بلاد الشام",
+    "maghreb": "المغرب العربي", "egypt": "مصر", "syria": "سوريا", "iraq": "العراق",
+    "lebanon": "لبنان", "palestine": "فلسطين", "yemen": "اليمن", "sudan": "السودان",
+    "libya": "ليبيا", "jordan": "الأردن", "saudi": "السعودية", "economy": "اقتصاد",
+    "sport": "رياضة", "technology": "تقنية", "culture": "ثقافة",
+}
+
+
+def tag_label(tag: str) -> str:
+    return TAG_LABELS.get(tag, tag)
+
 
 # --- display settings -------------------------------------------------------------------
 
@@ -547,6 +561,11 @@ def _more_sources(n: int) -> str:
     return at.more_sources(n, display().digits)
 
 
+@bp.app_template_filter("tag_label")
+def _tag_label(tag: str) -> str:
+    return tag_label(tag)
+
+
 @bp.app_template_filter("country_name")
 def _country_name(cc: str | None) -> str:
     return COUNTRIES.get((cc or "").upper(), cc or "")
@@ -629,7 +648,7 @@ def index():
     if f.source:
         active.append(("source", reader.outlet(f.source).title))
     if f.tag:
-        active.append(("tag", f.tag))
+        active.append(("tag", tag_label(f.tag)))
     if f.country:
         active.append(("country", COUNTRIES.get(f.country, f.country)))
     if f.q:
