@@ -158,6 +158,27 @@ def test_new_item_changes_etag_and_shows_within_a_second(live):
     assert parsedate_to_datetime(h2["last-modified"]) > parsedate_to_datetime(h["last-modified"])
 
 
+def test_cors_preflight(live):
+    status, h, _ = get(f"{live.url}/feeds/all.json", {
+        "Origin": "https://example.org", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "if-none-match"}, method="OPTIONS")
+    assert status == 200 and h["access-control-allow-origin"] == "*"
+    assert "If-None-Match" in h["access-control-allow-headers"]
+    assert "GET" in h["access-control-allow-methods"]
+
+
+def test_output_cache_is_bounded_in_bytes():
+    from web.cache import OutputCache, Rendered
+
+    cache = OutputCache(max_entries=100, max_bytes=3000)
+    for i in range(10):
+        cache.put((f"/feeds/{i}", ""), Rendered.build(b"x" * 1000, "text/plain",
+                                                     datetime.now(UTC), "u", 1))
+    assert cache._bytes <= 3000 and len(cache._data) >= 1
+    assert cache.get(("/feeds/9", ""), 1) is not None  # newest kept
+    assert cache.get(("/feeds/0", ""), 1) is None  # oldest evicted
+
+
 def test_head_has_headers_and_no_body(live):
     status, h, body = get(f"{live.url}/feeds/all.rss")
     s2, h2, b2 = get(f"{live.url}/feeds/all.rss", method="HEAD")

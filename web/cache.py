@@ -13,8 +13,8 @@ Three ways an output reaches a reader, fastest first:
 All three send the same body, Content-Type and CORS/Cache-Control headers (the files'
 ETag/Last-Modified come from nginx, see deploy/README.md).
 
-    python -m web.cache prerender --out DIR            # once
-    python -m web.cache watch --out DIR [--interval .2] # keep DIR current
+    python -m web.cache prerender --out DIR [--all]              # once
+    python -m web.cache watch --out DIR [--interval .2] [--all]  # keep DIR current
 """
 from __future__ import annotations
 
@@ -172,9 +172,12 @@ class OutputCache:
     for the version it was rendered at. Per process: a gunicorn worker renders each
     output once per change."""
 
-    def __init__(self, max_entries: int = 512):
+    def __init__(self, max_entries: int = 512, max_bytes: int = 64 * 1024 * 1024):
         self._data: OrderedDict[tuple[str, str], Rendered] = OrderedDict()
         self._max = max_entries
+        # Bytes held, so ?q=/?before= variety cannot grow a worker without bound.
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -196,14 +199,20 @@ class OutputCache:
             old = self._data.get(key)
             if old is not None and old.version > r.version:
                 return  # a slower render of an older version must not win
+            if old is not None:
+                self._bytes -= len(old.body) + len(old.gz)
             self._data[key] = r
+            self._bytes += len(r.body) + len(r.gz)
             self._data.move_to_end(key)
-            while len(self._data) > self._max:
-                self._data.popitem(last=False)
+            while len(self._data) > 1 and (len(self._data) > self._max
+                                           or self._bytes > self._max_bytes):
+                _k, gone = self._data.popitem(last=False)
+                self._bytes -= len(gone.body) + len(gone.gz)
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self._bytes = 0
 
 
 class FastPath:
@@ -237,10 +246,17 @@ class FastPath:
 
 # --- pre-rendering to files (served by nginx: deploy/nginx.conf) ------------------------
 
-def hot_paths(app) -> list[str]:
-    """The outputs readers poll most: every format of the combined feed and of each
-    configured source, tag and country, with default parameters."""
-    paths = [f"/feeds/all.{fmt}" for fmt in ("rss", "atom", "json")]
+def hot_paths(app, everything: bool = False) -> list[str]:
+    """The outputs readers poll most: every format of the combined feed, with default
+    parameters. `everything` adds each configured source, tag and country.
+
+    Why not everything by default: one output renders in 30-80 ms (ANT March set), so
+    ~40 outputs take ~2 s per store change and the last files would lag a new item by
+    more than a second; the combined feeds take ~0.15 s. Outputs without a file are
+    served by gunicorn's fast path (web.cache.FastPath), fresh within VERSION_TTL."""
+    paths = [f"/feeds/all.{fmt}" for fmt in ("atom", "rss", "json")]
+    if not everything:
+        return paths
     try:
         with app.app_context():
             from .feeds import configured_sources
@@ -335,19 +351,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="directory nginx serves (deploy/nginx.conf)")
     ap.add_argument("--interval", type=float, default=0.2)
     ap.add_argument("--path", action="append", help="output path(s); default: hot outputs")
+    ap.add_argument("--all", action="store_true",
+                    help="also every configured source, tag and country (slower refresh)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from . import create_app
 
     app = create_app()
+    paths = args.path or hot_paths(app, everything=args.all)
     if args.command == "prerender":
-        res = prerender(app, args.out, args.path)
+        res = prerender(app, args.out, paths)
         bad = {p: s for p, s in res.items() if s != 200}
         print(f"wrote {len(res) - len(bad)} outputs to {args.out}", file=sys.stderr)
         for p, s in bad.items():
             print(f"  {p}: HTTP {s}", file=sys.stderr)
         return 0
-    watch(app, args.out, args.interval, paths=args.path)
+    watch(app, args.out, args.interval, paths=paths)
     return 0
 
 
