@@ -73,7 +73,7 @@ class Params:
     topic_threshold: float = 0.15
     # Score loses this much per day of published-time distance (a follow-up days later is
     # more often a new development).
-    time_penalty_per_day: float = 0.0
+    time_penalty_per_day: float = 0.05
     # Query terms sent to the inverted index per item, and hits read per term.
     query_terms: int = 12
     per_term_limit: int = 300
