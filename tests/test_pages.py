@@ -95,9 +95,12 @@ def test_index_is_arabic_rtl_and_grouped_by_day_in_display_timezone(client):
     assert re.search(r'<html lang="ar" dir="rtl">', body)
     assert resp.headers["Content-Type"].startswith("text/html")
     tree = doc(resp)
-    headings = [text(h) for h in tree.xpath('//h2[@class="day-heading"]')]
+    headings = [text(h) for h in tree.xpath('//h2[@class="day-heading"]/time')]
     # 23:43 UTC on the 13th is already Wednesday the 14th in Riyadh
     assert headings == ["الأربعاء ١٤ مارس ٢٠١٨", "الثلاثاء ١٣ مارس ٢٠١٨", "الاثنين ١٢ مارس ٢٠١٨"]
+    # the page clock is 03:00 on the 14th in Riyadh: today and yesterday are named
+    rel = [text(h) for h in tree.xpath('//h2[@class="day-heading"]/span[@class="day-rel"]')]
+    assert rel == ["اليوم", "أمس"]
     assert len(cards(tree)) == gold_story_count(ROWS)
     first = cards(tree)[0]
     assert first.get("data-story") == "trump-says-iran-behind-middle-east-problems" or \
@@ -119,8 +122,11 @@ def test_cards_show_outlets_with_counted_badges(client):
     assert link.get("href").startswith("http://www.bbc.com/arabic/") or "bbc" in link.get("href")
     assert link.get("dir") == "auto"
     assert gaza.xpath('.//a[@class="coverage"]/@href') == ["/stories/hamdallah-convoy-bombing-gaza"]
-    # topic link
-    assert gaza.xpath('.//a[@class="topic"]/@href') == ["/topics/hamdallah-convoy-attack"]
+    # a topic with a single story is not linked from the card (it would lead to this story)
+    assert gaza.xpath('.//a[@class="topic"]') == []
+    skripal = card_by_id(tree, "uk-security-council-meets-on-skripal")
+    assert skripal.xpath('.//a[@class="topic"]/@href') == ["/topics/skripal-poisoning"]
+    assert text(skripal.xpath('.//a[@class="topic"]')[0]) == "تسميم الجاسوس سكريبال"
     nepal = card_by_id(tree, "nepal-us-bangla-plane-crash-kathmandu")
     assert [text(b) for b in nepal.xpath('.//span[contains(@class,"badge")]')][-1] == "+مصدر"
     # outlet names are isolated (Latin inside Arabic: "CNN بالعربية")
@@ -221,7 +227,7 @@ def test_latin_digits_and_levantine_months_are_configurable(redis_client, keys, 
     app = build_app(redis_client, keys, feeds_path, config, AGG_DIGITS="latin",
                     AGG_MONTHS="levantine")
     tree = doc(app.test_client().get("/"))
-    headings = [text(h) for h in tree.xpath('//h2[@class="day-heading"]')]
+    headings = [text(h) for h in tree.xpath('//h2[@class="day-heading"]/time')]
     assert headings[0] == "الأربعاء 14 آذار 2018"
     assert "التغطية الكاملة: 5 مصادر" in text(card_by_id(tree, "hamdallah-convoy-bombing-gaza"))
 
@@ -229,7 +235,7 @@ def test_latin_digits_and_levantine_months_are_configurable(redis_client, keys, 
 def test_timezone_is_configurable(redis_client, keys, feeds_path, config, store):
     app = build_app(redis_client, keys, feeds_path, config, AGG_TIMEZONE="Africa/Casablanca")
     tree = doc(app.test_client().get("/"))
-    headings = [text(h) for h in tree.xpath('//h2[@class="day-heading"]')]
+    headings = [text(h) for h in tree.xpath('//h2[@class="day-heading"]/time')]
     assert headings[:2] == ["الثلاثاء ١٣ مارس ٢٠١٨", "الاثنين ١٢ مارس ٢٠١٨"]
 
 

@@ -17,7 +17,7 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 import redis
@@ -110,6 +110,13 @@ class Report:
 class TopicRef:
     id: str
     label: str
+    size: int = 0  # stories in the topic
+
+    @property
+    def is_thread(self) -> bool:
+        """A topic worth a link from a card: one with other stories than this one. Every
+        story gets a topic, and a link to a page holding only the same story is noise."""
+        return self.size > 1
 
 
 @dataclass
@@ -219,7 +226,7 @@ class Reader:
         t = self.grouper.get_topic(topic_id)
         if t is None:
             return None
-        return TopicRef(t.id, t.label or t.id)
+        return TopicRef(t.id, t.label or t.id, len(t.stories))
 
     # cards -------------------------------------------------------------------------------
     def cards(self, stories: list[Story], sort_times: dict[str, float] | None = None,
@@ -474,15 +481,20 @@ def list_stories(reader: Reader, f: Filters) -> tuple[list[Card], float | None]:
                        scan_cap=SEARCH_SCAN_CAP if matcher else None, prefer_source=f.source)
 
 
-def by_day(cards: list[Card], d: Display) -> list[tuple[str, str, list[Card]]]:
-    """[(day key, Arabic heading, cards)] in the order given (newest first)."""
+def by_day(cards: list[Card], d: Display) -> list[tuple[str, str, list[Card], str]]:
+    """[(day key, Arabic heading, cards, "اليوم"/"أمس"/"")] in the order given (newest first).
+    Days are calendar days in the display timezone, as the reader lives them."""
+    now = now_utc()
+    today = at.day_key(now, d.tz)
+    yesterday = at.day_key(now - timedelta(days=1), d.tz)
     days: OrderedDict[str, tuple[str, list[Card]]] = OrderedDict()
     for c in cards:
         key = at.day_key(c.sort_time, d.tz)
         if key not in days:
             days[key] = (at.day_heading(c.sort_time, d.tz, d.digits, d.months), [])
         days[key][1].append(c)
-    return [(k, h, cs) for k, (h, cs) in days.items()]
+    rel = {today: "اليوم", yesterday: "أمس"}
+    return [(k, h, cs, rel.get(k, "")) for k, (h, cs) in days.items()]
 
 
 def filter_choices(reader: Reader) -> dict:
@@ -726,7 +738,7 @@ def topic(topic_id: str):
     cards = sorted(reader.cards([found[s] for s in ids if s in found]),
                    key=lambda c: c.sort_time, reverse=True)
     outlets = OrderedDict((o.id, o) for c in cards for o in c.outlets)
-    return render_template("topic.html", topic=TopicRef(t.id, t.label or t.id),
+    return render_template("topic.html", topic=TopicRef(t.id, t.label or t.id, len(t.stories)),
                            days=by_day(cards, display()), cards=cards,
                            outlets=list(outlets.values()), feed_base=f"/feeds/topics/{quote(t.id, safe='')}")
 
