@@ -132,6 +132,8 @@ class FeedServer:
             h.end_headers()
             h.wfile.write(fault.body)
             return
+        if fault is not None:
+            time.sleep(fault.delay)
         body = fault.body if fault and fault.body else feed.body()
         etag = '"' + hashlib.sha1(body).hexdigest()[:16] + '"'
         newest = max((it["time_utc"] for it in feed.items), default="1970-01-01T00:00:00+00:00")

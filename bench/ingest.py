@@ -1,0 +1,173 @@
+"""Ingest throughput: our worker's code path vs the peer `reader` vs the limit, in one run.
+
+For each system a fresh newsroom (../shared/tools/newsroom) serves N clone feeds of real
+ANT news on 127.0.0.1; the system polls every feed once (cold: all 200s, everything new)
+and again (warm: 304s, except Al Arabiya's clones which ignore validators and answer 200
+with the same bytes). Reported: feeds/s and items/s per pass, and ratios to the limit.
+
+  (a) ours:   aggregator.runner.poll_once — fetch, parse, normalise, store in Redis, group
+  (b) reader: reader.Reader.update_feeds(workers=C) into a fresh SQLite file
+  (c) limit:  bare conditional GET (urllib3, same concurrency) + lxml parse, nothing stored
+
+    python bench/ingest.py --feeds 500 [--concurrency 16] [--shared ../shared] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+@contextmanager
+def newsroom(shared: Path, clones: int):
+    proc = subprocess.Popen(
+        [sys.executable, str(shared / "tools/newsroom/newsroom.py"), "serve",
+         "--clones", str(clones), "--window", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        yield json.loads(proc.stdout.readline())
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def clone_urls(listing: dict, n: int) -> list[str]:
+    return [f["url"] for f in listing["feeds"] if f["clone"]][:n]
+
+
+def timed(fn):
+    t = time.perf_counter()
+    items = fn()
+    return time.perf_counter() - t, items
+
+
+# (c) the limit -----------------------------------------------------------------------
+def run_limit(urls, concurrency):
+    import urllib3
+    from lxml import etree
+
+    pool = urllib3.PoolManager(maxsize=concurrency)
+    etags: dict[str, str] = {}
+    atom = "{http://www.w3.org/2005/Atom}entry"
+
+    def one(url):
+        headers = {"Accept-Encoding": "gzip"}
+        if url in etags:
+            headers["If-None-Match"] = etags[url]
+        r = pool.request("GET", url, headers=headers)
+        if r.headers.get("ETag"):
+            etags[url] = r.headers["ETag"]
+        if r.status != 200:
+            return 0
+        root = etree.fromstring(r.data)
+        return len(root.findall("channel/item")) or len(root.findall(atom))
+
+    def once():
+        with ThreadPoolExecutor(concurrency) as ex:
+            return sum(ex.map(one, urls))
+
+    return [timed(once), timed(once)]
+
+
+# (a) ours ----------------------------------------------------------------------------
+def run_ours(urls, concurrency, redis_url):
+    from aggregator.fetch import Fetcher
+    from aggregator.keys import Keys
+    from aggregator.runner import make_grouper, poll_once
+    from aggregator.settings import Settings
+    from aggregator.store import Store, connect
+    from aggregator.types import Source
+    from aggregator.update import Pipeline
+
+    data_dir = tempfile.mkdtemp(prefix="bench-ingest-")
+    settings = Settings(redis_url=redis_url, data_dir=data_dir, allow_private_networks=True,
+                        key_prefix=f"bench{uuid.uuid4().hex[:8]}", pool_size=concurrency,
+                        per_host_limit=concurrency)  # every feed is on 127.0.0.1 here
+    sources = [Source(id=f"f{i}", url=u, title=f"f{i}", rank=i) for i, u in enumerate(urls)]
+    store = Store(connect(settings), Keys(settings.key_prefix))
+    pipe = Pipeline(store, Fetcher(settings, maxsize=concurrency),
+                    make_grouper(store, sources), random.Random(0))
+
+    def once():
+        return sum(r.new for r in poll_once(sources, pipe, settings))
+
+    passes = [timed(once), timed(once)]
+    stored = store.count_items()
+    for key in store.r.scan_iter(f"{settings.key_prefix}:*", count=5000):
+        store.r.delete(key)
+    if not redis_url:
+        from aggregator.embedded import stop_server
+
+        stop_server(data_dir)
+    return passes, stored
+
+
+# (b) the peer ------------------------------------------------------------------------
+def run_reader(urls, concurrency):
+    from reader import make_reader
+
+    path = os.path.join(tempfile.mkdtemp(prefix="bench-reader-"), "db.sqlite")
+    reader = make_reader(path)
+    for u in urls:
+        reader.add_feed(u)
+
+    def once():
+        before = reader.get_entry_counts().total
+        reader.update_feeds(workers=concurrency)
+        return reader.get_entry_counts().total - before
+
+    passes = [timed(once), timed(once)]
+    reader.close()
+    return passes
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--feeds", type=int, default=500)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--skip-reader", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    clones = -(-args.feeds // 5)
+    results = {}
+    with newsroom(args.shared, clones) as listing:
+        urls = clone_urls(listing, args.feeds)
+        results["limit"] = run_limit(urls, args.concurrency)
+    with newsroom(args.shared, clones) as listing:
+        passes, stored = run_ours(clone_urls(listing, args.feeds), args.concurrency,
+                                  os.environ.get("REDIS_URL"))
+        results["ours"] = passes
+    if not args.skip_reader:
+        with newsroom(args.shared, clones) as listing:
+            results["reader"] = run_reader(clone_urls(listing, args.feeds), args.concurrency)
+
+    n = len(urls)
+    out = {"feeds": n, "concurrency": args.concurrency, "stored_items": stored}
+    print(f"{n} feeds, concurrency {args.concurrency}; ours stored {stored} items")
+    print(f"{'system':<8} {'pass':<5} {'seconds':>8} {'feeds/s':>9} {'items/s':>9} {'× limit':>8}")
+    for system, passes in results.items():
+        for label, (seconds, items) in zip(("cold", "warm"), passes):
+            limit_seconds = results["limit"][0 if label == "cold" else 1][0]
+            ratio = limit_seconds / seconds
+            out[f"{system}_{label}"] = {"seconds": round(seconds, 3), "feeds_per_s": round(n / seconds, 1),
+                                        "items_per_s": round(items / seconds, 1), "ratio_to_limit": round(ratio, 3)}
+            print(f"{system:<8} {label:<5} {seconds:8.2f} {n / seconds:9.1f} {items / seconds:9.1f} {ratio:8.3f}")
+    if args.json:
+        print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""worker.py as a real process: kill -9 mid-poll, restart, hot reload, SIGTERM."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aggregator.keys import Keys
+from aggregator.normalize import clean_text
+from aggregator.store import Store
+from feedserver import Fault, Feed, FeedServer, ant_items
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTLETS = ["skynews", "alarabia", "france24", "BBC", "CNN"]
+
+
+@pytest.fixture
+def server():
+    s = FeedServer().start()
+    for outlet in OUTLETS:
+        s.feeds[f"/{outlet.lower()}.xml"] = Feed(outlet, ant_items(outlet))
+    yield s
+    s.stop()
+
+
+def feeds_yaml(server, outlets, interval="1m") -> str:
+    lines = ["defaults:", f"  interval: {interval}", "sources:"]
+    for o in outlets:
+        lines += [f"  - id: {o.lower()}", f"    url: {server.url('/' + o.lower() + '.xml')}",
+                  f"    title: {o}", "    country: AE", "    tags: [test]"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def env(redis_url, keys, tmp_path):
+    return os.environ | {
+        "REDIS_URL": redis_url, "AGG_KEY_PREFIX": keys.prefix,
+        "AGG_FEEDS": str(tmp_path / "feeds.yaml"), "AGG_ALLOW_PRIVATE_NETWORKS": "1",
+        "AGG_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1",
+    }
+
+
+def start(args, env, **kw):
+    return subprocess.Popen([sys.executable, str(ROOT / "worker.py"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def wait_until(predicate, timeout=20.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def stored_ids(redis_client, keys: Keys) -> list[str]:
+    return redis_client.zrange(keys.timeline, 0, -1)
+
+
+def test_once_polls_every_source_and_reports(server, env, redis_client, keys, tmp_path):
+    Path(env["AGG_FEEDS"]).write_text(feeds_yaml(server, OUTLETS), encoding="utf-8")
+    server.feeds["/cnn.xml"].faults.append(Fault(500))
+    proc = start(["--once"], env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 6 and lines[-1].startswith("4/5 sources ok")
+    assert any(line.startswith("cnn") and "http-5xx 500" in line for line in lines)
+    assert len(stored_ids(redis_client, keys)) == 64
+
+
+def test_once_exits_nonzero_only_when_every_source_failed(server, env):
+    Path(env["AGG_FEEDS"]).write_text(feeds_yaml(server, ["BBC"]), encoding="utf-8")
+    server.feeds["/bbc.xml"].faults.append(Fault(503))
+    proc = start(["--once"], env)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 1
+
+
+def test_kill_9_mid_poll_then_restart_loses_and_duplicates_nothing(server, env, redis_client,
+                                                                   keys):
+    Path(env["AGG_FEEDS"]).write_text(feeds_yaml(server, OUTLETS), encoding="utf-8")
+    expected = {o: len(ant_items(o)) for o in OUTLETS}
+    partial = []
+    for kill_after in (0.3, 0.8, 1.5):
+        for o in OUTLETS:  # slow responses keep polls in flight when the kill lands
+            server.feeds[f"/{o.lower()}.xml"].faults.append(Fault(200, delay=0.4))
+        proc = start(["--once"], env)
+        assert wait_until(lambda: len(server.requests) > 0)
+        time.sleep(kill_after)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        ids = stored_ids(redis_client, keys)
+        assert len(ids) == len(set(ids)) <= sum(expected.values())
+        partial.append(len(ids))
+    assert partial[0] < sum(expected.values()), "the first kill should land mid-run"
+    proc = start(["--once"], env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    store = Store(redis_client, keys)
+    ids = stored_ids(redis_client, keys)
+    assert len(ids) == len(set(ids)) == sum(expected.values())
+    for o, n in expected.items():
+        assert store.count_items(o.lower()) == n
+    items = store.get_items(ids)
+    assert len(items) == len(ids)
+    assert {it.title for it in items} == {clean_text(d["title"]) for o in OUTLETS
+                                          for d in ant_items(o)}
+    assert redis_client.zcard(keys.group_pending) == 0
+
+
+def test_hot_reload_keeps_last_good_config_and_restart_resumes(server, env, redis_client, keys):
+    feeds = Path(env["AGG_FEEDS"])
+    feeds.write_text(feeds_yaml(server, ["BBC"]), encoding="utf-8")
+    proc = start([], env)
+    try:
+        assert wait_until(lambda: server.hits("/bbc.xml"), timeout=30), proc.stderr
+        # An invalid edit: interval below the 1-minute minimum on line 2.
+        feeds.write_text(feeds_yaml(server, ["BBC", "CNN"], interval="5s"), encoding="utf-8")
+        time.sleep(7)
+        assert proc.poll() is None
+        assert not server.hits("/cnn.xml")
+        # A valid edit: CNN starts, BBC keeps its schedule.
+        feeds.write_text(feeds_yaml(server, ["BBC", "CNN"]), encoding="utf-8")
+        assert wait_until(lambda: server.hits("/cnn.xml"), timeout=20)
+        assert len(server.hits("/bbc.xml")) == 1
+        # Removing BBC stops it.
+        feeds.write_text(feeds_yaml(server, ["CNN"]), encoding="utf-8")
+        assert wait_until(lambda: redis_client.zscore(keys.schedule, "bbc") is None, timeout=20)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert f"{feeds}:2:" in err and "interval" in err
+    # Restart: CNN's next poll is stored ~1 minute ahead, so it is not polled again now.
+    cnn_hits = len(server.hits("/cnn.xml"))
+    proc = start([], env)
+    try:
+        time.sleep(6)
+        assert proc.poll() is None
+        assert len(server.hits("/cnn.xml")) == cnn_hits
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
