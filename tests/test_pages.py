@@ -127,6 +127,9 @@ def test_cards_show_outlets_with_counted_badges(client):
     skripal = card_by_id(tree, "uk-security-council-meets-on-skripal")
     assert skripal.xpath('.//a[@class="topic"]/@href') == ["/topics/skripal-poisoning"]
     assert text(skripal.xpath('.//a[@class="topic"]')[0]) == "تسميم الجاسوس سكريبال"
+    # "also reported" lines: other outlets (one line each), not the lead's
+    also = [text(b) for b in gaza.xpath('.//ul[@class="also"]//bdi')]
+    assert also == ["العربية", "فرانس 24"] or (len(also) == 2 and "بي بي سي عربي" not in also)
     nepal = card_by_id(tree, "nepal-us-bangla-plane-crash-kathmandu")
     assert [text(b) for b in nepal.xpath('.//span[contains(@class,"badge")]')][-1] == "+مصدر"
     # outlet names are isolated (Latin inside Arabic: "CNN بالعربية")

@@ -130,6 +130,19 @@ class Card:
     grouped: bool = False
 
     @property
+    def others(self) -> list[Report]:
+        """One report (the newest) per other outlet, in the card's outlet order: the
+        'also reported' lines under the headline."""
+        out = []
+        for o in self.outlets:
+            if o.id == self.lead.outlet.id:
+                continue
+            reps = [r for r in self.reports if r.outlet.id == o.id]
+            if reps:
+                out.append(reps[-1])
+        return out
+
+    @property
     def newest(self) -> datetime:
         return max(r.item.published for r in self.reports)
 
