@@ -277,3 +277,82 @@ def test_json_articles_validate(data, validator):
     assert not list(validator.iter_errors(doc))
     assert [i["title"] for i in doc["items"]] == [r.item.title for r in data[0]]
     assert all(i["url"].isascii() for i in doc["items"])
+
+
+# --- rules the W3C Feed Validation Service checks (its error classes named) -----------
+
+REGISTERED_RELS = {"alternate", "related", "self", "enclosure", "via", "first", "last",
+                   "next", "previous", "current", "next-archive", "prev-archive"}
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d*)?(Z|[+-]\d\d:\d\d)$")
+FULL_URI = re.compile(r"^[a-zA-Z][0-9a-zA-Z+\-.]*:(//)?[0-9a-zA-Z;/?:@&=+$.\-_!~*'()%,#]+$")
+
+
+def _all_outputs(data):
+    m = meta(next_url="https://akhbar.example/feeds/all.atom?before=1.0",
+             first_url="https://akhbar.example/feeds/all.atom")
+    for mode, entries in (("stories", story_entries(data)), ("articles", article_entries(data))):
+        yield mode, "atom", etree.fromstring(render("atom", m, entries, mode))
+        yield mode, "rss", etree.fromstring(render("rss", m, entries, mode))
+
+
+def test_w3c_validator_rules_atom(data):
+    for mode, fmt, root in _all_outputs(data):
+        if fmt != "atom":
+            continue
+        children = [c.tag for c in root]
+        first_entry = children.index(A + "entry")
+        assert A + "entry" not in children[:first_entry] and \
+            all(t == A + "entry" for t in children[first_entry:]), "MisplacedMetadata"
+        assert TAG_RE.match(root.findtext(A + "id"))
+        assert RFC3339.match(root.findtext(A + "updated"))
+        ids = [e.findtext(A + "id") for e in root.findall(A + "entry")]
+        assert len(ids) == len(set(ids)), "DuplicateEntries"
+        for scope in [root] + root.findall(A + "entry") + root.findall(f"{A}entry/{A}source"):
+            alts = [(ln.get("type"), ln.get("hreflang")) for ln in scope.findall(A + "link")
+                    if ln.get("rel", "alternate") == "alternate"]
+            assert len(alts) == len(set(alts)), "DuplicateAtomLink"
+            for ln in scope.findall(A + "link"):
+                assert ln.get("rel") in REGISTERED_RELS, ln.get("rel")
+                assert FULL_URI.match(ln.get("href")), ("InvalidIRI", ln.get("href"))
+                if ln.get("title") is not None:
+                    assert ln.get("title").strip()
+                if ln.get("rel") == "self" and ln.get("type"):
+                    assert ln.get("type") in ("application/atom+xml", "application/rss+xml")
+            for d in ("updated", "published"):
+                for el in scope.findall(A + d):
+                    assert RFC3339.match(el.text), el.text
+        for e in root.findall(A + "entry"):
+            assert e.findtext(A + "title").strip()
+            assert e.find(A + "author/" + A + "name").text.strip()
+            for a in e.findall(A + "author"):
+                assert FULL_URI.match(a.findtext(A + "uri"))
+            for c in e.findall(A + "category"):
+                assert c.get("term").strip()
+            for rel in ("first", "next", "last", "previous"):  # FeedHistoryRelInEntry
+                assert e.find(f"{A}link[@rel='{rel}']") is None
+
+
+def test_w3c_validator_rules_rss(data):
+    for mode, fmt, root in _all_outputs(data):
+        if fmt != "rss":
+            continue
+        ch = root.find("channel")
+        tags = [c.tag for c in ch]
+        first_item = tags.index("item")
+        assert all(t == "item" for t in tags[first_item:]), "MisplacedItem"
+        for required in ("title", "link", "description"):
+            assert ch.findtext(required).strip()
+        assert FULL_URI.match(ch.findtext("link"))
+        guids = [it.findtext("guid") for it in ch.findall("item")]
+        assert len(guids) == len(set(guids))
+        for it in ch.findall("item"):
+            assert it.findtext("title").strip()
+            assert FULL_URI.match(it.findtext("link"))
+            assert it.find("guid").get("isPermaLink") == "false"  # InvalidPermalink for tag:
+            for c in it.findall("category"):
+                assert c.text and c.text.strip()
+            src = it.find("source")
+            assert re.match(r"^https?://[A-Za-z0-9.\-]+(:\d+)?(/|$)", src.get("url"))
+            assert it.find("author") is None  # RSS author must be an email address
+            for tag in ("title", "link", "guid", "pubDate", "source", "description"):
+                assert len(it.findall(tag)) <= 1, ("DuplicateElement", tag)

@@ -56,13 +56,19 @@ def _install(state) -> None:
     cache = OutputCache(max_entries=app.config.get("AGG_OUTPUT_CACHE_SIZE", 512))
     app.extensions[CACHE_EXT] = cache
 
-    def clock_factory():
-        svc = app.extensions[EXT]
-        return VersionClock(lambda: svc.store.outputs_version(),
-                            ttl=app.config.get("AGG_VERSION_TTL", 0.2))
+    def clock():
+        # One clock per app (per process), shared by FastPath and the view, created on
+        # first use: after gunicorn's fork, with that worker's Redis connection.
+        c = app.extensions.get(CACHE_EXT + ".clock")
+        if c is None:
+            svc = app.extensions[EXT]
+            c = VersionClock(lambda: svc.store.outputs_version(),
+                             ttl=app.config.get("AGG_VERSION_TTL", 0.2))
+            app.extensions[CACHE_EXT + ".clock"] = c
+        return c
 
-    app.extensions[CACHE_EXT + ".clock"] = clock_factory
-    app.wsgi_app = FastPath(app.wsgi_app, cache, clock_factory)
+    app.extensions[CACHE_EXT + ".clock_factory"] = clock
+    app.wsgi_app = FastPath(app.wsgi_app, cache, clock)
 
 
 def _cache() -> OutputCache:
@@ -70,12 +76,7 @@ def _cache() -> OutputCache:
 
 
 def _clock() -> VersionClock:
-    key = CACHE_EXT + ".clock_instance"
-    clock = current_app.extensions.get(key)
-    if clock is None:
-        clock = current_app.extensions[CACHE_EXT + ".clock"]()
-        current_app.extensions[key] = clock
-    return clock
+    return current_app.extensions[CACHE_EXT + ".clock_factory"]()
 
 
 # --- collaborators that other modules provide (tolerated while absent) -----------------
