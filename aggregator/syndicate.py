@@ -73,6 +73,7 @@ class FeedMeta:
     generator: str = "Arabic News Aggregator"
     generator_uri: str | None = None
     ttl_minutes: int = 10
+    timezone: str = "Asia/Riyadh"  # times written inside story content (display only)
 
 
 @dataclass(frozen=True)
@@ -184,25 +185,45 @@ def entry_updated(entry: Entry) -> datetime:
     return max(entry.item.updated, entry.item.published)
 
 
+def _arabic_display():
+    """The site's Arabic counting and date wording (web/arabic_time.py, pure functions),
+    so a feed reader sees '٥ مصادر' and '١٣ مارس ٢٠١٨، ١٦:٤٥' as the pages write them.
+    Imported lazily: rendering must not need the web package to be importable."""
+    try:
+        from web import arabic_time
+    except ImportError:  # pragma: no cover - both ship together
+        return None
+    return arabic_time
+
+
+RTL_LANGS = {"ar", "fa", "ur", "he", "ps", "ckb"}
+
+
 def story_content_html(meta: FeedMeta, entry: StoryEntry) -> str:
-    """Every outlet's headline and link. Built by us from plain text: everything escaped."""
+    """Every outlet's headline and link. Built by us from plain text: everything escaped.
+    Only elements and attributes every feed reader keeps (p, ul, li, a, span; dir)."""
     e = html.escape
     lead = entry.lead
-    parts = []
+    at = _arabic_display()
+    direction = "rtl" if (lead.language or meta.language).split("-")[0] in RTL_LANGS else "auto"
+    parts = [f'<div dir="{direction}">']
     if lead.summary_text:
         parts.append(f"<p>{e(clean(lead.summary_text))}</p>")
     n = len(entry.story.sources)
-    parts.append(f"<p>{n} {'مصدر' if n == 1 or n > 10 else 'مصادر'}:</p>")
+    counted = at.count(n, at.SOURCE) if at else f"{n} مصادر"
+    parts.append(f"<p>{e(counted)}:</p>")
     parts.append("<ul>")
     # Newest report first, like the rest of the feed.
     for it in sorted(entry.items, key=lambda i: (i.published, i.id), reverse=True):
         src = entry.sources.get(it.source)
         outlet = src.title if src else it.source
-        when = _rfc3339(it.published)
+        when = at.absolute(it.published, meta.timezone) if at else _rfc3339(it.published)
         title = e(clean(it.title))
         link = to_uri(it.url)
         head = f'<a href="{e(link)}">{title}</a>' if link else title
-        parts.append(f"<li>{head} — {e(clean(outlet))} ({when})</li>")
+        # dir=auto: an outlet named in Latin letters (BBC, CNN) stays isolated in RTL text.
+        parts.append(f'<li>{head} — <span dir="auto">{e(clean(outlet))}</span>، '
+                     f"{e(when)}</li>")
     parts.append("</ul>")
     if entry.topic:
         parts.append(
@@ -210,6 +231,7 @@ def story_content_html(meta: FeedMeta, entry: StoryEntry) -> str:
             f"{e(clean(entry.topic.label or entry.topic.id))}</a></p>"
         )
     parts.append(f'<p><a href="{e(story_url(meta, entry.story.id))}">التغطية الكاملة</a></p>')
+    parts.append("</div>")
     return "".join(parts)
 
 

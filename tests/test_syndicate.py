@@ -356,3 +356,13 @@ def test_w3c_validator_rules_rss(data):
             assert it.find("author") is None  # RSS author must be an email address
             for tag in ("title", "link", "guid", "pubDate", "source", "description"):
                 assert len(it.findall(tag)) <= 1, ("DuplicateElement", tag)
+
+
+def test_story_content_reads_as_arabic(data):
+    root = etree.fromstring(render("atom", meta(), story_entries(data, [MULTI]), "stories"))
+    frag = etree.fromstring(root.findtext(f"{A}entry/{A}content"))
+    assert frag.tag == "div" and frag.get("dir") == "rtl"
+    texts = "".join(frag.itertext())
+    assert "٥ مصادر" in texts  # five outlets, Arabic digits and plural
+    assert "١٣ مارس ٢٠١٨" in texts  # Riyadh time of the reports
+    assert {s.get("dir") for s in frag.iter("span")} == {"auto"}

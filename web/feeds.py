@@ -420,6 +420,7 @@ def _build(kind: str, name: str | None, fmt: str) -> tuple[bytes, datetime, str]
         next_url=_url(base, path, fmt, args | {"before": format_cursor(*nxt)}) if nxt else None,
         first_url=_url(base, path, fmt, args) if p.before else None,
         query=p.q,
+        timezone=services().settings.timezone,
     )
     body = syndicate.render(fmt, meta, entries, p.mode)
     updated = max((syndicate.entry_updated(e) for e in entries),
