@@ -98,7 +98,7 @@ def cmd_poll(args, settings: Settings) -> int:
     """Poll one source now. --dry-run shows what would be stored and writes nothing."""
     from .config import load_config
     from .keys import Keys
-    from .runner import build_pipeline, format_report, utcnow
+    from .runner import GroupingLoop, build_pipeline, format_report, make_grouper, utcnow
     from .store import Store, connect
     from .update import fetch_items, update_source
 
@@ -118,8 +118,9 @@ def cmd_poll(args, settings: Settings) -> int:
         for item in fetched.items:
             print(f"  {item.published.isoformat()}  {item.id}  {item.title}\n    {item.url}")
         return 0 if fetched.outcome.is_success else 1
-    pipe = build_pipeline(settings, config.sources)
+    pipe = build_pipeline(settings)
     report = update_source(source, pipe, utcnow())
+    GroupingLoop(make_grouper(pipe.store, config.sources)).drain()
     print(format_report(report))
     return 0 if report.outcome.is_success else 1
 

@@ -41,16 +41,74 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def build_pipeline(settings: Settings, sources: Iterable[Source] = ()) -> Pipeline:
+def build_pipeline(settings: Settings) -> Pipeline:
     store = Store(connect(settings), Keys(settings.key_prefix))
     fetcher = Fetcher(settings, maxsize=max(settings.per_host_limit, settings.pool_size))
-    return Pipeline(store=store, fetcher=fetcher, grouper=make_grouper(store, sources))
+    return Pipeline(store=store, fetcher=fetcher)
 
 
 def make_grouper(store: Store, sources: Iterable[Source]):
     from .group import Grouper
 
     return Grouper(store.r, store.keys, source_rank={s.id: s.rank for s in sources})
+
+
+class GroupingLoop:
+    """The one consumer of the grouping queue in this process.
+
+    Polls only enqueue (in their store transaction) and wake it; it drains the queue in
+    batches, oldest published first. Across processes the grouper's own Redis lock keeps
+    a single writer. Every WAKE_EVERY seconds it also looks without being woken, which
+    picks up items a crash left queued.
+    """
+
+    BATCH = 500
+    WAKE_EVERY = 5.0
+
+    def __init__(self, grouper, now: Callable[[], datetime] = utcnow):
+        self.grouper = grouper  # replaced whole when the config (outlet ranking) changes
+        self.now = now
+        self._wake = threading.Event()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def drain(self) -> int:
+        total = 0
+        while True:
+            done = self.grouper.process_pending(self.now(), limit=self.BATCH)
+            total += len(done)
+            if len(done) < self.BATCH:
+                return total
+
+    def run(self, stop: threading.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            self._wake.wait(self.WAKE_EVERY)
+            self._wake.clear()
+            try:
+                self.drain()
+                failures = 0
+            except (StoreError, redis.RedisError) as e:
+                failures += 1
+                delay = min(STORE_RETRY[0] * 2 ** (failures - 1), STORE_RETRY[1])
+                log.error("grouping: Redis unavailable (%s); retrying in %ss", e, delay)
+                stop.wait(delay)
+            except Exception:  # a bug must not stop ingest; the items stay queued
+                log.exception("grouping failed; the items stay queued")
+                stop.wait(self.WAKE_EVERY)
+        self.drain_quietly()
+
+    def drain_quietly(self) -> None:
+        try:
+            self.drain()
+        except Exception:
+            log.exception("final grouping pass failed; the items stay queued")
+
+    def start(self, stop: threading.Event) -> threading.Thread:
+        thread = threading.Thread(target=self.run, args=(stop,), name="grouping", daemon=True)
+        thread.start()
+        return thread
 
 
 class HostLimiter:
@@ -68,9 +126,16 @@ class HostLimiter:
 
 
 def poll_once(sources: list[Source], pipe: Pipeline, settings: Settings,
+              grouping: GroupingLoop | None = None,
               now: Callable[[], datetime] = utcnow) -> Iterator[PollReport]:
-    """Poll every source once, concurrently; yield reports as they complete."""
+    """Poll every source once, concurrently, grouping as items arrive; yield reports as
+    they complete. Returns once every new item is grouped."""
     limiter = HostLimiter(settings.per_host_limit)
+    stop = threading.Event()
+    thread = None
+    if grouping is not None:
+        pipe.notify_grouping = grouping.notify
+        thread = grouping.start(stop)
 
     def one(source: Source) -> PollReport:
         with limiter(source.url):
@@ -79,12 +144,16 @@ def poll_once(sources: list[Source], pipe: Pipeline, settings: Settings,
             except (StoreError, redis.RedisError) as e:
                 return PollReport(source.id, Outcome.ERROR, None, error=f"store: {e}")
 
-    with Pool(max_workers=settings.pool_size) as pool:
-        futures = [pool.submit(one, s) for s in sources]
-        for future in as_completed(futures):
-            yield future.result()
-    if pipe.grouper is not None:
-        pipe.grouper.process_pending(now())
+    try:
+        with Pool(max_workers=settings.pool_size) as pool:
+            futures = [pool.submit(one, s) for s in sources]
+            for future in as_completed(futures):
+                yield future.result()
+    finally:
+        stop.set()
+        if thread is not None:
+            grouping.notify()
+            thread.join()  # run() ends with a full drain
 
 
 class Worker:
@@ -95,7 +164,10 @@ class Worker:
         self.config = config or load_config(settings.feeds_path)
         self.watcher = ConfigWatcher(settings.feeds_path, on_change=self.apply_config, log=log,
                                      initial=self.config)
-        self.pipe = build_pipeline(settings, self.config.sources)
+        self.pipe = build_pipeline(settings)
+        self.grouping = GroupingLoop(make_grouper(self.pipe.store, self.config.sources), now)
+        self.pipe.notify_grouping = self.grouping.notify
+        self._stop = threading.Event()
         self.sources: dict[str, Source] = {}
         self.limiter = HostLimiter(settings.per_host_limit)
         self.rng = random.Random()
@@ -133,8 +205,7 @@ class Worker:
             log.info("source %s %s, next poll %s", sid, "changed" if old else "started",
                      when.isoformat(timespec="seconds"))
         self.config = config
-        if self.pipe.grouper is not None:
-            self.pipe.grouper = make_grouper(self.pipe.store, config.sources)
+        self.grouping.grouper = make_grouper(self.pipe.store, config.sources)
 
     def _schedule(self, source_id: str, when: datetime) -> None:
         try:
@@ -182,8 +253,6 @@ class Worker:
         try:
             self.pipe.store.heartbeat(now)
             self.watcher.check()
-            if self.pipe.grouper is not None:
-                self.pipe.grouper.process_pending(now)  # items a crash left ungrouped
         except (StoreError, redis.RedisError) as e:
             log.error("housekeeping: Redis unavailable: %s", e)
 
@@ -199,6 +268,7 @@ class Worker:
 
     # lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
+        self._grouping_thread = self.grouping.start(self._stop)
         self.scheduler.start()
         self.apply_config(self.config)
         self.scheduler.add_job(self._housekeeping, "interval", seconds=5, id="housekeeping",
@@ -211,6 +281,9 @@ class Worker:
         """Finish in-flight polls, then stop; their results are stored before we exit."""
         log.info("stopping: waiting for in-flight polls")
         self.scheduler.shutdown(wait=True)
+        self._stop.set()
+        self.grouping.notify()
+        self._grouping_thread.join(timeout=60)
         self.pipe.fetcher.close()
 
 
@@ -226,14 +299,15 @@ def run_once(settings: Settings, out=sys.stdout) -> int:
     """`worker.py --once`: one line per source; non-zero only if every source failed."""
     config = load_config(settings.feeds_path)
     sources = [s for s in config.sources if s.enabled]
-    pipe = build_pipeline(settings, config.sources)
+    pipe = build_pipeline(settings)
+    grouping = GroupingLoop(make_grouper(pipe.store, config.sources))
     reports = []
     bar = None
     if out.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=len(sources), unit="feed", file=sys.stderr)
-    for report in poll_once(sources, pipe, settings):
+    for report in poll_once(sources, pipe, settings, grouping):
         reports.append(report)
         if bar is not None:
             bar.write(format_report(report))

@@ -1,16 +1,23 @@
 """update_source(): the story of one update, step by step.
 
 load state → conditional fetch → parse → normalise → store (one transaction, with the
-schedule) → group → outputs invalidated (the store and grouper bump outputs_version).
+schedule and the grouping queue) → wake grouping → outputs invalidated (the store and the
+grouper bump outputs_version).
+
+Grouping is handed the new items through the `group_pending` queue written in the same
+transaction as the items, and runs in one consumer per process (runner.GroupingLoop):
+stories are decided one batch at a time, in published order, never by two polls racing
+to start the same story.
 """
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from .errors import ParseError, StoreError
+from .errors import ParseError
 from .fetch import Fetcher
 from .normalize import normalize_feed
 from .parse import parse_feed
@@ -27,7 +34,7 @@ class Pipeline:
 
     store: Store
     fetcher: Fetcher
-    grouper: object | None = None  # aggregator.group.Grouper; None skips grouping
+    notify_grouping: Callable[[], None] | None = None  # wakes the grouping consumer
     rng: random.Random = field(default_factory=random.Random)
 
 
@@ -58,13 +65,8 @@ def update_source(source: Source, pipe: Pipeline, now: datetime) -> PollReport:
     if fetched.error:
         new_state = replace(new_state, last_error=fetched.error)
     saved = pipe.store.save_poll(source, fetched.items, new_state, now)
-    if pipe.grouper is not None and saved.new:
-        try:
-            pipe.grouper.process_pending(now)
-        except StoreError:
-            raise  # Redis trouble is the worker's to retry, not a grouping bug
-        except Exception:  # the items stay pending and are grouped on the next pass
-            log.exception("grouping failed after polling %s", source.id)
+    if saved.new and pipe.notify_grouping is not None:
+        pipe.notify_grouping()
     if not fetched.outcome.is_success:
         log.warning("%s: %s (%s)", source.id, fetched.outcome.value, fetched.error)
     return PollReport(

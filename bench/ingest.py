@@ -85,7 +85,7 @@ def run_limit(urls, concurrency):
 def run_ours(urls, concurrency, redis_url):
     from aggregator.fetch import Fetcher
     from aggregator.keys import Keys
-    from aggregator.runner import make_grouper, poll_once
+    from aggregator.runner import GroupingLoop, make_grouper, poll_once
     from aggregator.settings import Settings
     from aggregator.store import Store, connect
     from aggregator.types import Source
@@ -97,11 +97,11 @@ def run_ours(urls, concurrency, redis_url):
                         per_host_limit=concurrency)  # every feed is on 127.0.0.1 here
     sources = [Source(id=f"f{i}", url=u, title=f"f{i}", rank=i) for i, u in enumerate(urls)]
     store = Store(connect(settings), Keys(settings.key_prefix))
-    pipe = Pipeline(store, Fetcher(settings, maxsize=concurrency),
-                    make_grouper(store, sources), random.Random(0))
+    pipe = Pipeline(store, Fetcher(settings, maxsize=concurrency), rng=random.Random(0))
+    grouping = GroupingLoop(make_grouper(store, sources))
 
-    def once():
-        return sum(r.new for r in poll_once(sources, pipe, settings))
+    def once():  # returns when every new item is stored and grouped
+        return sum(r.new for r in poll_once(sources, pipe, settings, grouping))
 
     passes = [timed(once), timed(once)]
     stored = store.count_items()

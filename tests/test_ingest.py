@@ -27,7 +27,7 @@ def server():
 @pytest.fixture
 def pipe(redis_client, keys):
     fetcher = Fetcher(Settings(allow_private_networks=True, fetch_timeout=3.0))
-    yield Pipeline(Store(redis_client, keys), fetcher, grouper=None, rng=random.Random(0))
+    yield Pipeline(Store(redis_client, keys), fetcher, rng=random.Random(0))
     fetcher.close()
 
 
