@@ -144,6 +144,10 @@ def test_timeline_and_story_page_are_rtl(browser, app_url):
     h = gaza.locator("h3.headline a")
     assert h.evaluate("e => getComputedStyle(e).direction") == "rtl"
 
+    # an Arabic outlet name that starts with a Latin word still runs right to left
+    cnn = page.locator('.badge bdi', has_text="CNN بالعربية").first
+    assert cnn.evaluate("e => getComputedStyle(e).direction") == "rtl"
+
     # Arabic renders with an Arabic font, not boxes: the headline is wider than zero-width
     # fallback glyphs and the page uses a Noto Arabic family when installed
     assert h.bounding_box()["width"] > 100

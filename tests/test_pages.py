@@ -120,7 +120,7 @@ def test_cards_show_outlets_with_counted_badges(client):
     assert "التغطية الكاملة: ٥ مصادر" in text(gaza)
     link = gaza.xpath('.//h3[@class="headline"]/a')[0]
     assert link.get("href").startswith("http://www.bbc.com/arabic/") or "bbc" in link.get("href")
-    assert link.get("dir") == "auto"
+    assert link.get("dir") == "rtl"  # an Arabic feed's title, whatever its first letter
     assert gaza.xpath('.//a[@class="coverage"]/@href') == ["/stories/hamdallah-convoy-bombing-gaza"]
     # a topic with a single story is not linked from the card (it would lead to this story)
     assert gaza.xpath('.//a[@class="topic"]') == []
@@ -134,6 +134,23 @@ def test_cards_show_outlets_with_counted_badges(client):
     assert [text(b) for b in nepal.xpath('.//span[contains(@class,"badge")]')][-1] == "+مصدر"
     # outlet names are isolated (Latin inside Arabic: "CNN بالعربية")
     assert tree.xpath('//bdi[text()="CNN بالعربية"]')
+
+
+def test_direction_follows_the_language_not_the_first_letter(client, store, config):
+    src = next(s for s in config.sources if s.id == "cnn_arabic")
+    base = make_item(ROWS[0])
+    latin_first = base.__class__(**{**base.__dict__, "id": "mixed-1",
+                                    "title": "CNN: ترامب يلتقي كيم", "published": NOW})
+    english = base.__class__(**{**base.__dict__, "id": "english-1", "language": "en",
+                                "title": "Oil prices rise", "published": NOW})
+    store.save_poll(src, [latin_first, english], store.load_state(src.id), NOW)
+    tree = doc(client.get("/?source=cnn_arabic"))
+    mixed = card_by_id(tree, "mixed-1").xpath('.//h3/a')[0]
+    assert mixed.get("dir") == "rtl" and mixed.get("lang") is None
+    eng = card_by_id(tree, "english-1").xpath('.//h3/a')[0]
+    assert eng.get("dir") == "auto" and eng.get("lang") == "en"
+    # outlet names from an Arabic source are rtl too ("CNN بالعربية" reads CNN first)
+    assert tree.xpath('//bdi[@dir="rtl"][text()="CNN بالعربية"]')
 
 
 def test_single_outlet_story_has_no_more_badge(client):

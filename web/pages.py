@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 import redis
+from markupsafe import Markup, escape
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
 from aggregator.errors import AggregatorError
@@ -98,6 +99,7 @@ class Outlet:
     site: str | None = None
     country: str | None = None
     tags: tuple[str, ...] = ()
+    language: str = "ar"
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,8 @@ class Reader:
         s = self.sources.get(source_id)
         if s is None:
             return Outlet(source_id, source_id, colour_of(source_id))
-        return Outlet(s.id, s.title or s.id, colour_of(s.id), s.site, s.country, tuple(s.tags))
+        return Outlet(s.id, s.title or s.id, colour_of(s.id), s.site, s.country, tuple(s.tags),
+                      s.language or "ar")
 
     # grouping ----------------------------------------------------------------------------
     @property
@@ -584,6 +587,32 @@ def _errors_count(n: int) -> str:
 @bp.app_template_filter("more_sources")
 def _more_sources(n: int) -> str:
     return at.more_sources(n, display().digits)
+
+
+RTL_LANGUAGES = {"ar", "fa", "ur", "he", "iw", "ps", "ckb", "sd", "ug", "yi", "dv", "ku"}
+
+
+def text_dir(language: str | None) -> str:
+    """'rtl' for text in a right-to-left language, else 'auto'.
+
+    dir=auto alone goes by the first strong character, which is wrong for Arabic text that
+    starts with a Latin word ("CNN بالعربية", "Brexit يهدد…"): it would lay the whole line
+    out left to right and an Arabic reader would meet its words in reverse. Titles carry
+    their feed's language, so Arabic ones get rtl and anything else lets the browser decide.
+    """
+    primary = (language or "").split("-")[0].split("_")[0].lower()
+    return "rtl" if primary in RTL_LANGUAGES else "auto"
+
+
+@bp.app_template_filter("bidi")
+def _bidi(obj) -> Markup:
+    """Attributes that isolate a piece of text in its own direction (and language when it
+    is not the page's): use as <a{{ item|bidi }}>, for Items and Outlets alike."""
+    language = getattr(obj, "language", None) or "ar"
+    attrs = f' dir="{text_dir(language)}"'
+    if language.split("-")[0].lower() != "ar":
+        attrs += f' lang="{escape(language)}"'
+    return Markup(attrs)
 
 
 @bp.app_template_filter("tag_label")

@@ -110,6 +110,10 @@
     }
   }
   function text(s) { return typeof s === "string" ? s : ""; }
+  // Direction from the language (JSON Feed 1.1 item/feed "language"), not the first letter:
+  // dir=auto would lay out an Arabic title that starts with "CNN" left to right.
+  var RTL = /^(ar|fa|ur|he|iw|ps|ckb|sd|ug|yi|dv|ku)(-|_|$)/i;
+  function dirOf(lang) { return RTL.test(text(lang)) ? "rtl" : "auto"; }
   function note(msg) {
     list.textContent = "";
     var li = document.createElement("li");
@@ -118,7 +122,9 @@
     list.appendChild(li);
   }
 
+  var feedLang = "";
   function render(feed) {
+    feedLang = text(feed.language);
     var a = document.createElement("a");
     a.textContent = heading || text(feed.title) || "آخر الأخبار";
     a.href = safeUrl(feed.home_page_url) || base.origin + "/";
@@ -137,8 +143,10 @@
       if (!title) return;
       var li = document.createElement("li");
       var link = document.createElement(href ? "a" : "span");
+      var lang = text(item.language) || text(feedLang);
       link.textContent = title;
-      link.setAttribute("dir", "auto");
+      link.setAttribute("dir", dirOf(lang));
+      if (lang) link.setAttribute("lang", lang);
       if (href) {
         link.href = href;
         link.target = "_blank";
@@ -152,6 +160,7 @@
       if (who) {
         var src = document.createElement("bdi");
         src.className = "src";
+        src.setAttribute("dir", dirOf(lang));
         src.textContent = who;
         meta.appendChild(src);
         meta.appendChild(document.createTextNode(" · "));
