@@ -434,3 +434,40 @@ def test_stories_mode_with_the_real_grouper(redis_client, keys, rows):
             assert n == len(timeline)
     finally:
         server.close()
+
+
+def test_story_entry_updated_moves_when_an_outlet_joins(redis_client, keys, rows):
+    group = pytest.importorskip("aggregator.group")
+    import dataclasses
+
+    store = Store(redis_client, keys)
+    g = group.Grouper(redis_client, keys, source_rank={s.id: s.rank for s in SOURCES.values()})
+    first = [r.item for r in rows if r.story == "hamdallah-convoy-bombing-gaza"
+             and r.item.source == "skynews"][:1]
+    now = datetime(2018, 3, 13, 9, 0, tzinfo=UTC)
+    for it in first:
+        store.save_poll(SOURCES[it.source], [it], SourceState(last_poll=now), now)
+    g.process_pending(now)
+    server = LiveServer(make_app(redis_client, keys, g, AGG_VERSION_TTL=0.0))
+    try:
+        url = server.url + "/feeds/all.atom"
+        _, h1, b1 = get(url)
+        (e1,) = [e for e in etree.fromstring(b1).findall(A + "entry")]
+        # A wire copy of the lead report, published by a third outlet an hour later.
+        later = now + timedelta(hours=1)
+        copy = dataclasses.replace(first[0], id="joins0001", source="cnn",
+                                   url="https://arabic.cnn.com/middle-east/joins-1",
+                                   guid="joins-1", published=later, first_seen=later,
+                                   updated=later)
+        store.save_poll(SOURCES["cnn"], [copy], SourceState(last_poll=later), later)
+        g.process_pending(later)
+        _, h2, b2 = get(url, {"If-None-Match": h1["etag"]})
+        entries = etree.fromstring(b2).findall(A + "entry")
+        assert len(entries) == 1, "the copy should join the story, not start one"
+        (e2,) = entries
+        assert e2.findtext(A + "id") == e1.findtext(A + "id")
+        assert e2.findtext(A + "updated") > e1.findtext(A + "updated")
+        assert len(e2.findall(A + "author")) == len(e1.findall(A + "author")) + 1
+        assert "https://arabic.cnn.com/middle-east/joins-1" in e2.findtext(A + "content")
+    finally:
+        server.close()
