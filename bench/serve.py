@@ -7,6 +7,8 @@ run, reported as ratios to nginx.
 Targets (all on loopback, ephemeral ports, stopped at the end):
   nginx-file   plain nginx serving the bytes from a file            (the reference, 1.0)
   gunicorn     gunicorn -c deploy/gunicorn.conf.py, direct: the app's WSGI fast path
+  flask-view   the same gunicorn setup without the fast path: a Flask view returning
+               cached bytes (what the fast path saves)
   production   deploy/nginx.conf in front of gunicorn: pre-rendered file via try_files
   prod-dynamic the same nginx, a URL with a query string (proxied to gunicorn)
 Data: the 403 ANT items of 2018-03-12/13 with the gold story labels (shared/data), or
@@ -46,7 +48,8 @@ def bench_app():
     from web import create_app
     from web.extensions import services
 
-    app = create_app({"AGG_SOURCES": tuple(SOURCES.values())})
+    app = create_app({"AGG_SOURCES": tuple(SOURCES.values()),
+                      "AGG_FAST_PATH": os.environ.get("AGG_BENCH_FAST_PATH", "1") == "1"})
     stories, topics = gold_stories(load_rows(os.environ["AGG_BENCH_ROWS"]))
     with app.app_context():
         services()._grouper = GoldGrouper(stories, topics)
@@ -218,6 +221,7 @@ def main(argv=None) -> int:
         save_all(Store(client, Keys(prefix)), load_rows(rows_path))
 
         port_app, port_file, port_prod = free_port(), free_port(), free_port()
+        port_naive = free_port()
         public = f"http://127.0.0.1:{port_prod}/"
         env = dict(os.environ, REDIS_URL=f"unix://{sock}", AGG_KEY_PREFIX=prefix,
                    AGG_PUBLIC_URL=public, AGG_BENCH_ROWS=rows_path,
@@ -243,6 +247,12 @@ def main(argv=None) -> int:
                 os.path.join(tmp, "gunicorn.log"), "w"),
             start_new_session=True,
         ))
+        procs.append(subprocess.Popen(
+            ["gunicorn", "-c", os.path.join(ROOT, "deploy", "gunicorn.conf.py"),
+             "--log-level", "warning", *args.gunicorn_arg, "bench.serve:bench_app()"],
+            cwd=ROOT, env=dict(env, AGG_BENCH_FAST_PATH="0", AGG_BIND=f"127.0.0.1:{port_naive}"), stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(tmp, "gunicorn-naive.log"), "w"), start_new_session=True,
+        ))
         conf = nginx_config(tmp, port_file, port_prod, port_app, plain_dir, public_dir)
         subprocess.run([nginx_bin, "-t", "-q", "-c", conf, "-p", tmp], check=True,
                        capture_output=True)
@@ -252,6 +262,7 @@ def main(argv=None) -> int:
         targets = {
             "nginx-file": f"http://127.0.0.1:{port_file}{FEED}",
             "gunicorn": f"http://127.0.0.1:{port_app}{FEED}",
+            "flask-view": f"http://127.0.0.1:{port_naive}{FEED}",
             "production": f"http://127.0.0.1:{port_prod}{FEED}",
             "prod-dynamic": f"http://127.0.0.1:{port_prod}{FEED}?limit=50",
         }

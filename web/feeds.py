@@ -68,7 +68,8 @@ def _install(state) -> None:
         return c
 
     app.extensions[CACHE_EXT + ".clock_factory"] = clock
-    app.wsgi_app = FastPath(app.wsgi_app, cache, clock)
+    if app.config.get("AGG_FAST_PATH", True):  # off only to measure what it saves
+        app.wsgi_app = FastPath(app.wsgi_app, cache, clock)
 
 
 def _cache() -> OutputCache:
