@@ -73,14 +73,20 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 # kept byte-exact), anything else (raw Arabic, spaces, quotes) is UTF-8 percent-encoded.
 _PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 _QUERY_SAFE = _PATH_SAFE + "?"
-_PCT_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 _STRAY_PCT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _URL_JUNK_RE = re.compile(r"[\t\n\r]")  # WHATWG: removed anywhere in a URL
 _HOST_OK_RE = re.compile(r"^[a-z0-9._-]+$")
 
 
+# Only escapes that RFC 3986 normalisation changes: lower-case hex digits, or an escaped
+# unreserved character. Matching just these keeps Arabic paths (hundreds of %XX each,
+# already canonical) off the Python callback.
+_PCT_TO_FIX_RE = re.compile(
+    r"%(?:[0-9A-Fa-f][a-f]|[a-f][0-9A-F]|2[DE]|3[0-9]|4[1-9A-F]|5[0-9AF]|6[1-9A-F]|7[0-9AE])")
+
+
 def _norm_pct(m: re.Match) -> str:
-    hexpair = m.group(1).upper()
+    hexpair = m.group()[1:].upper()
     char = chr(int(hexpair, 16))
     # RFC 3986 6.2.2: decode only unreserved characters, uppercase every other escape.
     return char if char in _UNRESERVED else "%" + hexpair
@@ -89,7 +95,7 @@ def _norm_pct(m: re.Match) -> str:
 def _encode_component(text: str, safe: str) -> str:
     text = _STRAY_PCT_RE.sub("%25", text)
     text = quote(text, safe=safe, encoding="utf-8", errors="strict")
-    return _PCT_RE.sub(_norm_pct, text)
+    return _PCT_TO_FIX_RE.sub(_norm_pct, text)
 
 
 def _remove_dot_segments(path: str) -> str:

@@ -82,7 +82,7 @@ def run_limit(urls, concurrency):
 
 
 # (a) ours ----------------------------------------------------------------------------
-def run_ours(urls, concurrency, redis_url):
+def run_ours(urls, concurrency, redis_url, group=True):
     from aggregator.fetch import Fetcher
     from aggregator.keys import Keys
     from aggregator.runner import GroupingLoop, make_grouper, poll_once
@@ -98,7 +98,7 @@ def run_ours(urls, concurrency, redis_url):
     sources = [Source(id=f"f{i}", url=u, title=f"f{i}", rank=i) for i, u in enumerate(urls)]
     store = Store(connect(settings), Keys(settings.key_prefix))
     pipe = Pipeline(store, Fetcher(settings, maxsize=concurrency), rng=random.Random(0))
-    grouping = GroupingLoop(make_grouper(store, sources))
+    grouping = GroupingLoop(make_grouper(store, sources)) if group else None
 
     def once():  # returns when every new item is stored and grouped
         return sum(r.new for r in poll_once(sources, pipe, settings, grouping))
@@ -139,6 +139,8 @@ def main():
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     ap.add_argument("--skip-reader", action="store_true")
+    ap.add_argument("--no-group", action="store_true",
+                    help="also run ours without grouping (ingest alone), as 'ours-ng'")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     clones = -(-args.feeds // 5)
@@ -150,6 +152,10 @@ def main():
         passes, stored = run_ours(clone_urls(listing, args.feeds), args.concurrency,
                                   os.environ.get("REDIS_URL"))
         results["ours"] = passes
+    if args.no_group:
+        with newsroom(args.shared, clones) as listing:
+            results["ours-ng"], _ = run_ours(clone_urls(listing, args.feeds), args.concurrency,
+                                             os.environ.get("REDIS_URL"), group=False)
     if not args.skip_reader:
         with newsroom(args.shared, clones) as listing:
             results["reader"] = run_reader(clone_urls(listing, args.feeds), args.concurrency)
