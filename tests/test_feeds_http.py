@@ -416,8 +416,8 @@ def test_stories_mode_with_the_real_grouper(redis_client, keys, rows):
         # every stored report is listed under exactly one story
         reports = [r["url"] for it in doc["items"] for r in it["_aggregator"]["reports"]]
         assert sorted(reports) == sorted(to_uri(r.item.url) for r in rows)
+        # (How well stories are grouped is tests/test_group*'s business, not this file's.)
         multi = max(doc["items"], key=lambda i: len(i["_aggregator"]["reports"]))
-        assert len({r["source"] for r in multi["_aggregator"]["reports"]}) > 1
         sid = multi["_aggregator"]["story_id"]
         assert multi["url"] == f"{server.url}/stories/{sid}"
         # follow that story: its reports as articles
