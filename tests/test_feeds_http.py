@@ -471,3 +471,29 @@ def test_story_entry_updated_moves_when_an_outlet_joins(redis_client, keys, rows
         assert "https://arabic.cnn.com/middle-east/joins-1" in e2.findtext(A + "content")
     finally:
         server.close()
+
+
+def test_arabic_tag_and_country_case(redis_client, keys, rows):
+    import dataclasses
+
+    src = dataclasses.replace(SOURCES["alarabiya"], tags=("خليج",))
+    store = Store(redis_client, keys)
+    now = datetime(2018, 3, 14, tzinfo=UTC)
+    items = [r.item for r in rows if r.item.source == "alarabiya"]
+    store.save_poll(src, items, SourceState(last_poll=now), now)
+    app = make_app(redis_client, keys, GoldGrouper(*gold_stories(rows)),
+                   AGG_SOURCES=(src,) + tuple(s for k, s in SOURCES.items() if k != "alarabiya"))
+    server = LiveServer(app)
+    try:
+        path = "/feeds/tags/" + quote("خليج") + ".json"
+        for _ in range(2):  # the second answer comes from the fast path
+            status, h, body = get(server.url + path + "?mode=articles")
+            assert status == 200
+            doc = json.loads(body)
+            assert sorted(i["title"] for i in doc["items"]) == sorted(i.title for i in items)
+            assert doc["feed_url"] == f"{server.url}{path}?mode=articles"
+        status, h, _ = get(server.url + "/feeds/countries/sa.rss?limit=5")
+        assert status == 301
+        assert h["location"].endswith("/feeds/countries/SA.rss?limit=5")
+    finally:
+        server.close()

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, abort, current_app, request
+from flask import Blueprint, Response, abort, current_app, redirect, request
 
 from aggregator import syndicate
 from aggregator.syndicate import ArticleEntry, FeedMeta, StoryEntry
@@ -364,6 +364,10 @@ def _build(kind: str, name: str | None, fmt: str) -> tuple[bytes, datetime, str]
         home = f"{base}?{urlencode({'tag': name})}"
     elif kind == "countries":
         cc = name.upper()
+        if cc != name:  # one URL per feed: readers and the self link agree on it
+            qs = request.query_string.decode("latin-1")
+            abort(redirect(f"{base}feeds/countries/{syndicate.seg(cc)}.{fmt}"
+                           + (f"?{qs}" if qs else ""), 301))
         index = keys.country_timeline(cc)
         if not any((s.country or "").upper() == cc for s in sources.values()) \
                 and not store.r.exists(index):
