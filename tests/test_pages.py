@@ -271,6 +271,8 @@ def test_titles_are_autoescaped(redis_client, keys, feeds_path, config, store, c
     assert '<script>alert("x")</script>' not in body
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; عاجل" in body
     assert 'onmouseover="x' not in body
+    assert not [h for h in lxml.html.fromstring(body).xpath("//a/@href")
+                if h.strip().lower().startswith("javascript:")]
     tree = lxml.html.fromstring(body)
     assert not tree.xpath("//script")  # no inline (or any) script on the page
 

@@ -615,6 +615,17 @@ def _bidi(obj) -> Markup:
     return Markup(attrs)
 
 
+@bp.app_template_filter("web_url")
+def _web_url(url: str | None) -> str:
+    """The URL if it is http(s), else '' (templates then link our story page instead).
+    Ingest already canonicalises links; this keeps a javascript: or data: link that ever
+    slipped through from becoming a live link on our pages."""
+    if not url:
+        return ""
+    scheme = url.split(":", 1)[0].strip().lower() if ":" in url else ""
+    return url if scheme in ("http", "https") else ""
+
+
 @bp.app_template_filter("tag_label")
 def _tag_label(tag: str) -> str:
     return tag_label(tag)
