@@ -131,10 +131,55 @@ class UpsertResult:
     unchanged: int
 
 
+def _flat_json(mapping: dict[str, str]) -> str:
+    return json.dumps([v for pair in mapping.items() for v in pair], ensure_ascii=False)
+
+
+# ARGV: now, version key, state key, schedule key, source id, next poll ('' = none),
+# state fields (flat JSON list), first-seen key, pending key, index keys (JSON list),
+# then per item: item key, id, content hash, published, first seen, fields (flat JSON).
+_SAVE_POLL_LUA = """
+local now, indexes_json = ARGV[1], ARGV[10]
+local indexes = cjson.decode(indexes_json)
+local keep = {id = true, first_seen = true, published = true, source = true}
+local new, updated = {}, {}
+for i = 11, #ARGV, 6 do
+  local key, id, hash, score, seen = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local old = redis.call('HGET', key, 'content_hash')
+  if not old then
+    redis.call('HSET', key, 'indexes', indexes_json, unpack(cjson.decode(ARGV[i + 5])))
+    for _, index in ipairs(indexes) do redis.call('ZADD', index, score, id) end
+    redis.call('ZADD', ARGV[8], seen, id)
+    redis.call('ZADD', ARGV[9], score, id)
+    new[#new + 1] = id
+  elseif old ~= hash then
+    local fields, changed = cjson.decode(ARGV[i + 5]), {'updated', now}
+    for j = 1, #fields, 2 do
+      if not keep[fields[j]] then
+        changed[#changed + 1] = fields[j]
+        changed[#changed + 1] = fields[j + 1]
+      end
+    end
+    redis.call('HSET', key, unpack(changed))
+    updated[#updated + 1] = id
+  end
+end
+redis.call('HSET', ARGV[3], unpack(cjson.decode(ARGV[7])))
+if ARGV[6] == '' then
+  redis.call('ZREM', ARGV[4], ARGV[5])
+else
+  redis.call('ZADD', ARGV[4], ARGV[6], ARGV[5])
+end
+if #new > 0 or #updated > 0 then redis.call('INCR', ARGV[2]) end
+return {new, updated}
+"""
+
+
 class Store:
     def __init__(self, client: redis.Redis, keys: Keys | None = None):
         self.r = client
         self.keys = keys or Keys()
+        self._save_poll = client.register_script(_SAVE_POLL_LUA)
 
     # items ------------------------------------------------------------------------------
     def _indexes(self, source: Source) -> list[str]:
@@ -152,54 +197,32 @@ class Store:
         state: SourceState,
         now: datetime,
     ) -> UpsertResult:
-        """Upsert a poll's items and save the source state, in one transaction.
+        """Upsert a poll's items and save the source state: one atomic round trip.
 
-        A new item is stored whole and indexed; a known item whose content hash changed
-        (retitled, summary edited) is updated in place, keeping its id, first-seen and
-        published times; anything else is left alone.
+        A new item is stored whole, indexed and queued for grouping; a known item whose
+        content hash changed (retitled, summary edited) is updated in place, keeping its
+        id, first-seen and published times; anything else is left alone. The decisions
+        run inside Redis (_SAVE_POLL_LUA), so there is no read-then-write gap and a kill
+        at any moment leaves all of the poll or none of it.
         """
         k = self.keys
-        # The last occurrence wins when a feed repeats a GUID within one document.
         by_id: dict[str, Item] = {}
-        for item in items:
+        for item in items:  # the last occurrence wins when a feed repeats a GUID
             by_id[item.id] = item
-        ids = list(by_id)
+        state_fields = state_to_hash(state)
+        args = [
+            _ts(now), k.outputs_version, k.source_state(source.id), k.schedule, source.id,
+            _ts(state.next_poll), _flat_json(state_fields), k.first_seen, k.group_pending,
+            json.dumps(self._indexes(source)),
+        ]
+        for item_id, item in by_id.items():
+            args += [k.item(item_id), item_id, item.content_hash, _ts(item.published),
+                     _ts(item.first_seen), _flat_json(item_to_hash(item))]
         try:
-            with self.r.pipeline(transaction=False) as p:
-                for item_id in ids:
-                    p.hmget(k.item(item_id), "content_hash", "first_seen")
-                known = p.execute()
-            new, updated = [], []
-            indexes = self._indexes(source)
-            with self.r.pipeline(transaction=True) as p:
-                for item_id, (old_hash, _first_seen) in zip(ids, known):
-                    item = by_id[item_id]
-                    if old_hash is None:
-                        h = item_to_hash(item)
-                        h["indexes"] = json.dumps(indexes)
-                        p.hset(k.item(item_id), mapping=h)
-                        score = item.published.timestamp()
-                        for index in indexes:
-                            p.zadd(index, {item_id: score})
-                        p.zadd(k.first_seen, {item_id: item.first_seen.timestamp()})
-                        p.zadd(k.group_pending, {item_id: score})
-                        new.append(item_id)
-                    elif old_hash != item.content_hash:
-                        changed = item_to_hash(item)
-                        keep = ("id", "first_seen", "published", "source")
-                        p.hset(
-                            k.item(item_id),
-                            mapping={f: v for f, v in changed.items() if f not in keep}
-                            | {"updated": _ts(now)},
-                        )
-                        updated.append(item_id)
-                self._write_state(p, source.id, state)
-                if new or updated:
-                    p.incr(k.outputs_version)
-                p.execute()
+            new, updated = self._save_poll(args=args)
         except redis.RedisError as e:
             raise StoreError(f"saving poll of {source.id}: {e}") from e
-        return UpsertResult(tuple(new), tuple(updated), len(ids) - len(new) - len(updated))
+        return UpsertResult(tuple(new), tuple(updated), len(by_id) - len(new) - len(updated))
 
     def get_items(self, ids: Iterable[str]) -> list[Item]:
         ids = list(ids)
@@ -229,9 +252,14 @@ class Store:
         max_items, from every index they are in. Runs on our clock, not pubDates."""
         k = self.keys
         old = set(self.r.zrangebyscore(k.first_seen, "-inf", (now - max_age).timestamp()))
-        excess = self.r.zcard(k.timeline) - max_items
-        if excess > 0:
-            old.update(self.r.zrange(k.timeline, 0, excess - 1))
+        excess = self.r.zcard(k.timeline) - len(old) - max_items
+        if excess > 0:  # then the oldest published of what is left, beyond max_items
+            for item_id in self.r.zrange(k.timeline, 0, excess + len(old) - 1):
+                if excess == 0:
+                    break
+                if item_id not in old:
+                    old.add(item_id)
+                    excess -= 1
         if not old:
             return 0
         old = list(old)
@@ -250,14 +278,14 @@ class Store:
         return len(old)
 
     # source state -----------------------------------------------------------------------
-    def _write_state(self, p, source_id: str, state: SourceState) -> None:
-        p.hset(self.keys.source_state(source_id), mapping=state_to_hash(state))
-        if state.next_poll is not None:
-            p.zadd(self.keys.schedule, {source_id: state.next_poll.timestamp()})
-
     def save_state(self, source_id: str, state: SourceState) -> None:
+        """State alone (no poll): operators' edits and tests."""
         with self.r.pipeline(transaction=True) as p:
-            self._write_state(p, source_id, state)
+            p.hset(self.keys.source_state(source_id), mapping=state_to_hash(state))
+            if state.next_poll is None:
+                p.zrem(self.keys.schedule, source_id)
+            else:
+                p.zadd(self.keys.schedule, {source_id: state.next_poll.timestamp()})
             p.execute()
 
     def load_state(self, source_id: str) -> SourceState:

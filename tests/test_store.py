@@ -1,0 +1,86 @@
+"""The store against a real Redis: upsert semantics, indexes, retention, state, embedded."""
+from datetime import datetime, timedelta, timezone
+
+import redis
+
+from aggregator.embedded import ensure_server, stop_server
+from aggregator.keys import Keys
+from aggregator.store import Store, state_from_hash, state_to_hash
+from aggregator.types import Item, Source, SourceState
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+SRC = Source(id="sky", url="https://example.org/rss", title="سكاي", tags=("gulf", "tv"),
+             country="AE")
+
+
+def item(n, title=None, published=None, first_seen=NOW):
+    title = title or f"عنوان الخبر رقم {n}"
+    return Item(id=f"id{n}", source="sky", url=f"https://example.org/{n}", guid=str(n),
+                title=title, summary_html=f"<p>{title}</p>", summary_text=title,
+                published=published or NOW - timedelta(minutes=n), first_seen=first_seen,
+                updated=first_seen, categories=("العالم",), content_hash=f"h-{title}")
+
+
+def test_new_items_land_in_every_index_once(redis_client, keys):
+    store = Store(redis_client, keys)
+    res = store.save_poll(SRC, [item(1), item(2), item(1)], SourceState(next_poll=NOW), NOW)
+    assert sorted(res.new) == ["id1", "id2"] and res.updated == () and res.unchanged == 0
+    for index in (keys.timeline, keys.source_timeline("sky"), keys.tag_timeline("gulf"),
+                  keys.tag_timeline("tv"), keys.country_timeline("AE"), keys.group_pending):
+        assert redis_client.zrange(index, 0, -1) == ["id2", "id1"], index
+    assert store.get_items(["id1"]) == [item(1)]
+    assert redis_client.zscore(keys.schedule, "sky") == NOW.timestamp()
+    assert int(redis_client.get(keys.outputs_version)) == 1
+
+
+def test_repoll_is_idempotent_and_changes_update_in_place(redis_client, keys):
+    store = Store(redis_client, keys)
+    store.save_poll(SRC, [item(1), item(2)], SourceState(), NOW)
+    again = store.save_poll(SRC, [item(1), item(2)], SourceState(), NOW + timedelta(hours=1))
+    assert again.new == () and again.updated == () and again.unchanged == 2
+    assert int(redis_client.get(keys.outputs_version)) == 1  # nothing changed: no re-render
+    later = NOW + timedelta(hours=2)
+    retitled = item(2, title="محدث: عنوان جديد", published=later, first_seen=later)
+    res = store.save_poll(SRC, [retitled], SourceState(), later)
+    assert res.updated == ("id2",)
+    [got] = store.get_items(["id2"])
+    assert got.title == "محدث: عنوان جديد" and got.updated == later
+    assert got.first_seen == NOW and got.published == item(2).published
+    assert redis_client.zcard(keys.timeline) == 2
+
+
+def test_retention_trims_every_index_together(redis_client, keys):
+    store = Store(redis_client, keys)
+    old = [item(n, first_seen=NOW - timedelta(days=40)) for n in range(3)]
+    fresh = [item(n) for n in range(3, 8)]
+    store.save_poll(SRC, old + fresh, SourceState(), NOW)
+    assert store.trim(NOW, timedelta(days=30), max_items=4) == 4  # 3 too old + 1 over count
+    left = set(redis_client.zrange(keys.timeline, 0, -1))
+    assert left == {"id3", "id4", "id5", "id6"}  # the oldest published fresh one went too
+    for index in (keys.source_timeline("sky"), keys.tag_timeline("gulf"),
+                  keys.country_timeline("AE"), keys.first_seen):
+        assert set(redis_client.zrange(index, 0, -1)) == left
+    assert not redis_client.exists(keys.item("id0")) and not redis_client.exists(keys.item("id7"))
+
+
+def test_state_round_trips():
+    st = SourceState(etag='"abc"', last_poll=NOW, consecutive_failures=2, errors=5,
+                     last_http_status=503, latency_ms=12.5, next_poll=None,
+                     suggested_url="https://x/")
+    assert state_from_hash(state_to_hash(st)) == st
+    assert state_from_hash({}) == SourceState()
+
+
+def test_embedded_redis_persists_across_restarts_and_is_shared(tmp_path):
+    sock = ensure_server(tmp_path)
+    assert ensure_server(tmp_path) == sock  # a second process reuses the running server
+    store = Store(redis.Redis(unix_socket_path=sock, decode_responses=True), Keys("emb"))
+    store.save_poll(SRC, [item(1)], SourceState(), NOW)
+    stop_server(tmp_path)
+    sock = ensure_server(tmp_path)
+    store = Store(redis.Redis(unix_socket_path=sock, decode_responses=True), Keys("emb"))
+    try:
+        assert [it.title for it in store.get_items(["id1"])] == [item(1).title]
+        assert (tmp_path / "appendonlydir").exists() or (tmp_path / "appendonly.aof").exists()
+    finally:
+        stop_server(tmp_path)
