@@ -2,7 +2,7 @@
 the same bytes served by nginx from a plain file, measured with wrk on 127.0.0.1 in one
 run, reported as ratios to nginx.
 
-    python bench/serve.py [--duration 10] [--connections 32] [--json-only]
+    python bench/serve.py [--duration 4] [--rounds 3] [--connections 32] [--json-only]
 
 Targets (all on loopback, ephemeral ports, stopped at the end):
   nginx-file   plain nginx serving the bytes from a file            (the reference, 1.0)
@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import socket
 import subprocess
 import sys
@@ -189,7 +190,8 @@ def wrk(url: str, duration: int, connections: int, headers: dict | None = None) 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    ap.add_argument("--duration", type=int, default=4, help="seconds per measurement")
+    ap.add_argument("--rounds", type=int, default=3, help="measurements per target (median)")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--json-only", action="store_true")
     ap.add_argument("--gunicorn-arg", action="append", default=[],
@@ -274,24 +276,41 @@ def main(argv=None) -> int:
         same = {name: b == ref for name, b in bodies.items() if name != "prod-dynamic"}
         assert all(same.values()), f"bodies differ: {same}"
 
-        results = {}
+        # Rounds, each measuring every target once: the machine's background load drifts
+        # (2 shared cores), so a ratio is taken within a round, and the median of the
+        # rounds' ratios is reported.
+        etags = {}
         for name, url in targets.items():
-            status, headers, _ = fetch(url)
-            etag = headers.get("ETag")
-            fetch(url, {"If-None-Match": etag})  # warm
-            results[name] = {
-                "200": wrk(url, args.duration, args.connections),
-                "304": wrk(url, args.duration, args.connections, {"If-None-Match": etag}),
-                "etag": etag,
-            }
-        base = results["nginx-file"]
-        for name, r in results.items():
+            etags[name] = fetch(url)[1].get("ETag")
+            fetch(url, {"If-None-Match": etags[name]})  # warm
+        rounds: list[dict] = []
+        for _ in range(args.rounds):
+            one = {}
+            for name, url in targets.items():
+                one[name] = {
+                    "200": wrk(url, args.duration, args.connections),
+                    "304": wrk(url, args.duration, args.connections,
+                               {"If-None-Match": etags[name]}),
+                }
+            rounds.append(one)
+        results = {}
+        for name in targets:
+            results[name] = {}
             for code in ("200", "304"):
-                r[code]["ratio"] = round(r[code]["rps"] / base[code]["rps"], 3)
+                runs = [r[name][code] for r in rounds]
+                ratios = [r[name][code]["rps"] / r["nginx-file"][code]["rps"] for r in rounds]
+                results[name][code] = {
+                    "rps": round(statistics.median(x["rps"] for x in runs), 1),
+                    "p99_ms": round(statistics.median(x["p99_ms"] for x in runs), 2),
+                    "ratio": round(statistics.median(ratios), 3),
+                    "ratios": [round(x, 3) for x in ratios],
+                    "non_2xx_3xx": sum(x["non_2xx_3xx"] for x in runs),
+                }
 
         if not args.json_only:
             print(f"hot {FEED}: {len(ref)} bytes, {n_rows} items; wrk -t2 "
-                  f"-c{args.connections} -d{args.duration}s on 127.0.0.1, {os.cpu_count()} cores")
+                  f"-c{args.connections} -d{args.duration}s x {args.rounds} rounds on 127.0.0.1, "
+                  f"{os.cpu_count()} cores; medians, ratio = median of per-round ratios")
             print(f"{'target':<13} {'200 req/s':>10} {'p99 ms':>8} {'ratio':>6}   "
                   f"{'304 req/s':>10} {'p99 ms':>8} {'ratio':>6}")
             for name, r in results.items():
@@ -300,7 +319,8 @@ def main(argv=None) -> int:
                       f"{b['rps']:>10.0f} {b['p99_ms']:>8.2f} {b['ratio']:>6.2f}")
         print(json.dumps({
             "bench": "serve", "feed": FEED, "bytes": len(ref), "items": n_rows,
-            "duration_s": args.duration, "connections": args.connections,
+            "duration_s": args.duration, "rounds": args.rounds,
+            "connections": args.connections,
             "results": {k: {c: v[c] for c in ("200", "304")} for k, v in results.items()},
         }))
         return 0
