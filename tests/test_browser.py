@@ -110,6 +110,7 @@ def test_timeline_and_story_page_are_rtl(browser, app_url):
     page = browser.new_page(viewport={"width": 1000, "height": 1400}, locale="ar")
     errors = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.clock.install()  # app.js keeps relative times fresh: drive its clock
     page.goto(app_url + "/")
     assert page.evaluate("getComputedStyle(document.documentElement).direction") == "rtl"
     assert page.evaluate("getComputedStyle(document.body).direction") == "rtl"
@@ -151,6 +152,14 @@ def test_timeline_and_story_page_are_rtl(browser, app_url):
     # Arabic renders with an Arabic font, not boxes: the headline is wider than zero-width
     # fallback glyphs and the page uses a Noto Arabic family when installed
     assert h.bounding_box()["width"] > 100
+
+    # relative times move on in an open tab, counted from the server's clock
+    newest = page.locator("article.card footer time").first
+    assert newest.inner_text() == "منذ ١٧ دقيقة"
+    page.clock.run_for("10:00")
+    assert newest.inner_text() == "منذ ٢٧ دقيقة"
+    page.clock.run_for("01:00:00")
+    assert newest.inner_text() == "منذ ساعة"
 
     os.makedirs(os.path.dirname(SCREENSHOT), exist_ok=True)
     page.screenshot(path=SCREENSHOT, full_page=False)

@@ -654,6 +654,8 @@ def _globals():
         "site_tagline": current_app.config.get(
             "SITE_TAGLINE", "كل مصادر الخبر في مكان واحد، قصةً قصة"),
         "display_tz": display().tz,
+        "display_digits": display().digits,
+        "render_now": at.iso(now_utc()),
     }
 
 
