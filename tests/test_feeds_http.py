@@ -497,3 +497,23 @@ def test_arabic_tag_and_country_case(redis_client, keys, rows):
         assert h["location"].endswith("/feeds/countries/SA.rss?limit=5")
     finally:
         server.close()
+
+
+def test_redis_down_serves_last_bytes_or_503(live, monkeypatch):
+    import redis as redis_mod
+
+    url = f"{live.url}/feeds/all.json"
+    _, h, body = get(url)
+    with live.app.app_context():
+        from web.extensions import services
+
+        store = services().store
+
+    def down():
+        raise redis_mod.ConnectionError("down")
+
+    monkeypatch.setattr(store, "outputs_version", down)
+    status, h2, body2 = get(url)
+    assert status == 200 and body2 == body and h2["etag"] == h["etag"]
+    status, _, _ = get(f"{live.url}/feeds/sources/bbc.json")  # never rendered: nothing to serve
+    assert status == 503

@@ -194,6 +194,11 @@ class OutputCache:
         self.misses += 1
         return None
 
+    def latest(self, key: tuple[str, str]) -> Rendered | None:
+        """Whatever version is held: served when Redis cannot say which is current
+        (Cache-Control promises stale-if-error; a reader prefers old news to a 500)."""
+        return self._data.get(key)
+
     def put(self, key: tuple[str, str], r: Rendered) -> None:
         with self._lock:
             old = self._data.get(key)
@@ -229,14 +234,14 @@ class FastPath:
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         if path.startswith(self.prefix) and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            key = (path, environ.get("QUERY_STRING", ""))
             try:
                 if self._clock is None:
                     self._clock = self._clock_factory()
-                r = self.cache.get((path, environ.get("QUERY_STRING", "")),
-                                   self._clock.current())
-            except Exception:  # Redis down etc.: let Flask answer (and report) it
-                log.debug("fast path skipped", exc_info=True)
-                r = None
+                r = self.cache.get(key, self._clock.current())
+            except Exception:  # Redis down: the last bytes we have, else Flask reports it
+                log.warning("outputs version unreadable; serving cached bytes", exc_info=True)
+                r = self.cache.latest(key)
             if r is not None:
                 status, headers, body = respond(r, environ)
                 start_response(status, headers)

@@ -491,8 +491,16 @@ def _serve(kind: str, name: str | None, fmt: str) -> Response:
     cache = _cache()
     # The raw WSGI strings, exactly what FastPath looks up (Arabic tags included).
     key = (request.environ.get("PATH_INFO", ""), request.environ.get("QUERY_STRING", ""))
-    version = _clock().current()
-    r = cache.get(key, version)
+    try:
+        version = _clock().current()
+    except Exception:  # Redis down (the fast path already tried the cache): say so
+        log.warning("outputs version unreadable", exc_info=True)
+        r = cache.latest(key)
+        if r is None:
+            abort(503, "store unavailable")
+        version = None
+    else:
+        r = cache.get(key, version)
     if r is None:
         body, updated, self_url = _build(kind, name, fmt)
         r = Rendered.build(body, syndicate.CONTENT_TYPES[fmt], updated, self_url, version)
