@@ -67,11 +67,9 @@ def stats(settings: Settings) -> dict:
             "suggested_url": st.suggested_url,
             "latency_ms": st.latency_ms,
         }
-    from .group import Grouper
-
     return {
         "items": store.count_items(),
-        "stories": Grouper(store.r, store.keys).count_stories(),
+        "stories": store.r.zcard(store.keys.group_story_timeline),
         "sources": sources,
     }
 

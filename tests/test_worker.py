@@ -1,11 +1,13 @@
 """worker.py as a real process: kill -9 mid-poll, restart, hot reload, SIGTERM."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -148,3 +150,35 @@ def test_hot_reload_keeps_last_good_config_and_restart_resumes(server, env, redi
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
+
+
+def test_stats_json_reports_items_stories_and_every_source(server, env, redis_client, keys):
+    Path(env["AGG_FEEDS"]).write_text(feeds_yaml(server, ["BBC", "CNN"]), encoding="utf-8")
+    server.feeds["/cnn.xml"].faults.append(Fault(503, {"Retry-After": "120"}))
+    subprocess.run([sys.executable, str(ROOT / "worker.py"), "--once"], cwd=ROOT, env=env,
+                   check=True, capture_output=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "aggregator", "stats", "--json"], cwd=ROOT,
+                         env=env, check=True, capture_output=True, text=True, timeout=60).stdout
+    stats = json.loads(out)
+    n_bbc = len(ant_items("BBC"))
+    assert stats["items"] == n_bbc
+    assert 1 <= stats["stories"] <= n_bbc
+    bbc, cnn = stats["sources"]["bbc"], stats["sources"]["cnn"]
+    assert bbc["items"] == n_bbc and bbc["last_status"] == "ok" and bbc["last_http_status"] == 200
+    assert bbc["errors"] == 0 and datetime.fromisoformat(bbc["next_poll"]).tzinfo is not None
+    assert cnn["items"] == 0 and cnn["last_status"] == "http-5xx" and cnn["errors"] == 1
+    assert cnn["last_http_status"] == 503 and cnn["retry_after_until"]
+
+
+def test_check_config_names_file_and_line(tmp_path):
+    bad = tmp_path / "feeds.yaml"
+    bad.write_text("sources:\n  - id: x\n    url: ftp://example.org/rss\n    title: x\n",
+                   encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "aggregator", "check-config", str(bad)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert f"{bad}:3: sources[0].url:" in proc.stderr
+    ok = subprocess.run([sys.executable, "-m", "aggregator", "check-config",
+                         str(ROOT / "feeds.yaml")], cwd=ROOT, capture_output=True, text=True,
+                        timeout=60)
+    assert ok.returncode == 0 and ok.stdout.startswith("OK:")
