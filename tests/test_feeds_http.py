@@ -517,3 +517,16 @@ def test_redis_down_serves_last_bytes_or_503(live, monkeypatch):
     assert status == 200 and body2 == body and h2["etag"] == h["etag"]
     status, _, _ = get(f"{live.url}/feeds/sources/bbc.json")  # never rendered: nothing to serve
     assert status == 503
+
+
+def test_forged_host_does_not_poison_the_cache(live):
+    url = f"{live.url}/feeds/all.atom"
+    _, _, evil = get(url, {"Host": "evil.example"})
+    assert b"http://evil.example/" in evil  # no public URL configured: links follow Host
+    _, _, body = get(url)
+    assert b"evil.example" not in body
+    live.app.config["AGG_PUBLIC_URL"] = "https://akhbar.example/"
+    _, _, body = get(f"{live.url}/feeds/all.rss")
+    assert b"https://akhbar.example/feeds/all.rss" in body
+    _, _, again = get(f"{live.url}/feeds/all.rss", {"Host": "evil.example"})
+    assert again == body

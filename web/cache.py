@@ -82,7 +82,7 @@ class Rendered:
             self_url=self_url, version=version,
         )
 
-    def common_headers(self) -> list[tuple[str, str]]:
+    def common_headers(self) -> list[tuple]:
         return [
             ("Cache-Control", CACHE_CONTROL),
             ("Vary", "Accept-Encoding"),
@@ -125,7 +125,7 @@ def _etag_matches(header: str, tags: tuple[str, ...]) -> bool:
     return False
 
 
-def respond(r: Rendered, environ: dict) -> tuple[str, list[tuple[str, str]], bytes]:
+def respond(r: Rendered, environ: dict) -> tuple[str, list[tuple], bytes]:
     """Status, headers and body for one request of a rendered output (pure). The body is
     returned for HEAD too (its length is the Content-Length); the server drops it."""
     ae = environ.get("HTTP_ACCEPT_ENCODING")
@@ -173,7 +173,7 @@ class OutputCache:
     output once per change."""
 
     def __init__(self, max_entries: int = 512, max_bytes: int = 64 * 1024 * 1024):
-        self._data: OrderedDict[tuple[str, str], Rendered] = OrderedDict()
+        self._data: OrderedDict[tuple, Rendered] = OrderedDict()
         self._max = max_entries
         # Bytes held, so ?q=/?before= variety cannot grow a worker without bound.
         self._max_bytes = max_bytes
@@ -182,7 +182,7 @@ class OutputCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: tuple[str, str], version: int) -> Rendered | None:
+    def get(self, key: tuple, version: int) -> Rendered | None:
         r = self._data.get(key)
         if r is not None and r.version == version:
             self.hits += 1
@@ -194,12 +194,12 @@ class OutputCache:
         self.misses += 1
         return None
 
-    def latest(self, key: tuple[str, str]) -> Rendered | None:
+    def latest(self, key: tuple) -> Rendered | None:
         """Whatever version is held: served when Redis cannot say which is current
         (Cache-Control promises stale-if-error; a reader prefers old news to a 500)."""
         return self._data.get(key)
 
-    def put(self, key: tuple[str, str], r: Rendered) -> None:
+    def put(self, key: tuple, r: Rendered) -> None:
         with self._lock:
             old = self._data.get(key)
             if old is not None and old.version > r.version:
@@ -220,21 +220,34 @@ class OutputCache:
             self._bytes = 0
 
 
+def request_key(environ: dict, public_url: str | None = None) -> tuple:
+    """Cache key of a request: raw path and query (as WSGI gives them, so Arabic paths
+    match byte for byte) — plus scheme and Host when no public URL is configured, since
+    links inside the output are then built from them: otherwise one request with a forged
+    Host header would put its links in everyone's copy."""
+    key = (environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""))
+    if public_url:
+        return key
+    return key + (environ.get("wsgi.url_scheme", "http"), environ.get("HTTP_HOST", ""))
+
+
 class FastPath:
     """WSGI layer: a GET/HEAD of a cached output at the current version is answered here,
     before Flask builds a request, routes, and runs the view. Anything else passes on."""
 
-    def __init__(self, wsgi_app, cache: OutputCache, clock_factory, prefix: str = "/feeds/"):
+    def __init__(self, wsgi_app, cache: OutputCache, clock_factory, prefix: str = "/feeds/",
+                 key_fn=None):
         self.wsgi_app = wsgi_app
         self.cache = cache
         self._clock_factory = clock_factory
+        self._key_fn = key_fn or request_key
         self._clock: VersionClock | None = None
         self.prefix = prefix
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         if path.startswith(self.prefix) and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
-            key = (path, environ.get("QUERY_STRING", ""))
+            key = self._key_fn(environ)
             try:
                 if self._clock is None:
                     self._clock = self._clock_factory()

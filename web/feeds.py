@@ -31,7 +31,7 @@ from aggregator import syndicate
 from aggregator.syndicate import ArticleEntry, FeedMeta, StoryEntry
 from aggregator.types import Item, Source, Story
 
-from .cache import FastPath, OutputCache, Rendered, VersionClock, respond
+from .cache import FastPath, OutputCache, Rendered, VersionClock, request_key, respond
 from .extensions import EXT, services
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,13 @@ def _install(state) -> None:
         return c
 
     app.extensions[CACHE_EXT + ".clock_factory"] = clock
+    def key_fn(environ):
+        return request_key(environ, app.config.get("AGG_PUBLIC_URL")
+                           or os.environ.get("AGG_PUBLIC_URL"))
+
+    app.extensions[CACHE_EXT + ".key"] = key_fn
     if app.config.get("AGG_FAST_PATH", True):  # off only to measure what it saves
-        app.wsgi_app = FastPath(app.wsgi_app, cache, clock)
+        app.wsgi_app = FastPath(app.wsgi_app, cache, clock, key_fn=key_fn)
 
 
 def _cache() -> OutputCache:
@@ -490,7 +495,7 @@ def _serve(kind: str, name: str | None, fmt: str) -> Response:
         abort(404)
     cache = _cache()
     # The raw WSGI strings, exactly what FastPath looks up (Arabic tags included).
-    key = (request.environ.get("PATH_INFO", ""), request.environ.get("QUERY_STRING", ""))
+    key = current_app.extensions[CACHE_EXT + ".key"](request.environ)
     try:
         version = _clock().current()
     except Exception:  # Redis down (the fast path already tried the cache): say so
