@@ -26,7 +26,7 @@ import html
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal, Union
 from urllib.parse import quote, urlsplit, urlunsplit

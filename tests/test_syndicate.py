@@ -13,7 +13,6 @@ import jsonschema
 import pytest
 from lxml import etree
 
-from aggregator import syndicate
 from aggregator.syndicate import ArticleEntry, FeedMeta, StoryEntry, render, to_uri
 from syndicate_ant import SOURCES, gold_stories, load_rows
 
