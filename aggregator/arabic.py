@@ -71,7 +71,8 @@ def normalize_for_matching(text: str | None) -> str:
     """Fold spelling variants; keep word boundaries. Pure; idempotent."""
     if not text:
         return ""
-    text = unicodedata.normalize("NFKC", text)
+    if not unicodedata.is_normalized("NFKC", text):
+        text = unicodedata.normalize("NFKC", text)
     text = text.translate(_TABLE).casefold()
     text = _SEPARATOR.sub(" ", text)
     return text.strip()

@@ -31,6 +31,7 @@ import math
 import os
 import re
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -75,10 +76,16 @@ class Params:
     # more often a new development).
     time_penalty_per_day: float = 0.05
     # Query terms sent to the inverted index per item, and hits read per term.
-    query_terms: int = 12
-    per_term_limit: int = 300
+    query_terms: int = 8
+    per_term_limit: int = 50
     # Candidates scored per item (the index ranks hits by summed IDF of shared terms).
-    candidates: int = 30
+    candidates: int = 10
+    # Terms an item is indexed under: its heaviest (tf * idf). Twice the query terms, so
+    # a term in another item's query but lower in this item's own list still finds it.
+    index_terms: int = 16
+    # A candidate must share query terms worth this fraction of the query's summed IDF
+    # (an item sharing one common word cannot reach the story threshold).
+    min_shared: float = 0.2
     # Items with fewer tokens than this get no wire-copy fingerprint (too generic).
     text_dup_min_tokens: int = 6
     # A story of several members also scores as the cosine with their mean vector times
@@ -102,6 +109,7 @@ class Doc:
     lead_terms: list[str]
     story: str | None = None
     topic: str | None = None
+    text_key: str | None = None
     _tf: dict[str, float] | None = field(default=None, repr=False)
 
     def tf(self, title_weight: float) -> dict[str, float]:
@@ -127,13 +135,21 @@ class Doc:
 
 
 def make_doc(item: Item, params: Params = DEFAULT_PARAMS) -> Doc:
-    return Doc(
+    title = arabic.tokens(item.title)
+    summary = arabic.tokens(item.summary_text)
+    doc = Doc(
         id=item.id,
         source=item.source,
         published=item.published.timestamp(),
-        title_terms=arabic.tokens(item.title),
-        lead_terms=arabic.tokens(item.summary_text)[: params.lead_tokens],
+        title_terms=title,
+        lead_terms=summary[: params.lead_tokens],
     )
+    if len(title) + len(summary) >= params.text_dup_min_tokens:
+        # wire copy: the same words in the same order once spelling, stop words and
+        # clitics are normalised away
+        text = " ".join(title) + "|" + " ".join(summary)
+        doc.text_key = hashlib.sha1(text.encode()).hexdigest()[:16]
+    return doc
 
 
 class Idf:
@@ -153,10 +169,12 @@ class Idf:
         return v
 
     def add(self, terms: Iterable[str]) -> None:
-        self.n += 1
+        """Count one more document within a batch. N is left as it was at the start of the
+        batch, so only the added terms' cached values go stale (cheap, and N moves by at
+        most one batch)."""
         for t in terms:
             self.df[t] = self.df.get(t, 0) + 1
-        self._cache.clear()
+            self._cache.pop(t, None)
 
 
 def weights(doc: Doc, idf: Idf, params: Params) -> tuple[dict[str, float], float]:
@@ -166,10 +184,11 @@ def weights(doc: Doc, idf: Idf, params: Params) -> tuple[dict[str, float], float
 
 
 def similarity(a: Doc, b: Doc, idf: Idf, params: Params = DEFAULT_PARAMS,
-               wa: tuple[dict[str, float], float] | None = None) -> float:
+               wa: tuple[dict[str, float], float] | None = None,
+               wb: tuple[dict[str, float], float] | None = None) -> float:
     """TF-IDF cosine of (weighted title + lead), minus a time-distance penalty."""
     va, na = wa or weights(a, idf, params)
-    vb, nb = weights(b, idf, params)
+    vb, nb = wb or weights(b, idf, params)
     if len(va) > len(vb):
         va, vb = vb, va
     dot = sum(x * vb[t] for t, x in va.items() if t in vb)
@@ -208,9 +227,8 @@ def fingerprints(item: Item, doc: Doc, params: Params) -> list[str]:
         fps.append("u:" + hashlib.sha1(item.url.strip().encode()).hexdigest()[:16])
     if item.guid and len(item.guid) >= 8:
         fps.append("g:" + hashlib.sha1(item.guid.strip().encode()).hexdigest()[:16])
-    text = arabic.normalize_for_matching(item.title + " \n " + item.summary_text)
-    if len(doc.title_terms) + len(doc.lead_terms) >= params.text_dup_min_tokens:
-        fps.append("x:" + hashlib.sha1(text.encode()).hexdigest()[:16])
+    if doc.text_key:
+        fps.append("x:" + doc.text_key)
     return fps
 
 
@@ -232,33 +250,68 @@ def label_terms(title: str) -> list[tuple[str, str]]:
 _CANDIDATES_LUA = """
 local min_ts, max_ts = ARGV[1], ARGV[2]
 local per_term, k, vprefix = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local min_score = tonumber(ARGV[6])
 local scores, ts = {}, {}
 for i, key in ipairs(KEYS) do
-  local w = tonumber(ARGV[5 + i])
-  local hits = redis.call('ZREVRANGEBYSCORE', key, max_ts, min_ts, 'WITHSCORES', 'LIMIT', 0, per_term)
-  for j = 1, #hits, 2 do
+  local w = tonumber(ARGV[6 + i])
+  local hits = redis.call('ZREVRANGEBYSCORE', key, max_ts, min_ts, 'LIMIT', 0, per_term)
+  for j = 1, #hits do
     local id = hits[j]
     scores[id] = (scores[id] or 0) + w
-    ts[id] = hits[j + 1]
   end
 end
 local arr = {}
-for id, s in pairs(scores) do arr[#arr + 1] = {id, s} end
+for id, s in pairs(scores) do
+  if s >= min_score then arr[#arr + 1] = {id, s} end
+end
 table.sort(arr, function(a, b)
   if a[2] == b[2] then return a[1] < b[1] end
   return a[2] > b[2]
 end)
 local out = {}
 for i = 1, math.min(#arr, k) do
-  local id = arr[i][1]
-  local hour = math.floor(tonumber(ts[id]) / 3600)
-  local rec = redis.call('HGET', vprefix .. string.format('%d', hour), id)
+  local member = arr[i][1]  -- "<hour>|<item id>": the hour names the record's bucket
+  local bar = string.find(member, "|", 1, true)
+  local id = string.sub(member, bar + 1)
+  local rec = redis.call('HGET', vprefix .. string.sub(member, 1, bar - 1), id)
   if rec then
     out[#out + 1] = id
     out[#out + 1] = rec
   end
 end
 return out
+"""
+
+# One call writes a batch's matching index: postings (trimmed to the window, TTL
+# refreshed), document frequencies, matching records in hour buckets. Payload lines:
+# id TAB published TAB hour TAB record TAB indexed terms TAB all unique terms (for df).
+_INDEX_LUA = r"""
+local prefix, cutoff, ttl, payload = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local touched, hours, n = {}, {}, 0
+for line in string.gmatch(payload, "[^\n]+") do
+  local id, pub, hour, rec, idx, terms = string.match(line, "^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$")
+  for t in string.gmatch(idx, "%S+") do
+    redis.call('ZADD', prefix .. 'post:' .. t, pub, hour .. '|' .. id)
+    touched[t] = true
+  end
+  for t in string.gmatch(terms, "%S+") do
+    redis.call('HINCRBY', prefix .. 'df', t, 1)
+  end
+  redis.call('HSET', prefix .. 'vec:' .. hour, id, rec)
+  hours[hour] = true
+  n = n + 1
+end
+for t in pairs(touched) do
+  local key = prefix .. 'post:' .. t
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff)
+  redis.call('EXPIRE', key, ttl)
+end
+for h in pairs(hours) do
+  redis.call('EXPIRE', prefix .. 'vec:' .. h, ttl)
+  redis.call('ZADD', prefix .. 'buckets', tonumber(h), prefix .. 'vec:' .. h)
+end
+redis.call('INCRBY', prefix .. 'ndocs', n)
+return n
 """
 
 _UNLOCK_LUA = """
@@ -347,7 +400,19 @@ class Grouper:
         self.params = replace(params or DEFAULT_PARAMS, window_hours=window_hours)
         self._candidates = client.register_script(_CANDIDATES_LUA)
         self._unlock = client.register_script(_UNLOCK_LUA)
+        self._index = client.register_script(_INDEX_LUA)
         self.last_scores: list[tuple[str, str, float]] = []  # (item, best candidate, score)
+        self.timings: dict[str, float] = {}
+        # process-local caches (see _process): document frequencies and candidate weights
+        self._df_cache: dict[str, int] = {}
+        self._wcache: dict[str, tuple[dict[str, float], float]] = {}
+        self._epoch_n = 0
+
+    def _fetch_df(self, terms: Iterable[str]) -> None:
+        missing = [t for t in terms if t not in self._df_cache]
+        if missing:
+            for t, v in zip(missing, self.r.hmget(self.keys.group_df, missing)):
+                self._df_cache[t] = int(v) if v else 0
 
     def _rank(self, source: str) -> int:
         return self.source_rank.get(source, 1 << 20)
@@ -364,14 +429,25 @@ class Grouper:
             return []  # another grouper is at work; its items will not be lost
         try:
             return self._process(now, limit)
+        except BaseException:
+            self._df_cache.clear()  # it may hold increments of a batch that was not written
+            self._wcache.clear()
+            raise
         finally:
             self._unlock(keys=[k.group_lock], args=[token])
 
     def _process(self, now: datetime, limit: int) -> list[tuple[str, str, str]]:
         k, P = self.keys, self.params
+        t_last = [time.perf_counter()]
+
+        def _tick(name: str) -> None:  # cumulative seconds per phase (bench/profiling)
+            t = time.perf_counter()
+            self.timings[name] = self.timings.get(name, 0.0) + t - t_last[0]
+            t_last[0] = t
         ids = self.r.zrange(k.group_pending, 0, limit - 1)
         if not ids:
             return []
+        _tick("load")
         # RT: the items and whether they already have a story (a re-run after a crash).
         with self.r.pipeline(transaction=False) as p:
             for i in ids:
@@ -394,23 +470,31 @@ class Grouper:
         docs = [make_doc(it, P) for it in items]
         win = P.window_hours * 3600.0
 
+        _tick("tokenize")
         # RT: document frequencies of the batch's terms.
-        terms = sorted({t for d in docs for t in (*d.title_terms, *d.lead_terms)})
-        with self.r.pipeline(transaction=False) as p:
-            p.get(k.group_ndocs)
-            if terms:
-                p.hmget(k.group_df, terms)
-            res = p.execute()
-        n = int(res[0] or 0)
-        df = {t: int(v) for t, v in zip(terms, res[1] if terms else []) if v}
+        # A process-local cache holds them between batches (IDF only needs to be about
+        # right); it is dropped whenever N has grown by 5 % since it was filled.
+        n = int(self.r.get(k.group_ndocs) or 0)
+        if n < self._epoch_n or n > self._epoch_n * 1.05 + 20:
+            self._df_cache.clear()
+            self._wcache.clear()
+            self._epoch_n = n
+        df = self._df_cache
+        terms = {t for d in docs for t in (*d.title_terms, *d.lead_terms)}
+        self._fetch_df(terms)
         idf = Idf(df, n, P.idf_power)
 
+        _tick("df")
         # RT: candidates of every item (Lua, pipelined) and duplicate fingerprints.
         fps = [fingerprints(it, d, P) for it, d in zip(items, docs)]
         queries = []
         for d in docs:
-            uniq = sorted(set(d.title_terms) | set(d.lead_terms), key=lambda t: (-idf(t), t))
-            queries.append(uniq[: P.query_terms])
+            # the item's heaviest terms (tf * idf, so title words first) that are in the
+            # index at all: a term no earlier item had cannot retrieve anything
+            tf = d.tf(P.title_weight)
+            known = [t for t in tf if df.get(t)]
+            known.sort(key=lambda t: (-tf[t] * idf(t), t))
+            queries.append(known[: P.query_terms])
         days = sorted({int(d.published // 86400) + o for d in docs for o in range(-3, 4)})
         all_fps = sorted({f for fl in fps for f in fl})
         with self.r.pipeline(transaction=False) as p:
@@ -419,7 +503,9 @@ class Grouper:
                     self._candidates(
                         keys=[k.group_posting(t) for t in q],
                         args=[repr(d.published - win), repr(d.published + win), P.per_term_limit,
-                              P.candidates, k.group_vec_prefix, *(repr(idf(t)) for t in q)],
+                              P.candidates, k.group_vec_prefix,
+                              repr(P.min_shared * sum(idf(t) for t in q)),
+                              *(repr(idf(t)) for t in q)],
                         client=p,
                     )
             if all_fps:
@@ -438,19 +524,20 @@ class Grouper:
                     if v:
                         dup_hits.setdefault(f, []).append(v)
 
+        _tick("candidates")
         # RT: document frequencies of candidate terms we have not fetched.
-        missing = sorted({t for cs in remote for c in cs for t in (*c.title_terms, *c.lead_terms)} - set(terms))
-        if missing:
-            for t, v in zip(missing, self.r.hmget(k.group_df, missing)):
-                if v:
-                    df[t] = int(v)
+        self._fetch_df({t for cs in remote for c in cs for t in (*c.title_terms, *c.lead_terms)})
 
+        _tick("df2")
         # Decide, item by item, in published order; earlier items of the batch are
         # candidates for later ones through a local index.
         local_post: dict[str, list[Doc]] = {}
         local_fp: dict[str, Doc] = {}
         decided: list[tuple[Item, Doc, bool]] = []  # (item, doc, founded a story)
         self.last_scores = []
+        wcache = self._wcache  # candidate weights, kept while the IDF epoch lasts
+        if len(wcache) > 200_000:
+            wcache.clear()
         for it, d, q, cands, fl in zip(items, docs, queries, remote, fps):
             story = topic = None
             # 1. exact duplicates
@@ -475,14 +562,19 @@ class Grouper:
                         if c.id not in seen and abs(c.published - d.published) <= win:
                             lw[c.id] += idf(t)
                 local_by_id = {c.id: c for t in q for c in local_post.get(t, ())}
-                extra = [local_by_id[i] for i, _ in sorted(lw.items(), key=lambda kv: (-kv[1], kv[0]))[: P.candidates]]
+                floor = P.min_shared * sum(idf(t) for t in q)
+                extra = [local_by_id[i] for i, w in sorted(lw.items(), key=lambda kv: (-kv[1], kv[0]))
+                         if w >= floor][: P.candidates]
                 wd = weights(d, idf, P)
                 per_story: dict[str, tuple[float, Doc]] = {}
                 members: dict[str, list[Doc]] = {}
                 for c in (*cands, *extra):
                     if c.id == d.id or not c.story:
                         continue
-                    s = similarity(d, c, idf, P, wd)
+                    wc = wcache.get(c.id)
+                    if wc is None:
+                        wc = wcache[c.id] = weights(c, idf, P)
+                    s = similarity(d, c, idf, P, wd, wc)
                     members.setdefault(c.story, []).append(c)
                     if c.story not in per_story or s > per_story[c.story][0]:
                         per_story[c.story] = (s, c)
@@ -513,6 +605,7 @@ class Grouper:
             idf.add(set(d.title_terms) | set(d.lead_terms))
             decided.append((it, d, founded))
 
+        _tick("decide")
         # RT: current state of the existing stories (and topics) that items joined.
         existing = sorted({d.story for _, d, f in decided if not f} - {story_id_for(d.id) for _, d, f in decided if f})
         topics_touched = sorted({d.topic for _, d, _ in decided})
@@ -548,6 +641,7 @@ class Grouper:
             st.add_title(it.title)
             st.changed = True
 
+        _tick("stories")
         # RT: one transaction: assignments, stories, topics, index, df, pending removal.
         horizon = min(max(d.published for d in docs), now.timestamp())
         cutoff = horizon - win - 6 * 3600
@@ -574,31 +668,19 @@ class Grouper:
                     mapping["label"] = lab or next(
                         (s.label(idf) for s in stories.values() if s.topic == tid), "")
                 p.hset(k.group_topic(tid), mapping=mapping)
-            # the matching index
-            post_terms: dict[str, dict[str, float]] = {}
-            df_inc: Counter = Counter()
-            vec_buckets: dict[int, dict[str, str]] = {}
+            # the matching index (one Lua call) and the duplicate fingerprints
+            lines = []
             dup_days: dict[int, dict[str, str]] = {}
-            for it, d, _ in decided:
-                ts_ = set(d.title_terms) | set(d.lead_terms)
-                df_inc.update(ts_)
-                for t in ts_:
-                    post_terms.setdefault(t, {})[d.id] = d.published
-                vec_buckets.setdefault(int(d.published // 3600), {})[d.id] = d.record()
             for (it, d, _), fl in zip(decided, fps):
+                uniq = set(d.title_terms) | set(d.lead_terms)
+                tf = d.tf(P.title_weight)
+                indexed = sorted(uniq, key=lambda t: (-tf[t] * idf(t), t))[: P.index_terms]
+                lines.append(f"{d.id}\t{d.published!r}\t{int(d.published // 3600)}\t{d.record()}"
+                             f"\t{' '.join(indexed)}\t{' '.join(uniq)}")
                 day = int(d.published // 86400)
                 for f in fl:
                     dup_days.setdefault(day, {}).setdefault(f, SEP.join((repr(d.published), d.story, d.topic)))
-            for t, m in post_terms.items():
-                pk = k.group_posting(t)
-                p.zadd(pk, m)
-                p.zremrangebyscore(pk, "-inf", cutoff)
-                p.expire(pk, ttl)
-            for hour, m in vec_buckets.items():
-                vk = k.group_vec(hour)
-                p.hset(vk, mapping=m)
-                p.expire(vk, ttl)
-                p.zadd(k.group_buckets, {vk: hour})
+            self._index(keys=[], args=[k.group_index_prefix, repr(cutoff), ttl, "\n".join(lines)], client=p)
             for day, m in dup_days.items():
                 dk = k.group_dup(day)
                 # first fingerprint wins (earlier published, or arrived first)
@@ -606,15 +688,13 @@ class Grouper:
                     p.hsetnx(dk, f, v)
                 p.expire(dk, ttl)
                 p.zadd(k.group_buckets, {dk: day * 24})
-            for t, c in df_inc.items():
-                p.hincrby(k.group_df, t, c)
-            p.incrby(k.group_ndocs, len(decided))
             if old_buckets:
                 p.delete(*old_buckets)
                 p.zrem(k.group_buckets, *old_buckets)
             p.zrem(k.group_pending, *[d.id for _, d, _ in decided], *gone)
             p.incr(k.outputs_version)
             p.execute()
+        _tick("write")
         return out
 
     # -- reads for the web layer -----------------------------------------------------------

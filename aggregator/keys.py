@@ -126,6 +126,11 @@ class Keys:
         return f"{self.prefix}:group:post:{term}"
 
     @property
+    def group_index_prefix(self) -> str:
+        """Prefix of the index keys built inside Lua (post:<term>, df, vec:<hour>, ...)."""
+        return f"{self.prefix}:group:"
+
+    @property
     def group_posting_prefix(self) -> str:
         return f"{self.prefix}:group:post:"
 
