@@ -387,7 +387,10 @@ def _build(kind: str, name: str | None, fmt: str) -> tuple[bytes, datetime, str]
             abort(404)
         story = found[0]
         path = f"feeds/stories/{syndicate.seg(name)}"
-        title = f"{story.label or name} — {SITE_TITLE}"
+        # The lead report's headline names the story as readers know it (the grouper's
+        # label is a few key terms).
+        lead = store.get_items([story.lead_item])
+        title = f"{(lead[0].title if lead else '') or story.label or name} — {SITE_TITLE}"
         home, index = syndicate.story_url(_meta_stub(base), name), None
     elif kind == "topics":
         if grouper is None:
