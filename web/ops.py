@@ -18,9 +18,9 @@ from .extensions import services
 bp = Blueprint("ops", __name__)
 
 UTC = timezone.utc
-# The worker beats every poll cycle and its key expires after 600 s; a beat older than this
-# means ingestion has stalled even if the key has not expired yet.
-DEFAULT_MAX_HEARTBEAT_AGE = 300.0
+# The worker beats every 5 s (runner housekeeping) and the key expires after 600 s; a beat
+# older than this (24 missed beats) means ingestion has stalled even if the key lives on.
+DEFAULT_MAX_HEARTBEAT_AGE = 120.0
 
 
 def _max_heartbeat_age() -> float:
