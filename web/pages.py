@@ -16,7 +16,7 @@ import os
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
@@ -129,7 +129,6 @@ class Card:
     outlets: list[Outlet]  # lead outlet first, then in order of joining
     sort_time: datetime
     topic: TopicRef | None = None
-    grouped: bool = False
 
     @property
     def others(self) -> list[Report]:
@@ -274,8 +273,7 @@ class Reader:
             score = (sort_times or {}).get(st.id)
             sort_time = (datetime.fromtimestamp(score, UTC) if score is not None
                          else max(r.item.published for r in reports))
-            cards.append(Card(st.id, lead, reports, outlets, sort_time, topics[st.topic],
-                              grouped=len(st.items) > 1 or st.id != st.lead_item))
+            cards.append(Card(st.id, lead, reports, outlets, sort_time, topics[st.topic]))
         return cards
 
     def _briefs(self, ids: list[str]) -> dict[str, Brief]:
@@ -440,7 +438,6 @@ class Filters:
     q: str = ""
     before: float | None = None
     limit: int = PAGE_SIZE
-    active: list[tuple[str, str, str]] = field(default_factory=list)  # (param, value, label)
 
     def params(self, **changes) -> dict[str, str]:
         p = {"source": self.source, "tag": self.tag, "country": self.country, "q": self.q,
