@@ -256,8 +256,10 @@ def main(argv=None) -> int:
             stderr=open(os.path.join(tmp, "gunicorn-naive.log"), "w"), start_new_session=True,
         ))
         conf = nginx_config(tmp, port_file, port_prod, port_app, plain_dir, public_dir)
-        subprocess.run([nginx_bin, "-t", "-q", "-c", conf, "-p", tmp], check=True,
-                       capture_output=True)
+        check = subprocess.run([nginx_bin, "-t", "-q", "-c", conf, "-p", tmp],
+                               capture_output=True, text=True)
+        if check.returncode:
+            raise RuntimeError(f"nginx -t: {check.stderr}")
         procs.append(subprocess.Popen([nginx_bin, "-c", conf, "-p", tmp, "-g", "daemon off;"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       start_new_session=True))
