@@ -188,3 +188,30 @@ def make_app(redis_client, keys, grouper=None, **config):
         if grouper is not None:
             services()._grouper = grouper
     return app
+
+
+def jsonfeed_validator():
+    """Draft-7 validator for tests/data/jsonfeed-1.1.schema.json, with our own RFC 3339
+    date-time check: jsonschema checks that format only when the optional
+    rfc3339-validator package happens to be installed, and silently passes otherwise."""
+    import re
+
+    import jsonschema
+
+    path = os.path.join(os.path.dirname(__file__), "data", "jsonfeed-1.1.schema.json")
+    with open(path, encoding="utf-8") as f:
+        schema = json.load(f)
+    jsonschema.Draft7Validator.check_schema(schema)
+    checker = jsonschema.FormatChecker()
+    rfc3339 = re.compile(r"^\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)$")
+
+    @checker.checks("date-time", raises=ValueError)
+    def _date_time(value):
+        if not isinstance(value, str):
+            return True
+        if not rfc3339.match(value):
+            return False
+        datetime.fromisoformat(value.upper().replace("Z", "+00:00"))  # real calendar date
+        return True
+
+    return jsonschema.Draft7Validator(schema, format_checker=checker)
