@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 
-from aggregator.runner import run_forever, run_once, wait_for_redis
+from aggregator.runner import Shutdown, run_forever, run_once, wait_for_redis
 from aggregator.settings import Settings
 
 
@@ -27,12 +25,10 @@ def main(argv=None) -> int:
     settings = Settings.from_env(**({"feeds_path": args.feeds} if args.feeds else {}))
     if args.once:
         return run_once(settings)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    wait_for_redis(settings, stop)
-    if not stop.is_set():
-        run_forever(settings, stop)
+    shutdown = Shutdown().install()
+    wait_for_redis(settings, shutdown)
+    if not shutdown.requested:
+        run_forever(settings, shutdown)
     return 0
 
 

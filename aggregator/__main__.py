@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 
@@ -17,22 +16,21 @@ def cmd_run(args, settings: Settings) -> int:
 
     from web import create_app
 
-    from .runner import run_forever, wait_for_redis
+    from .runner import Shutdown, run_forever, wait_for_redis
 
-    stop = threading.Event()
-    wait_for_redis(settings, stop)
-    worker = threading.Thread(target=run_forever, args=(settings, stop), name="worker")
-    worker.start()
+    shutdown = Shutdown().install()
+    wait_for_redis(settings, shutdown)
+    if shutdown.requested:
+        return 0
     server = make_server(args.host, args.port, create_app(), threaded=True)
+    web = threading.Thread(target=server.serve_forever, name="web", daemon=True)
+    worker = threading.Thread(target=run_forever, args=(settings, shutdown), name="worker")
+    web.start()
+    worker.start()
     logging.getLogger(__name__).info("serving on http://%s:%s/", args.host, server.server_port)
-
-    def shutdown(*_):
-        stop.set()
-        threading.Thread(target=server.shutdown).start()
-
-    signal.signal(signal.SIGINT, shutdown)
-    signal.signal(signal.SIGTERM, shutdown)
-    server.serve_forever()
+    while not shutdown.requested:
+        shutdown.sleep(1)
+    server.shutdown()
     worker.join()
     return 0
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 import sys
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor as Pool
@@ -323,24 +325,48 @@ def run_once(settings: Settings, out=sys.stdout) -> int:
     return 0 if ok or not reports else 1
 
 
-def run_forever(settings: Settings, stop_event: threading.Event) -> None:
+class Shutdown:
+    """SIGINT/SIGTERM → a plain attribute, polled by the main loop.
+
+    The handler takes no lock: setting a threading.Event from a signal handler deadlocks
+    when the signal lands while the main thread holds that Event's lock (inside wait()).
+    """
+
+    def __init__(self):
+        self.requested = False
+
+    def install(self) -> "Shutdown":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.requested and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def run_forever(settings: Settings, shutdown: Shutdown) -> None:
     worker = Worker(settings)
     worker.start()
     try:
-        while not stop_event.is_set():
-            stop_event.wait(1)
+        while not shutdown.requested:
+            shutdown.sleep(1)
     finally:
         worker.stop()
 
 
-def wait_for_redis(settings: Settings, stop_event: threading.Event) -> None:
+def wait_for_redis(settings: Settings, shutdown: Shutdown) -> None:
     """Start-up when Redis is down: retry with backoff instead of crash-looping."""
     delay = 1.0
-    while not stop_event.is_set():
+    while not shutdown.requested:
         try:
             connect(settings)
             return
         except StoreError as e:
             log.error("%s; retrying in %.0fs", e, delay)
-            stop_event.wait(delay)
+            shutdown.sleep(delay)
             delay = min(delay * 2, 60)

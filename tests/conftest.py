@@ -7,20 +7,23 @@ import uuid
 import pytest
 import redis
 
-from aggregator.embedded import ensure_server
+from aggregator.embedded import ensure_server, stop_server
 from aggregator.keys import Keys
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory) -> str:
+def redis_url(tmp_path_factory):
     """REDIS_URL when CI gives one, else an embedded server for this test session."""
     url = os.environ.get("REDIS_URL")
     if url:
-        return url
-    sock = ensure_server(tmp_path_factory.mktemp("redis"))
-    return f"unix://{sock}"
+        yield url
+        return
+    data_dir = tmp_path_factory.mktemp("redis")
+    sock = ensure_server(data_dir)
+    yield f"unix://{sock}"
+    stop_server(data_dir)
 
 
 @pytest.fixture

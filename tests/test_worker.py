@@ -182,3 +182,42 @@ def test_check_config_names_file_and_line(tmp_path):
                          str(ROOT / "feeds.yaml")], cwd=ROOT, capture_output=True, text=True,
                         timeout=60)
     assert ok.returncode == 0 and ok.stdout.startswith("OK:")
+
+
+def test_sigterm_finishes_in_flight_polls(server, env, redis_client, keys):
+    Path(env["AGG_FEEDS"]).write_text(feeds_yaml(server, ["BBC"]), encoding="utf-8")
+    server.feeds["/bbc.xml"].faults.append(Fault(200, delay=2.0))
+    proc = start([], env)
+    assert wait_until(lambda: len(server.requests) > 0, timeout=30)
+    proc.send_signal(signal.SIGTERM)  # the slow response is still on its way
+    proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert redis_client.zcard(keys.timeline) == len(ant_items("BBC"))
+
+
+def test_run_serves_the_web_app_and_ingests(server, env, redis_client, keys):
+    import html
+    import re
+    import urllib.request
+
+    Path(env["AGG_FEEDS"]).write_text(feeds_yaml(server, ["BBC", "CNN"]), encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "aggregator", "run", "--port", "0"], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        for line in proc.stderr:
+            m = re.search(r"serving on http://127\.0\.0\.1:(\d+)/", line)
+            if m:
+                port = int(m.group(1))
+                break
+        assert port
+        want = len(ant_items("BBC")) + len(ant_items("CNN"))
+        assert wait_until(lambda: redis_client.zcard(keys.timeline) == want, timeout=30)
+        assert wait_until(lambda: redis_client.zcard(keys.group_pending) == 0, timeout=30)
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read().decode()
+        assert 'dir="rtl"' in page
+        assert clean_text(ant_items("BBC")[-1]["title"]) in html.unescape(page)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
