@@ -91,6 +91,10 @@ class Params:
     # A story of several members also scores as the cosine with their mean vector times
     # this (0 = off): vocabulary spread over a story's reports adds up.
     centroid_weight: float = 0.0
+    # Pseudo-documents (containing none of the terms) added to N: with a cold index (the
+    # first items of a new installation) ln(N/df) is noise that punishes exactly the terms
+    # two reports share; the prior flattens IDF until real counts dominate.
+    idf_prior_docs: float = 100.0
     # IDF is raised to this power: > 1 sharpens the weight of rare terms (names, places).
     idf_power: float = 1.0
 
@@ -153,10 +157,12 @@ def make_doc(item: Item, params: Params = DEFAULT_PARAMS) -> Doc:
 
 
 class Idf:
-    """IDF from document frequencies: idf(t) = ln((N + 1) / (df(t) + 1)) + 1."""
+    """IDF from document frequencies: idf(t) = ln((N + prior + 1) / (df(t) + 1)) + 1."""
 
-    def __init__(self, df: dict[str, int], n: int, power: float = 1.0):
+    def __init__(self, df: dict[str, int], n: int, power: float = 1.0, prior: float = 0.0):
         self.power = power
+        self.prior = prior
+        self._cache_n = n
         self.df = df
         self.n = n
         self._cache: dict[str, float] = {}
@@ -164,14 +170,18 @@ class Idf:
     def __call__(self, term: str) -> float:
         v = self._cache.get(term)
         if v is None:
-            v = (math.log((self.n + 1) / (self.df.get(term, 0) + 1)) + 1.0) ** self.power
+            v = (math.log((self.n + self.prior + 1) / (self.df.get(term, 0) + 1)) + 1.0) ** self.power
             self._cache[term] = v
         return v
 
     def add(self, terms: Iterable[str]) -> None:
-        """Count one more document within a batch. N is left as it was at the start of the
-        batch, so only the added terms' cached values go stale (cheap, and N moves by at
-        most one batch)."""
+        """Count one more document (within a batch). Cached values of the added terms are
+        dropped; all of them only when N has grown by 5 % since they were computed (N
+        moves every value a little, df moves one term's value a lot)."""
+        self.n += 1
+        if self.n > self._cache_n * 1.05 + 1:
+            self._cache.clear()
+            self._cache_n = self.n
         for t in terms:
             self.df[t] = self.df.get(t, 0) + 1
             self._cache.pop(t, None)
@@ -482,7 +492,7 @@ class Grouper:
         df = self._df_cache
         terms = {t for d in docs for t in (*d.title_terms, *d.lead_terms)}
         self._fetch_df(terms)
-        idf = Idf(df, n, P.idf_power)
+        idf = Idf(df, n, P.idf_power, P.idf_prior_docs)
 
         _tick("df")
         # RT: candidates of every item (Lua, pipelined) and duplicate fingerprints.
@@ -557,6 +567,11 @@ class Grouper:
                 # 2. candidates: remote + earlier items of this batch
                 seen = {c.id for c in cands}
                 lw: Counter = Counter()
+                if local_post:
+                    # the query as it stands now that earlier batch items are counted
+                    tf = d.tf(P.title_weight)
+                    q = sorted((t for t in tf if df.get(t)), key=lambda t: (-tf[t] * idf(t), t))
+                    q = q[: P.query_terms]
                 for t in q:
                     for c in local_post.get(t, ()):
                         if c.id not in seen and abs(c.published - d.published) <= win:
