@@ -309,6 +309,13 @@ def main(argv=None) -> int:
                     "non_2xx_3xx": sum(x["non_2xx_3xx"] for x in runs),
                 }
 
+        if any(r[c]["non_2xx_3xx"] for r in results.values() for c in ("200", "304")):
+            for log in ("gunicorn.log", "gunicorn-naive.log", "nginx-error.log"):
+                path = os.path.join(tmp, log)
+                if os.path.exists(path):
+                    with open(path) as f:
+                        print(f"--- {log} (errors during the run)\n" + f.read()[-2000:],
+                              file=sys.stderr)
         if not args.json_only:
             print(f"hot {FEED}: {len(ref)} bytes, {n_rows} items; wrk -t2 "
                   f"-c{args.connections} -d{args.duration}s x {args.rounds} rounds on 127.0.0.1, "
