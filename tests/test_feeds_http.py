@@ -136,8 +136,19 @@ def test_304_on_if_none_match_and_if_modified_since(live):
     assert get(url, {"If-None-Match": '"other"', "If-Modified-Since": h["last-modified"]})[0] == 200
 
 
-def test_new_item_changes_etag_and_shows_within_a_second(live):
-    url = f"{live.url}/feeds/sources/bbc.rss"
+def test_new_item_changes_etag_and_shows_within_a_second(live, redis_client, keys):
+    # The production setting: each process trusts its read of the version for 0.2 s.
+    app = make_app(redis_client, keys, GoldGrouper(live.stories, live.topics))
+    assert "AGG_VERSION_TTL" not in app.config
+    server = LiveServer(app)
+    try:
+        _new_item_shows_within_a_second(live, server.url)
+    finally:
+        server.close()
+
+
+def _new_item_shows_within_a_second(live, base):
+    url = f"{base}/feeds/sources/bbc.rss"
     _, h, _ = get(url)
     assert get(url, {"If-None-Match": h["etag"]})[0] == 304  # cached, hot
     now = datetime.now(UTC).replace(microsecond=0)
