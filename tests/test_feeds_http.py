@@ -396,6 +396,11 @@ def test_documented_nginx_front_serves_files_like_the_app(live):
         s, hz, bz = get(base + "/feeds/all.atom", {"Accept-Encoding": "gzip"})
         assert hz["content-encoding"] == "gzip" and gzip.decompress(bz) == body
         assert hz["etag"] != h["etag"] and "Accept-Encoding" in hz["vary"]
+        s3, h3, _ = get(base + "/feeds/all.atom", {"Origin": "https://example.org",
+                                                  "Access-Control-Request-Method": "GET"},
+                        method="OPTIONS")
+        assert s3 in (200, 204) and h3["access-control-allow-origin"] == "*"
+        assert "If-None-Match" in h3["access-control-allow-headers"]
         assert get(base + "/feeds/all.atom", {"If-None-Match": h["etag"]})[0] == 304
         assert get(base + "/feeds/all.atom", {"If-Modified-Since": h["last-modified"]})[0] == 304
         # With parameters (or no file yet) nginx hands the request to the app.
