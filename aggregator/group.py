@@ -396,8 +396,8 @@ class _StoryState:
                 self.terms[stem][0] += 1
             else:
                 self.terms[stem] = [1, surface, pos]
-        if len(self.terms) > 40:  # keep the hash small
-            keep = sorted(self.terms.items(), key=lambda kv: (-kv[1][0], kv[1][2]))[:30]
+        if len(self.terms) > 16:  # keep the hash small: the label needs the top few
+            keep = sorted(self.terms.items(), key=lambda kv: (-kv[1][0], kv[1][2]))[:12]
             self.terms = dict(keep)
 
     def label(self, idf: Idf, n: int = 4) -> str:
