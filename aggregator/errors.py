@@ -14,15 +14,6 @@ class ConfigError(AggregatorError):
         super().__init__("\n".join(self.problems) or f"{path}: invalid")
 
 
-class FetchError(AggregatorError):
-    """A fetch failed; `outcome` is the classified Outcome value."""
-
-    def __init__(self, outcome, message, http_status=None):
-        self.outcome = outcome
-        self.http_status = http_status
-        super().__init__(message)
-
-
 class ParseError(AggregatorError):
     """Bytes that are not a feed we can read (outcome not-a-feed)."""
 
