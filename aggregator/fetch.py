@@ -262,7 +262,11 @@ class Fetcher:
             resp.close()
             return None
         chunks, size = [], 0
-        for chunk in resp.stream(CHUNK, decode_content=True):
+        # read1, not stream(): stream(n) blocks until n bytes arrive, each recv renewing
+        # the read timeout, so a server dripping a few bytes a second was never cut off
+        # by the deadline. read1 returns after one socket read (at most CHUNK decoded
+        # bytes, gzip included), so the deadline is checked as the bytes come.
+        while chunk := resp.read1(CHUNK, decode_content=True):
             size += len(chunk)
             if size > cap or time.monotonic() > deadline:
                 resp.close()  # do not drain a huge or stalled body back into the pool
