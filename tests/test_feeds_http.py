@@ -546,3 +546,21 @@ def test_forged_host_does_not_poison_the_cache(live):
     assert b"https://akhbar.example/feeds/all.rss" in body
     _, _, again = get(f"{live.url}/feeds/all.rss", {"Host": "evil.example"})
     assert again == body
+
+
+def test_story_paging_survives_shared_timestamps(redis_client, keys, rows):
+    # One poll stores many items with one first-seen time, so many stories share one
+    # `updated` score: a score-only cursor would skip all but the first of them.
+    import dataclasses
+
+    stories, topics = gold_stories(rows)
+    same = datetime(2018, 3, 14, 6, 0, tzinfo=UTC)
+    stories = {k: dataclasses.replace(s, updated=same) for k, s in stories.items()}
+    save_all(Store(redis_client, keys), rows)
+    server = LiveServer(make_app(redis_client, keys, GoldGrouper(stories, topics)))
+    try:
+        ids, pages = walk(server, server.url + "/feeds/all.json?limit=4")
+        got = [i.rsplit("/", 1)[1] for i in ids]
+        assert len(got) == len(set(got)) and set(got) == set(stories) and pages > 2
+    finally:
+        server.close()

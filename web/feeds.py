@@ -17,6 +17,7 @@ skipped or repeated at a page boundary.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import unicodedata
@@ -248,36 +249,56 @@ def _story_matches(q_norm, story: Story, items: dict[str, Item]) -> bool:
     return _matches(q_norm, [story.label] + [items[i].title for i in story.items if i in items])
 
 
+def _timeline_after(grouper, cursor, n: int) -> list[tuple[str, float]]:
+    """Up to n (story_id, score) of the story timeline strictly after `cursor` in
+    (score desc, id desc) order — Redis' order for equal scores. One poll gives many
+    stories the same `updated`, so a score-only cursor would skip the rest of a tie.
+    The grouper's cursor is score-exclusive: ask from just above the score, drop the
+    part of the tie already served."""
+    if cursor is None:
+        return grouper.story_timeline(None, n)
+    score, ident = cursor
+    if ident is None:
+        return grouper.story_timeline(score, n)
+    size = n + 16
+    while True:
+        batch = grouper.story_timeline(math.nextafter(score, math.inf), size)
+        rows = [(sid, sc) for sid, sc in batch if not (sc == score and sid >= ident)]
+        if len(rows) >= n or len(batch) < size:
+            return rows[:n]
+        size *= 4  # a long tie: look further
+
+
 def _stories_global(p: Params):
     grouper = _grouper()
     q_norm = normalize(p.q) if p.q else None
     store = services().store
-    found: list[tuple[Story, float]] = []
-    before = p.before[0] if p.before else None
+    found: list[tuple[Story, tuple]] = []
+    cursor = p.before
     scanned = 0
+    want = p.limit + 1 if not q_norm else 200
     while len(found) <= p.limit:
-        batch = grouper.story_timeline(before, p.limit + 1 if not q_norm else 200)
+        batch = _timeline_after(grouper, cursor, want)
         if not batch:
             break
         stories = {s.id: s for s in grouper.get_stories([sid for sid, _ in batch])}
         items = ({it.id: it for it in store.get_items(
             {i for s in stories.values() for i in s.items})} if q_norm else {})
         for sid, score in batch:
-            before = score
+            cursor = (score, sid)
             scanned += 1
             s = stories.get(sid)
             if s is None or (q_norm and not _story_matches(q_norm, s, items)):
                 continue
-            found.append((s, score))
+            found.append((s, cursor))
             if len(found) > p.limit:
                 break
         if q_norm and scanned >= SCAN_CAP and len(found) <= p.limit:
-            page = [s for s, _ in found]
-            return page, (before, None)
-        if len(batch) < (p.limit + 1 if not q_norm else 200):
+            return [s for s, _ in found], cursor
+        if len(batch) < want:
             break
     page = found[: p.limit]
-    nxt = (page[-1][1], None) if len(found) > p.limit else None
+    nxt = page[-1][1] if len(found) > p.limit else None
     return [s for s, _ in page], nxt
 
 
