@@ -258,8 +258,8 @@ class Fetcher:
         declared = resp.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > cap and \
                 not resp.headers.get("Content-Encoding"):
-            resp.release_conn()
-            resp.close()
+            resp.close()  # close first: released first, the unread body stays on a pooled
+            resp.release_conn()  # connection and the next poll of that host reads it
             return None
         chunks, size = [], 0
         # read1, not stream(): stream(n) blocks until n bytes arrive, each recv renewing
