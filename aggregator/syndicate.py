@@ -100,6 +100,26 @@ class StoryEntry:
 
 Entry = Union[ArticleEntry, StoryEntry]
 
+MAX_REPORTS = 30  # reports listed per story entry; the story page has them all
+
+
+def shown_reports(entry: StoryEntry, limit: int = MAX_REPORTS) -> list[Item]:
+    """The reports a story entry lists, newest first: every outlet's newest report, then
+    the newest others up to `limit`. A story that runs for days can gather hundreds of
+    reports; the hot combined feed must stay small, and every outlet must still show."""
+    newest_first = sorted(entry.items, key=lambda i: (i.published, i.id), reverse=True)
+    chosen: dict[str, Item] = {}
+    outlets: set[str] = set()
+    for it in newest_first:
+        if it.source not in outlets:
+            outlets.add(it.source)
+            chosen[it.id] = it
+    for it in newest_first:
+        if len(chosen) >= limit:
+            break
+        chosen.setdefault(it.id, it)
+    return sorted(chosen.values(), key=lambda i: (i.published, i.id), reverse=True)
+
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -213,8 +233,9 @@ def story_content_html(meta: FeedMeta, entry: StoryEntry) -> str:
     counted = at.count(n, at.SOURCE) if at else f"{n} مصادر"
     parts.append(f"<p>{e(counted)}:</p>")
     parts.append("<ul>")
+    shown = shown_reports(entry)
     # Newest report first, like the rest of the feed.
-    for it in sorted(entry.items, key=lambda i: (i.published, i.id), reverse=True):
+    for it in shown:
         src = entry.sources.get(it.source)
         outlet = src.title if src else it.source
         when = at.absolute(it.published, meta.timezone) if at else _rfc3339(it.published)
@@ -225,6 +246,10 @@ def story_content_html(meta: FeedMeta, entry: StoryEntry) -> str:
         parts.append(f'<li>{head} — <span dir="auto">{e(clean(outlet))}</span>، '
                      f"{e(when)}</li>")
     parts.append("</ul>")
+    if len(shown) < len(entry.items):
+        more = len(entry.items) - len(shown)
+        more_text = f"+{at.count(more, at.REPORT)}" if at else f"+{more}"
+        parts.append(f"<p>{e(more_text)}</p>")
     if entry.topic:
         parts.append(
             f'<p>الموضوع: <a href="{e(topic_url(meta, entry.topic.id))}">'
@@ -402,7 +427,7 @@ def _story_entry(fe, fmt: Fmt, meta: FeedMeta, entry: StoryEntry) -> None:
     fe.title(clean(lead.title) or clean(story.label) or story.id)
     # One related link per outlet report: their headlines and addresses, machine-readable.
     seen = set()
-    for it in entry.items:
+    for it in shown_reports(entry):
         link = to_uri(it.url)
         if link and link not in seen:
             seen.add(link)
@@ -524,6 +549,7 @@ def _json_story(meta: FeedMeta, entry: StoryEntry) -> dict:
         out["tags"] = [clean(entry.topic.label) or entry.topic.id]
     out["_aggregator"] = {
         "story_id": story.id,
+        "reports_total": len(entry.items),
         "topic": ({"id": entry.topic.id, "label": entry.topic.label,
                    "url": topic_url(meta, entry.topic.id)} if entry.topic else None),
         "reports": [
@@ -535,7 +561,7 @@ def _json_story(meta: FeedMeta, entry: StoryEntry) -> dict:
                 "url": to_uri(it.url),
                 "date_published": _rfc3339(it.published),
             }
-            for it in sorted(entry.items, key=lambda i: (i.published, i.id), reverse=True)
+            for it in shown_reports(entry)
         ],
     }
     return out

@@ -12,6 +12,7 @@ from urllib.parse import unquote
 import pytest
 from lxml import etree
 
+from aggregator import syndicate
 from aggregator.syndicate import ArticleEntry, FeedMeta, StoryEntry, render, to_uri
 from syndicate_ant import SOURCES, gold_stories, jsonfeed_validator, load_rows
 
@@ -362,3 +363,28 @@ def test_story_content_reads_as_arabic(data):
     assert "٥ مصادر" in texts  # five outlets, Arabic digits and plural
     assert "١٣ مارس ٢٠١٨" in texts  # Riyadh time of the reports
     assert {s.get("dir") for s in frag.iter("span")} == {"auto"}
+
+
+def test_long_story_lists_every_outlet_within_the_cap(data):
+    rows, stories, topics, items = data
+    base = items[stories[MULTI].lead_item]
+    many = [dataclasses.replace(base, id=f"r{i:03d}", source=("skynews", "bbc")[i % 2],
+                                url=f"https://example.com/{i}",
+                                published=base.published + timedelta(minutes=i))
+            for i in range(40)]
+    old = dataclasses.replace(base, id="old", source="cnn", url="https://example.com/cnn",
+                              published=base.published - timedelta(hours=5))
+    s = dataclasses.replace(stories[MULTI], items=tuple(i.id for i in [old] + many),
+                            sources=("cnn", "skynews", "bbc"), lead_item="old")
+    entry = StoryEntry(s, tuple([old] + many), SOURCES, None)
+    shown = syndicate.shown_reports(entry)
+    assert len(shown) == syndicate.MAX_REPORTS
+    assert "old" in {i.id for i in shown}  # the third outlet's only report stays
+    assert [i.published for i in shown] == sorted((i.published for i in shown), reverse=True)
+    frag = etree.fromstring(etree.fromstring(render("atom", meta(), [entry], "stories"))
+                            .findtext(f"{A}entry/{A}content"))
+    assert len(list(frag.iter("li"))) == syndicate.MAX_REPORTS
+    assert "+١١ تقريرًا" in "".join(frag.itertext())  # 41 - 30, Arabic counting
+    doc = json.loads(render("json", meta(), [entry], "stories"))
+    agg = doc["items"][0]["_aggregator"]
+    assert agg["reports_total"] == 41 and len(agg["reports"]) == syndicate.MAX_REPORTS
