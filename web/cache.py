@@ -201,9 +201,11 @@ class OutputCache:
 
     def put(self, key: tuple, r: Rendered) -> None:
         with self._lock:
+            # Last write wins, even from a slower render of an older version: `get` checks
+            # the version, so that costs one re-render, never a stale answer; refusing it
+            # instead would pin a dead entry forever if the version counter ever restarts
+            # lower (a new Redis).
             old = self._data.get(key)
-            if old is not None and old.version > r.version:
-                return  # a slower render of an older version must not win
             if old is not None:
                 self._bytes -= len(old.body) + len(old.gz)
             self._data[key] = r
