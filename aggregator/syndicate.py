@@ -391,13 +391,13 @@ def _article_entry(fe, fmt: Fmt, meta: FeedMeta, entry: ArticleEntry) -> None:
     fe.title(clean(it.title) or clean(it.summary_text)[:80] or it.id)
     if entry.story_id:
         _link(fe, fmt, story_url(meta, entry.story_id), "related", "التغطية الكاملة")
+        # No label: feedgen writes an RSS <category> from the label when there is one.
+        fe.category(term=entry.story_id, scheme=f"{meta.base_url}stories/")
     # The alternate link goes last: newsboat takes an Atom entry's link from its last
     # <link>, whatever the rel; feedparser picks rel=alternate wherever it is.
     link = to_uri(it.url)
     if link:
         _link(fe, fmt, link, "alternate")
-        # No label: feedgen writes an RSS <category> from the label when there is one.
-        fe.category(term=entry.story_id, scheme=f"{meta.base_url}stories/")
     for cat in it.categories:
         if clean(cat).strip():
             fe.category(term=clean(cat).strip())

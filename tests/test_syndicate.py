@@ -388,3 +388,20 @@ def test_long_story_lists_every_outlet_within_the_cap(data):
     doc = json.loads(render("json", meta(), [entry], "stories"))
     agg = doc["items"][0]["_aggregator"]
     assert agg["reports_total"] == 41 and len(agg["reports"]) == syndicate.MAX_REPORTS
+
+
+def test_article_without_story_or_link_still_renders(data):
+    # Stored but not yet grouped (no story), and a feed entry with no link at all.
+    it = dataclasses.replace(data[0][0].item, url=None, categories=("سياسة", " "))
+    entry = ArticleEntry(it, SOURCES[it.source], None)
+    atom = etree.fromstring(render("atom", meta(), [entry], "articles")).find(A + "entry")
+    assert atom.find(A + "link") is None and atom.findtext(A + "content")
+    assert [c.get("term") for c in atom.findall(A + "category")] == ["سياسة"]
+    rss = etree.fromstring(render("rss", meta(), [entry], "articles")).find("channel/item")
+    assert rss.find("link") is None and [c.text for c in rss.findall("category")] == ["سياسة"]
+    doc = json.loads(render("json", meta(), [entry], "articles"))
+    assert "url" not in doc["items"][0] and doc["items"][0]["_aggregator"]["story_id"] is None
+    for r in data[0][:3]:  # and with a story but no link, the story category stays
+        e = ArticleEntry(dataclasses.replace(r.item, url=None), SOURCES[r.item.source], r.story)
+        x = etree.fromstring(render("atom", meta(), [e], "articles")).find(A + "entry")
+        assert r.story in [c.get("term") for c in x.findall(A + "category")]
