@@ -385,10 +385,15 @@ def _feed_generator(fmt: Fmt, meta: FeedMeta, entries: Sequence[Entry], mode: Mo
     return fg
 
 
+def _article_title(it: Item) -> str:
+    """Feeds without titles exist; RSS and Atom readers need one (the validator too)."""
+    return clean(it.title).strip() or clean(it.summary_text).strip()[:80] or it.id
+
+
 def _article_entry(fe, fmt: Fmt, meta: FeedMeta, entry: ArticleEntry) -> None:
     it, src = entry.item, entry.source
     fe.id(tag_uri(meta.authority, "item", it.id))  # also RSS guid isPermaLink="false"
-    fe.title(clean(it.title) or clean(it.summary_text)[:80] or it.id)
+    fe.title(_article_title(it))
     if entry.story_id:
         _link(fe, fmt, story_url(meta, entry.story_id), "related", "التغطية الكاملة")
         # No label: feedgen writes an RSS <category> from the label when there is one.
@@ -498,7 +503,7 @@ def _json_article(meta: FeedMeta, entry: ArticleEntry) -> dict:
     it, src = entry.item, entry.source
     out = {
         "id": tag_uri(meta.authority, "item", it.id),
-        "title": clean(it.title),
+        "title": _article_title(it),
         "content_html": clean(it.summary_html) or html.escape(clean(it.summary_text))
         or html.escape(clean(it.title)),
         "date_published": _rfc3339(it.published),

@@ -405,3 +405,17 @@ def test_article_without_story_or_link_still_renders(data):
         e = ArticleEntry(dataclasses.replace(r.item, url=None), SOURCES[r.item.source], r.story)
         x = etree.fromstring(render("atom", meta(), [e], "articles")).find(A + "entry")
         assert r.story in [c.get("term") for c in x.findall(A + "category")]
+
+
+def test_untitled_item_of_an_unknown_source(data):
+    it = dataclasses.replace(data[0][0].item, title="  ", source="gone")
+    src = syndicate._unknown_source(meta(), "gone")
+    for fmt in ("atom", "rss"):
+        root = etree.fromstring(render(fmt, meta(), [ArticleEntry(it, src, None)], "articles"))
+        title = (root.findtext(f"{A}entry/{A}title") if fmt == "atom"
+                 else root.findtext("channel/item/title"))
+        assert title == it.summary_text.strip()[:80]
+    doc = json.loads(render("json", meta(), [ArticleEntry(it, src, None)], "articles"))
+    assert doc["items"][0]["title"] == it.summary_text.strip()[:80]
+    assert doc["items"][0]["_aggregator"]["source"]["feed_url"] == \
+        "https://akhbar.example/feeds/sources/gone.rss"
