@@ -138,7 +138,12 @@ def run_size(texts, n: int, measure: int, batch: int, gap: float, url: str | Non
             fill += cnt
             print(f"  filled {fill:,} ({time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)
         fill_s = time.perf_counter() - t
-        r.config_set("appendonly", "yes") if tmp else None
+        if tmp:  # measure as production runs: AOF on (everysec), after its rewrite is done
+            r.config_set("appendonly", "yes")
+            while int(r.info("persistence").get("aof_rewrite_in_progress", 0)) or int(
+                    r.info("persistence").get("aof_rewrite_scheduled", 0)):
+                time.sleep(0.5)
+        load = os.getloadavg()[0]
         timings = store_and_group(store, grouper, items_from(texts, n, measure, t0, gap), batch, timed=True)
         secs = sum(s for s, _ in timings)
         grouped = sum(c for _, c in timings)
@@ -153,7 +158,7 @@ def run_size(texts, n: int, measure: int, batch: int, gap: float, url: str | Non
             "p95_ms": 1000 * per_item_batch[int(len(per_item_batch) * 0.95)],
             "fill_items_per_s": n / fill_s,
             "mem_per_item": used / stored, "group_mem_per_item": gmem / stored,
-            "group_detail": detail,
+            "group_detail": detail, "load": load,
         }
     finally:
         if tmp:
@@ -187,7 +192,8 @@ def main(argv=None):
         print(f"stored {n:>9,}: {res['items_per_s']:,.0f} items/s, {res['per_item_ms']:.3f} ms/item "
               f"(per batch p50 {res['p50_ms']:.3f}, p95 {res['p95_ms']:.3f} ms/item); "
               f"Redis {res['mem_per_item']:,.0f} B/stored item, grouping keys "
-              f"{res['group_mem_per_item']:,.0f} B/item; fill {res['fill_items_per_s']:,.0f} items/s",
+              f"{res['group_mem_per_item']:,.0f} B/item; fill {res['fill_items_per_s']:,.0f} items/s; "
+              f"load average before measuring {res['load']:.1f} (2 cores)",
               flush=True)
         print("    grouping keys (count, bytes):", {k: v for k, v in sorted(res["group_detail"].items())})
     if len(results) > 1:
