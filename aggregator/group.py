@@ -430,6 +430,7 @@ class Grouper:
         # process-local caches (see _process): document frequencies and candidate weights
         self._df_cache: dict[str, int] = {}
         self._wcache: dict[str, tuple[dict[str, float], float]] = {}
+        self._docs: dict[str, Doc] = {}
         self._epoch_n = 0
 
     def _fetch_df(self, terms: Iterable[str]) -> None:
@@ -536,11 +537,20 @@ class Grouper:
                 for day in days:
                     p.hmget(k.group_dup(day), all_fps)
             res = p.execute()
+        docs_cache = self._docs
+        if len(docs_cache) > 100_000:
+            docs_cache.clear()
         cand_rows = iter(res[: sum(1 for q in queries if q)])
         remote: list[list[Doc]] = []
         for q in queries:
             row = next(cand_rows) if q else []
-            remote.append([Doc.from_record(row[j], row[j + 1]) for j in range(0, len(row), 2)])
+            cs = []
+            for j in range(0, len(row), 2):
+                c = docs_cache.get(row[j])  # records never change: parse each once
+                if c is None:
+                    c = docs_cache[row[j]] = Doc.from_record(row[j], row[j + 1])
+                cs.append(c)
+            remote.append(cs)
         dup_hits: dict[str, list[str]] = {}
         if all_fps:
             for day, vals in zip(days, res[len(res) - len(days):]):
