@@ -35,6 +35,19 @@ Layout (P = prefix, default "agg"):
     GS:dup:<day>                hash   url/guid/text fingerprint -> item_id, per published day
     GS:buckets                  zset   vec/dup bucket key -> its hour (trimming walks it)
     GS:lock                     string single-grouper lock (SET NX PX), token value
+  metrics (aggregator/metrics.py: shared by every process, read by the web's /metrics)
+    P:metrics:polls             hash   outcome -> polls
+    P:metrics:latency           hash   bucket upper bound ("0.25", ..., "+Inf") -> polls whose
+                                       fetch took that long (not cumulative), "sum" -> seconds
+    P:metrics:counters          hash   items_new, items_updated, stories_formed, cache_hits,
+                                       cache_renders, redis_errors, alerts_sent, alerts_failed
+    P:metrics:recent            list   "outcome host source" of the latest polls, newest first
+                                       (our-outage detection, aggregator/alerts.py)
+  alerts (aggregator/alerts.py)
+    P:alerts:open               hash   incident ("source:<id>", "outage") -> JSON; an incident
+                                       is alerted when its field is created (HSETNX) and
+                                       recovered when it is deleted: once each, whatever the
+                                       number of processes
 """
 from __future__ import annotations
 
@@ -151,3 +164,24 @@ class Keys:
     @property
     def group_lock(self) -> str:
         return f"{self.prefix}:group:lock"
+
+    # --- metrics and alerts (aggregator/metrics.py, aggregator/alerts.py) ---------------
+    @property
+    def metrics_polls(self) -> str:
+        return f"{self.prefix}:metrics:polls"
+
+    @property
+    def metrics_latency(self) -> str:
+        return f"{self.prefix}:metrics:latency"
+
+    @property
+    def metrics_counters(self) -> str:
+        return f"{self.prefix}:metrics:counters"
+
+    @property
+    def metrics_recent(self) -> str:
+        return f"{self.prefix}:metrics:recent"
+
+    @property
+    def alerts_open(self) -> str:
+        return f"{self.prefix}:alerts:open"

@@ -24,10 +24,12 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import SchedulerNotRunningError
 
+from .alerts import Alerter, Monitor
 from .config import Config, ConfigWatcher, load_config
 from .errors import StoreError
 from .fetch import Fetcher
 from .keys import Keys
+from .metrics import Recorder
 from .schedule import initial_poll
 from .settings import Settings
 from .store import Store, connect
@@ -46,7 +48,13 @@ def utcnow() -> datetime:
 def build_pipeline(settings: Settings) -> Pipeline:
     store = Store(connect(settings), Keys(settings.key_prefix))
     fetcher = Fetcher(settings, maxsize=max(settings.per_host_limit, settings.pool_size))
-    return Pipeline(store=store, fetcher=fetcher)
+    return Pipeline(store=store, fetcher=fetcher, monitor=build_monitor(store, settings))
+
+
+def build_monitor(store: Store, settings: Settings) -> Monitor:
+    """Shared metrics, alerts (AGG_ALERT_WEBHOOK, AGG_ALERT_AFTER) and outage detection."""
+    recorder = Recorder(store.r, store.keys)
+    return Monitor(recorder, Alerter.from_env(store.r, store.keys, settings, metrics=recorder))
 
 
 def make_grouper(store: Store, sources: Iterable[Source]):
@@ -67,9 +75,11 @@ class GroupingLoop:
     BATCH = 500
     WAKE_EVERY = 5.0
 
-    def __init__(self, grouper, now: Callable[[], datetime] = utcnow):
+    def __init__(self, grouper, now: Callable[[], datetime] = utcnow,
+                 monitor: Monitor | None = None):
         self.grouper = grouper  # replaced whole when the config (outlet ranking) changes
         self.now = now
+        self.monitor = monitor  # counts stories formed and Redis errors
         self._wake = threading.Event()
 
     def notify(self) -> None:
@@ -80,6 +90,8 @@ class GroupingLoop:
         while True:
             done = self.grouper.process_pending(self.now(), limit=self.BATCH)
             total += len(done)
+            if self.monitor is not None:
+                self.monitor.grouped(done)
             if len(done) < self.BATCH:
                 return total
 
@@ -93,6 +105,8 @@ class GroupingLoop:
                 failures = 0
             except (StoreError, redis.RedisError) as e:
                 failures += 1
+                if self.monitor is not None:
+                    self.monitor.redis_error()
                 delay = min(STORE_RETRY[0] * 2 ** (failures - 1), STORE_RETRY[1])
                 log.error("grouping: Redis unavailable (%s); retrying in %ss", e, delay)
                 stop.wait(delay)
@@ -167,7 +181,9 @@ class Worker:
         self.watcher = ConfigWatcher(settings.feeds_path, on_change=self.apply_config, log=log,
                                      initial=self.config)
         self.pipe = build_pipeline(settings)
-        self.grouping = GroupingLoop(make_grouper(self.pipe.store, self.config.sources), now)
+        self.monitor = self.pipe.monitor
+        self.grouping = GroupingLoop(make_grouper(self.pipe.store, self.config.sources), now,
+                                     self.monitor)
         self.pipe.notify_grouping = self.grouping.notify
         self._stop = threading.Event()
         self.sources: dict[str, Source] = {}
@@ -207,6 +223,7 @@ class Worker:
             log.info("source %s %s, next poll %s", sid, "changed" if old else "started",
                      when.isoformat(timespec="seconds"))
         self.config = config
+        self.monitor.enabled_sources = len(wanted)
         self.grouping.grouper = make_grouper(self.pipe.store, config.sources)
 
     def _schedule(self, source_id: str, when: datetime) -> None:
@@ -234,6 +251,7 @@ class Worker:
             self._store_failures = 0
         except (StoreError, redis.RedisError) as e:
             self._store_failures += 1
+            self.monitor.redis_error()
             delay = min(STORE_RETRY[0] * 2 ** (self._store_failures - 1), STORE_RETRY[1])
             log.error("Redis unavailable while polling %s (%s); retrying in %ss",
                       source_id, e, delay)
@@ -255,7 +273,9 @@ class Worker:
         try:
             self.pipe.store.heartbeat(now)
             self.watcher.check()
+            self.monitor.tick(self.pipe.store, list(self.sources.values()), now)
         except (StoreError, redis.RedisError) as e:
+            self.monitor.redis_error()
             log.error("housekeeping: Redis unavailable: %s", e)
 
     def _retention(self) -> None:
@@ -266,6 +286,7 @@ class Worker:
             if dropped:
                 log.info("retention dropped %d items", dropped)
         except (StoreError, redis.RedisError) as e:
+            self.monitor.redis_error()
             log.error("retention: Redis unavailable: %s", e)
 
     # lifecycle ----------------------------------------------------------------------
@@ -286,6 +307,7 @@ class Worker:
         self._stop.set()
         self.grouping.notify()
         self._grouping_thread.join(timeout=60)
+        self.monitor.close()
         self.pipe.fetcher.close()
 
 
@@ -302,7 +324,8 @@ def run_once(settings: Settings, out=sys.stdout) -> int:
     config = load_config(settings.feeds_path)
     sources = [s for s in config.sources if s.enabled]
     pipe = build_pipeline(settings)
-    grouping = GroupingLoop(make_grouper(pipe.store, config.sources))
+    pipe.monitor.enabled_sources = len(sources)
+    grouping = GroupingLoop(make_grouper(pipe.store, config.sources), monitor=pipe.monitor)
     reports = []
     bar = None
     if out.isatty():
@@ -318,6 +341,7 @@ def run_once(settings: Settings, out=sys.stdout) -> int:
             print(format_report(report), file=out, flush=True)
     if bar is not None:
         bar.close()
+    pipe.monitor.close()
     pipe.fetcher.close()
     ok = sum(r.outcome.is_success for r in reports)
     print(f"{ok}/{len(reports)} sources ok, {sum(r.new for r in reports)} new items",

@@ -98,3 +98,25 @@ def initial_poll(source: Source, state: SourceState, now: datetime,
     if state.next_poll is not None and state.next_poll > now:
         return state.next_poll
     return now + timedelta(seconds=rng.uniform(0, min(spread, source.interval / 10)))
+
+
+def during_outage(source: Source, before: SourceState, failed: SourceState, now: datetime,
+                  rng: random.Random) -> SourceState:
+    """The state after a network-class failure (dns/connect/timeout) while every source is
+    failing at once: our own outage (detected by aggregator.alerts), not the source's fault.
+
+    `failed` is after_poll's answer. The poll stays on record (last_poll, last_status,
+    last_error, polls, latency), but is not held against the source: its failure streak,
+    failing_since and error count stay as they were before this poll, and the next poll
+    comes at the delay the source had before it (its interval, for a healthy source), so
+    every source is back within one interval of our recovery and none sits on a long
+    backoff our outage caused.
+    """
+    delay = jittered(backoff_delay(source.interval, before.consecutive_failures), rng)
+    return replace(
+        failed,
+        consecutive_failures=before.consecutive_failures,
+        failing_since=before.failing_since,
+        errors=before.errors,
+        next_poll=now + delay,
+    )

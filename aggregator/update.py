@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from .errors import ParseError
 from .fetch import Fetcher
@@ -24,6 +25,9 @@ from .parse import parse_feed
 from .schedule import after_poll
 from .store import Store
 from .types import FetchResult, Item, Outcome, PollReport, Source, SourceState
+
+if TYPE_CHECKING:
+    from .alerts import Monitor
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,7 @@ class Pipeline:
     fetcher: Fetcher
     notify_grouping: Callable[[], None] | None = None  # wakes the grouping consumer
     rng: random.Random = field(default_factory=random.Random)
+    monitor: Monitor | None = None  # metrics, alerts, our-outage schedule (aggregator/alerts.py)
 
 
 @dataclass(frozen=True)
@@ -64,13 +69,18 @@ def update_source(source: Source, pipe: Pipeline, now: datetime) -> PollReport:
     new_state = after_poll(source, state, fetched.result, now, pipe.rng, outcome=fetched.outcome)
     if fetched.error:
         new_state = replace(new_state, last_error=fetched.error)
+    if pipe.monitor is not None:  # during our own outage a failure is not the source's fault
+        new_state = pipe.monitor.adjust(source, state, new_state, fetched.outcome, now, pipe.rng)
     saved = pipe.store.save_poll(source, fetched.items, new_state, now)
     if saved.new and pipe.notify_grouping is not None:
         pipe.notify_grouping()
     if not fetched.outcome.is_success:
         log.warning("%s: %s (%s)", source.id, fetched.outcome.value, fetched.error)
-    return PollReport(
+    report = PollReport(
         source=source.id, outcome=fetched.outcome, http_status=fetched.result.http_status,
         new=len(saved.new), updated=len(saved.updated), seen=len(fetched.items),
         elapsed=fetched.result.elapsed, next_poll=new_state.next_poll, error=fetched.error,
     )
+    if pipe.monitor is not None:
+        pipe.monitor.observe(source, report, now)
+    return report

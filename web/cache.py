@@ -180,7 +180,8 @@ class OutputCache:
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
-        self.misses = 0
+        self.misses = 0  # lookups: FastPath and the view both look before a render
+        self.renders = 0  # outputs rendered and stored (the misses that cost a render)
 
     def get(self, key: tuple, version: int) -> Rendered | None:
         r = self._data.get(key)
@@ -209,6 +210,7 @@ class OutputCache:
             if old is not None:
                 self._bytes -= len(old.body) + len(old.gz)
             self._data[key] = r
+            self.renders += 1  # counted for /metrics (aggregator/metrics.py CacheCounter)
             self._bytes += len(r.body) + len(r.gz)
             self._data.move_to_end(key)
             while len(self._data) > 1 and (len(self._data) > self._max

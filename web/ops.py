@@ -1,15 +1,30 @@
 """Operations endpoints: /healthz for load balancers and monitors, /sources.opml for people
-moving their subscriptions (to us, or past us to the outlets themselves)."""
+moving their subscriptions (to us, or past us to the outlets themselves), and the admin
+surfaces /status (HTML and JSON) and /metrics (Prometheus).
+
+Admin surfaces are never open by accident:
+  /status   needs AGG_STATUS_TOKEN (Authorization: Bearer …, or ?token=) or basic auth
+            (AGG_STATUS_USER + AGG_STATUS_PASSWORD); with neither set it does not exist (404).
+  /metrics  the same credentials when they are set; with none set, only a direct loopback
+            request is answered (a scraper on the same host). A request that came through a
+            proxy (X-Forwarded-For, X-Real-IP or Forwarded present: the shipped nginx.conf
+            sets X-Forwarded-For) is not loopback, whatever the socket says.
+Credentials are compared in constant time (hmac.compare_digest), on bytes.
+"""
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import os
 import xml.etree.ElementTree as ET
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
+from functools import wraps
 from urllib.parse import quote, urlencode
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import (Blueprint, Response, abort, current_app, jsonify, render_template, request,
+                   url_for)
 
 from aggregator.errors import AggregatorError
 
@@ -130,3 +145,340 @@ def sources_opml():
     resp.headers["Content-Disposition"] = 'inline; filename="sources.opml"'
     resp.headers["Cache-Control"] = "public, max-age=300"
     return resp
+
+
+# --- admin surfaces: auth ---------------------------------------------------------------------
+
+def _setting(name: str) -> str:
+    """App config first (tests, embedding apps), then the environment."""
+    if name in current_app.config:
+        return current_app.config.get(name) or ""
+    return os.environ.get(name, "")
+
+
+def _same(given: str, expected: str) -> bool:
+    # Bytes: compare_digest refuses non-ASCII str, and a header may carry anything.
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                               expected.encode("utf-8", "surrogateescape"))
+
+
+def admin_configured() -> bool:
+    return bool(_setting("AGG_STATUS_TOKEN")) or bool(
+        _setting("AGG_STATUS_USER") and _setting("AGG_STATUS_PASSWORD"))
+
+
+def admin_authorized() -> bool:
+    token = _setting("AGG_STATUS_TOKEN")
+    user, password = _setting("AGG_STATUS_USER"), _setting("AGG_STATUS_PASSWORD")
+    ok = False
+    header = request.headers.get("Authorization", "")
+    if token:
+        given = None
+        if header[:7].lower() == "bearer ":
+            given = header[7:].strip()
+        elif "token" in request.args:
+            given = request.args.get("token", "")
+        if given is not None:
+            ok = _same(given, token) or ok
+    if user and password:
+        auth = request.authorization
+        if auth is not None and auth.type == "basic":
+            # Both comparisons always run: no early exit on a wrong user name.
+            user_ok = _same(auth.username or "", user)
+            password_ok = _same(auth.password or "", password)
+            ok = (user_ok and password_ok) or ok
+    return ok
+
+
+def is_direct_loopback() -> bool:
+    if any(request.headers.get(h) for h in ("X-Forwarded-For", "X-Real-IP", "Forwarded")):
+        return False
+    try:
+        return ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        return False
+
+
+def _challenge() -> Response:
+    resp = Response("authentication required\n", status=401,
+                    content_type="text/plain; charset=utf-8")
+    if _setting("AGG_STATUS_USER") and _setting("AGG_STATUS_PASSWORD"):
+        resp.headers["WWW-Authenticate"] = 'Basic realm="aggregator admin", charset="UTF-8"'
+    else:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="aggregator admin"'
+    return _private(resp)
+
+
+def _private(resp: Response) -> Response:
+    resp.headers["Cache-Control"] = "no-store"
+    # ?token= must not leave in a Referer when an operator follows a source's link.
+    resp.headers["Referrer-Policy"] = "no-referrer"
+    resp.headers["X-Robots-Tag"] = "noindex, nofollow"
+    return resp
+
+
+def admin_only(open_on_loopback: bool = False):
+    """Configured credentials required; with none configured the surface does not exist
+    (404), except /metrics for a direct loopback scraper."""
+    def wrap(view):
+        @wraps(view)
+        def inner(*args, **kwargs):
+            if admin_configured():
+                if not admin_authorized():
+                    return _challenge()
+            elif not (open_on_loopback and is_direct_loopback()):
+                abort(404)
+            return _private(view(*args, **kwargs))
+        return inner
+    return wrap
+
+
+# --- /status -----------------------------------------------------------------------------------
+
+HEALTH_ORDER = {"failing": 0, "gone": 1, "moved": 2, "new": 3, "ok": 4, "off": 5}
+HEALTH_LABELS = {"failing": "متعثّر", "gone": "معطّل (410)", "moved": "انتقل (عدّل الرابط)",
+                 "new": "لم يُجلب بعد", "ok": "يعمل", "off": "موقوف في الإعداد"}
+HEALTH_CLASS = {"failing": "failing", "gone": "disabled", "moved": "new", "new": "new",
+                "ok": "ok", "off": "disabled"}
+# sort key -> (label, key function giving worst first). "-key" reverses.
+SORTS = {
+    "worst": "الأسوأ أولًا",
+    "id": "المعرّف",
+    "outcome": "النتيجة",
+    "failing": "متعثّر منذ",
+    "errors": "الأخطاء",
+    "last_poll": "آخر جلب",
+    "next_poll": "الجلب التالي",
+    "items": "أخبار ٢٤ ساعة",
+    "latency": "زمن الاستجابة",
+}
+ITEMS_WINDOW = timedelta(hours=24)
+
+
+def _now() -> datetime:
+    fixed = current_app.config.get("AGG_NOW")
+    return fixed if fixed is not None else datetime.now(UTC)
+
+
+def _health(source, st) -> str:
+    if not source.enabled:
+        return "off"
+    if st.disabled_reason:
+        return "gone"
+    if st.last_status is None:
+        return "new"
+    if st.last_status not in ("ok", "not-modified"):
+        return "failing"
+    return "moved" if st.suggested_url else "ok"
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat(timespec="seconds") if dt else None
+
+
+def status_rows(now: datetime) -> list[dict]:
+    """One dict per configured source, in feeds.yaml order. Items in the last 24 h are
+    counted by published time on the source's own timeline (ZCOUNT, O(log n)); published
+    is clamped at ingest to [plausible, now] and falls back to first-seen, so a feed that
+    re-sends old items does not look busy, and a new source's backlog does not inflate it."""
+    svc = services()
+    sources = list(svc.sources)
+    states = svc.store.load_states([s.id for s in sources]) if sources else {}
+    k = svc.keys
+    since = (now - ITEMS_WINDOW).timestamp()
+    with svc.client.pipeline(transaction=False) as p:
+        for s in sources:
+            p.zcount(k.source_timeline(s.id), since, "+inf")
+            p.zcard(k.source_timeline(s.id))
+        p.hgetall(k.alerts_open)
+        counts = p.execute()
+    incidents = counts[-1]
+    rows = []
+    for i, s in enumerate(sources):
+        st = states[s.id]
+        failing_for = (now - st.failing_since).total_seconds() if st.failing_since else None
+        rows.append({
+            "id": s.id, "title": s.title, "url": s.url, "site": s.site, "rank": s.rank,
+            "enabled": s.enabled, "interval_s": s.interval, "health": _health(s, st),
+            "outcome": st.last_status, "http_status": st.last_http_status,
+            "last_error": st.last_error, "last_poll": st.last_poll,
+            "last_success": st.last_success, "next_poll": st.next_poll,
+            "retry_after_until": st.retry_after_until, "errors": st.errors, "polls": st.polls,
+            "consecutive_failures": st.consecutive_failures, "failing_since": st.failing_since,
+            "failing_for_s": round(failing_for) if failing_for is not None else None,
+            "items_24h": counts[2 * i], "items_total": counts[2 * i + 1],
+            "latency_ms": st.latency_ms, "suggested_url": st.suggested_url,
+            "disabled_reason": st.disabled_reason,
+            "alerted": f"source:{s.id}" in incidents,
+        })
+    return rows
+
+
+def _sort_key(name: str):
+    far = float("inf")
+    if name == "id":
+        return lambda r: r["id"]
+    if name == "outcome":
+        return lambda r: (r["outcome"] or "~", r["rank"])
+    if name == "failing":
+        return lambda r: (r["failing_since"].timestamp() if r["failing_since"] else far, r["rank"])
+    if name == "errors":
+        return lambda r: (-r["consecutive_failures"], -r["errors"], r["rank"])
+    if name == "last_poll":  # the longest unpolled first
+        return lambda r: (r["last_poll"].timestamp() if r["last_poll"] else -far, r["rank"])
+    if name == "next_poll":
+        return lambda r: (r["next_poll"].timestamp() if r["next_poll"] else far, r["rank"])
+    if name == "items":  # the quietest first
+        return lambda r: (r["items_24h"], r["rank"])
+    if name == "latency":  # the slowest first
+        return lambda r: (-(r["latency_ms"] or 0.0), r["rank"])
+    # worst: failing longest, then 410-disabled, moved, never polled, fine, switched off
+    return lambda r: (HEALTH_ORDER[r["health"]], -(r["failing_for_s"] or 0),
+                      -r["consecutive_failures"], r["items_24h"], r["rank"])
+
+
+def sort_rows(rows: list[dict], sort: str) -> tuple[list[dict], str]:
+    """`sort` is a SORTS key, worst first; a leading '-' reverses. Unknown → worst."""
+    reverse = sort.startswith("-")
+    name = sort.lstrip("-")
+    if name not in SORTS:
+        name, reverse = "worst", False
+    return sorted(rows, key=_sort_key(name), reverse=reverse), ("-" if reverse else "") + name
+
+
+def _jsonable(row: dict) -> dict:
+    return {k: (_iso(v) if isinstance(v, datetime) else v) for k, v in row.items()}
+
+
+def _wants_json() -> bool:
+    if request.path.endswith(".json"):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+@bp.get("/status", endpoint="status", provide_automatic_options=False)
+@bp.get("/status.json", endpoint="status_json", provide_automatic_options=False)
+@admin_only()
+def status():
+    now = _now()
+    try:
+        rows = status_rows(now)
+        svc = services()
+        incidents = svc.client.hgetall(svc.keys.alerts_open)
+        beat = svc.store.last_heartbeat()
+    except (redis.RedisError, OSError) as e:
+        _web_recorder_error()
+        body = {"error": f"store unavailable: {e}"}
+        resp = jsonify(body)
+        resp.status_code = 503
+        resp.headers["Retry-After"] = "30"
+        return resp
+    except AggregatorError as e:  # feeds.yaml unreadable or invalid: say which line
+        resp = jsonify({"error": str(e)})
+        resp.status_code = 500
+        return resp
+    rows, sort = sort_rows(rows, request.args.get("sort", "worst"))
+    summary = {h: sum(1 for r in rows if r["health"] == h) for h in HEALTH_ORDER}
+    outage = incidents.get("outage")
+    if beat is not None and beat.tzinfo is None:
+        beat = beat.replace(tzinfo=UTC)
+    heartbeat_age = round((now - beat).total_seconds(), 1) if beat else None
+    if _wants_json():
+        import json as _json
+
+        resp = jsonify({
+            "generated": _iso(now), "sort": sort, "summary": summary,
+            "outage": _json.loads(outage) if outage else None,
+            "worker_heartbeat_age_s": heartbeat_age,
+            "sources": [_jsonable(r) for r in rows],
+        })
+        resp.headers["Vary"] = "Accept"
+        return resp
+    # Sort links keep a ?token= the page was opened with (basic auth the browser resends).
+    keep = {"token": request.args["token"]} if "token" in request.args else {}
+    links = {name: url_for("ops.status", sort=(f"-{name}" if sort == name else name), **keep)
+             for name in SORTS}
+    html = render_template("status.html", rows=rows, sort=sort, sorts=SORTS, links=links,
+                           summary=summary, labels=HEALTH_LABELS, classes=HEALTH_CLASS,
+                           outage=bool(outage), heartbeat_age=heartbeat_age, now=now,
+                           json_url=url_for("ops.status_json", sort=sort, **keep))
+    resp = Response(html, content_type="text/html; charset=utf-8")
+    resp.headers["Vary"] = "Accept"
+    return resp
+
+
+# --- /metrics ---------------------------------------------------------------------------------
+
+METRICS_EXT = "aggregator.metrics"
+
+
+class _WebMetrics:
+    """Per app and process: the registry /metrics renders, and the recorder and cache counter
+    that push this process's output-cache hits to Redis."""
+
+    def __init__(self, app):
+        self.app = app
+        self.recorder = None
+        self.cache_counter = None
+        self.registry = None
+
+    def ensure(self) -> None:
+        from aggregator.metrics import CacheCounter, RedisCollector, Recorder
+
+        if self.recorder is None:
+            svc = self.app.extensions["aggregator"]
+            self.recorder = Recorder(svc.client, svc.keys)
+        cache = self.app.extensions.get("aggregator.output_cache")
+        if self.cache_counter is None and cache is not None:
+            self.cache_counter = CacheCounter(cache, self.recorder)
+        if self.cache_counter is not None:
+            self.cache_counter.ensure_started()
+        if self.registry is None:
+            from prometheus_client import CollectorRegistry
+
+            svc = self.app.extensions["aggregator"]
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(RedisCollector(
+                lambda: svc.client, svc.keys, lambda: svc.sources,
+                before_collect=self.cache_counter.flush if self.cache_counter else None))
+            self.registry = registry
+
+
+def _web_metrics() -> _WebMetrics:
+    app = current_app._get_current_object()
+    wm = app.extensions.get(METRICS_EXT)
+    if wm is None:
+        wm = app.extensions.setdefault(METRICS_EXT, _WebMetrics(app))
+    return wm
+
+
+def _web_recorder_error() -> None:
+    wm = current_app.extensions.get(METRICS_EXT)
+    if wm is not None and wm.recorder is not None:
+        wm.recorder.redis_error()
+
+
+@bp.after_app_request
+def _count_cache(response):
+    """Starts this process's cache-counter thread on its first request (after any fork).
+    Fast-path hits never reach Flask, but every cached output was first rendered here."""
+    try:
+        _web_metrics().ensure()
+    except Exception:  # Redis not reachable yet: try again on the next request
+        pass
+    return response
+
+
+@bp.get("/metrics", provide_automatic_options=False)
+@admin_only(open_on_loopback=True)
+def metrics():
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    wm = _web_metrics()
+    try:
+        wm.ensure()
+    except (redis.RedisError, AggregatorError, OSError) as e:
+        return Response(f"# store unavailable: {e}\nagg_redis_up 0\n", status=503,
+                        content_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(wm.registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,268 @@
+"""Counters every process shares, kept in Redis, and the Prometheus collector that reads them.
+
+The worker and the web app are different processes (and gunicorn forks several web
+workers), so prometheus_client's in-process counters would each hold a fragment and reset
+on every restart. Here every increment is a Redis HINCRBY on the fixed `metrics_*` keys
+(aggregator/keys.py), and the web process exposes them at /metrics through `RedisCollector`,
+which reads Redis at scrape time. The fetch-latency histogram is a hash of fixed buckets
+(per-bucket counts; the collector accumulates them into Prometheus' cumulative form).
+
+A poll's increments go in one pipeline sent right after the poll's own transaction (the
+store's Lua call): a kill -9 between the two can lose one poll's counts, never an item.
+Counts that cannot reach Redis (it is down: the Redis-error count itself) are held in the
+process and added with its next successful write.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from urllib.parse import urlsplit
+
+import redis
+
+from .keys import Keys
+from .types import Outcome, PollReport, Source
+
+log = logging.getLogger(__name__)
+
+# Seconds. Feeds answer in 0.1-2 s; the fetch timeout is 20 s (40 s for a dripping body).
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0)
+RECENT_KEEP = 50  # latest poll outcomes kept for our-outage detection (aggregator/alerts.py)
+
+# name in the counters hash -> (metric name without _total, help)
+COUNTERS = {
+    "items_new": ("agg_items_ingested", "Items stored for the first time"),
+    "items_updated": ("agg_items_updated", "Stored items whose content changed (retitled, edited)"),
+    "stories_formed": ("agg_stories_formed", "New stories started by grouping"),
+    "cache_hits": ("agg_output_cache_hits", "Feed outputs answered from rendered bytes"),
+    "cache_renders": ("agg_output_renders", "Feed outputs rendered and cached (misses)"),
+    "redis_errors": ("agg_redis_errors", "Redis commands that failed (worker and web)"),
+    "alerts_sent": ("agg_alerts_sent", "Alert webhook calls answered with 2xx"),
+    "alerts_failed": ("agg_alerts_failed", "Alert webhook calls that failed or were refused"),
+}
+
+
+def bucket_of(seconds: float) -> str:
+    """The histogram field a latency is counted under: the smallest bound it fits."""
+    for bound in LATENCY_BUCKETS:
+        if seconds <= bound:
+            return f"{bound:g}"
+    return "+Inf"
+
+
+class Recorder:
+    """Writes the shared counters. One per process; thread-safe."""
+
+    def __init__(self, client: redis.Redis, keys: Keys):
+        self.r = client
+        self.keys = keys
+        self._lock = threading.Lock()
+        self._pending: collections.Counter[str] = collections.Counter()
+
+    # counts held in the process until the next write -------------------------------------
+    def count(self, name: str, n: int = 1) -> None:
+        if n:
+            with self._lock:
+                self._pending[name] += n
+
+    def redis_error(self) -> None:
+        self.count("redis_errors")
+
+    def _take_pending(self) -> dict[str, int]:
+        with self._lock:
+            taken = dict(self._pending)
+            self._pending.clear()
+        return taken
+
+    def _give_back(self, taken: dict[str, int]) -> None:
+        with self._lock:
+            self._pending.update(taken)
+            self._pending["redis_errors"] += 1
+
+    def flush(self) -> bool:
+        """Add the held counts to Redis. False (and kept for later) when Redis is down."""
+        taken = self._take_pending()
+        if not taken:
+            return True
+        try:
+            with self.r.pipeline(transaction=False) as p:
+                for name, n in taken.items():
+                    p.hincrby(self.keys.metrics_counters, name, n)
+                p.execute()
+            return True
+        except (redis.RedisError, OSError):
+            self._give_back(taken)
+            return False
+
+    # the poll path -----------------------------------------------------------------------
+    def poll(self, source: Source, report: PollReport) -> list[str]:
+        """Count one poll (outcome, latency, items) in one round trip, and return the latest
+        poll outcomes, newest first, as "outcome host source" strings."""
+        k = self.keys
+        host = (urlsplit(source.url).hostname or "-").lower()
+        taken = self._take_pending()
+        taken["items_new"] = taken.get("items_new", 0) + report.new
+        taken["items_updated"] = taken.get("items_updated", 0) + report.updated
+        try:
+            with self.r.pipeline(transaction=False) as p:
+                p.hincrby(k.metrics_polls, report.outcome.value, 1)
+                p.hincrby(k.metrics_latency, bucket_of(report.elapsed), 1)
+                p.hincrbyfloat(k.metrics_latency, "sum", round(report.elapsed, 6))
+                for name, n in taken.items():
+                    if n:
+                        p.hincrby(k.metrics_counters, name, n)
+                p.lpush(k.metrics_recent, f"{report.outcome.value} {host} {source.id}")
+                p.ltrim(k.metrics_recent, 0, RECENT_KEEP - 1)
+                p.lrange(k.metrics_recent, 0, RECENT_KEEP - 1)
+                return p.execute()[-1]
+        except (redis.RedisError, OSError) as e:
+            log.warning("metrics: Redis unavailable (%s)", e)
+            self._give_back({n: v for n, v in taken.items() if n not in ("items_new",
+                                                                          "items_updated")})
+            return []
+
+    def grouped(self, assignments: Sequence[tuple]) -> None:
+        """Count the stories a grouping batch started: an item that founds a story gives it
+        its id (aggregator.group.story_id_for)."""
+        if not assignments:
+            return
+        from .group import story_id_for
+
+        self.count("stories_formed", sum(1 for a in assignments
+                                         if len(a) >= 2 and a[1] == story_id_for(a[0])))
+        self.flush()
+
+
+# --- reading: the /metrics collector ---------------------------------------------------------
+
+FAILING = "failing"
+
+
+def source_health(enabled: bool, state_fields: dict[str, str]) -> str:
+    """ok / failing / disabled / new, from a source's stored state fields."""
+    if not enabled or state_fields.get("disabled_reason"):
+        return "disabled"
+    status = state_fields.get("last_status")
+    if not status:
+        return "new"
+    return "ok" if status in (Outcome.OK.value, Outcome.NOT_MODIFIED.value) else FAILING
+
+
+class RedisCollector:
+    """A prometheus_client collector over the shared counters. `sources` returns the
+    configured sources (for the per-health gauges); `before_collect` lets the web process
+    push its own held counts (output cache) first."""
+
+    def __init__(self, client: Callable[[], redis.Redis], keys: Keys,
+                 sources: Callable[[], Iterable[Source]],
+                 before_collect: Callable[[], None] | None = None):
+        self._client = client
+        self.keys = keys
+        self._sources = sources
+        self._before = before_collect
+
+    def describe(self):
+        return []  # no registration-time collect: Redis may not be up yet
+
+    def collect(self):
+        from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                            HistogramMetricFamily)
+
+        if self._before is not None:
+            self._before()
+        k = self.keys
+        try:
+            sources = list(self._sources())
+        except Exception:  # an invalid feeds.yaml must not take the counters down with it
+            log.exception("metrics: cannot read the sources")
+            sources = []
+        try:
+            r = self._client()
+            with r.pipeline(transaction=False) as p:
+                p.hgetall(k.metrics_polls)
+                p.hgetall(k.metrics_latency)
+                p.hgetall(k.metrics_counters)
+                p.hexists(k.alerts_open, "outage")
+                for s in sources:
+                    p.hmget(k.source_state(s.id), "last_status", "disabled_reason")
+                rows = p.execute()
+        except Exception as e:  # noqa: BLE001 - Redis down or a bad reply: still answer
+            log.warning("metrics: Redis unavailable (%s)", e)
+            yield GaugeMetricFamily("agg_redis_up", "1 when the web process reads Redis", 0)
+            return
+        yield GaugeMetricFamily("agg_redis_up", "1 when the web process reads Redis", 1)
+        polls, latency, counters, outage, states = rows[0], rows[1], rows[2], rows[3], rows[4:]
+
+        c = CounterMetricFamily("agg_polls", "Polls by outcome class", labels=["outcome"])
+        for outcome in Outcome:
+            c.add_metric([outcome.value], float(polls.get(outcome.value, 0)))
+        yield c
+
+        from prometheus_client.utils import floatToGoString
+
+        buckets, running = [], 0
+        for bound in LATENCY_BUCKETS:
+            running += int(latency.get(f"{bound:g}", 0))
+            buckets.append((floatToGoString(bound), running))
+        running += int(latency.get("+Inf", 0))
+        buckets.append(("+Inf", running))
+        yield HistogramMetricFamily("agg_fetch_latency_seconds", "Time of one poll's fetch",
+                                    buckets=buckets, sum_value=float(latency.get("sum", 0)))
+
+        for field, (name, doc) in COUNTERS.items():
+            yield CounterMetricFamily(name, doc, value=float(counters.get(field, 0)))
+
+        health = collections.Counter(
+            source_health(s.enabled, dict(zip(("last_status", "disabled_reason"), st)))
+            for s, st in zip(sources, states))
+        g = GaugeMetricFamily("agg_sources", "Configured sources by health", labels=["health"])
+        for h in ("ok", FAILING, "disabled", "new"):
+            g.add_metric([h], health.get(h, 0))
+        yield g
+        yield GaugeMetricFamily("agg_sources_failing", "Enabled sources whose last poll failed",
+                                health.get(FAILING, 0))
+        yield GaugeMetricFamily("agg_outage", "1 while every source fails at once (our own "
+                                "outage, aggregator/alerts.py)", 1 if outage else 0)
+
+
+class CacheCounter:
+    """Moves one process's output-cache counts (web/cache.py OutputCache.hits, .renders)
+    into Redis every `every` seconds from a daemon thread, and on demand before a
+    scrape. The thread starts on first use in each process: gunicorn forks after
+    create_app, and threads do not survive a fork."""
+
+    def __init__(self, cache, recorder: Recorder, every: float = 5.0):
+        self.cache = cache
+        self.recorder = recorder
+        self.every = every
+        self._sent = (0, 0)
+        self._pid = None
+        self._lock = threading.Lock()
+
+    def flush(self) -> None:
+        with self._lock:
+            hits, renders = self.cache.hits, getattr(self.cache, "renders", 0)
+            self.recorder.count("cache_hits", hits - self._sent[0])
+            self.recorder.count("cache_renders", renders - self._sent[1])
+            self._sent = (hits, renders)
+        self.recorder.flush()
+
+    def ensure_started(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+        threading.Thread(target=self._run, name="metrics-cache", daemon=True).start()
+
+    def _run(self) -> None:
+        stop = threading.Event()
+        while not stop.wait(self.every):
+            try:
+                self.flush()
+            except Exception:  # never let metrics take a web process down
+                log.exception("metrics: cache counter flush failed")

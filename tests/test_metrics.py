@@ -1,0 +1,164 @@
+"""/metrics: counters written by the poll path (in this process and in a worker process)
+are read back from Redis by the web app's collector; latency is a histogram of fixed
+buckets; output-cache hits of every web process reach Redis."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
+
+from aggregator.metrics import LATENCY_BUCKETS, Recorder, bucket_of
+from aggregator.runner import GroupingLoop, make_grouper
+from aggregator.config import load_config
+from aggregator.store import Store
+from aggregator.types import Outcome, PollReport, Source
+from ops_fixtures import closed_port, fleet_yaml, monitor_for, poll_fleet, start_server
+from aggregator.settings import Settings
+from web import create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "metrics-token"
+
+
+@pytest.fixture
+def server():
+    s = start_server()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def feeds_path(server, tmp_path):
+    p = tmp_path / "feeds.yaml"
+    p.write_text(fleet_yaml(server, closed_port()), encoding="utf-8")
+    return p
+
+
+def scrape(app) -> dict:
+    """{(name, labels tuple): value} of one /metrics answer."""
+    resp = app.test_client().get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert resp.status_code == 200, resp.data
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    out = {}
+    for fam in text_string_to_metric_families(resp.get_data(as_text=True)):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def make_app(redis_client, keys, feeds_path):
+    return create_app({"TESTING": True, "REDIS_CLIENT": redis_client,
+                       "AGG_KEY_PREFIX": keys.prefix, "AGG_FEEDS": str(feeds_path),
+                       "AGG_STATUS_TOKEN": TOKEN})
+
+
+def test_bucket_of():
+    assert bucket_of(0.0) == "0.1" and bucket_of(0.1) == "0.1" and bucket_of(0.11) == "0.25"
+    assert bucket_of(LATENCY_BUCKETS[-1]) == f"{LATENCY_BUCKETS[-1]:g}"
+    assert bucket_of(LATENCY_BUCKETS[-1] + 1) == "+Inf"
+
+
+def test_poll_counters_histogram_items_stories_and_gauges(server, redis_client, keys,
+                                                          feeds_path):
+    monitor = monitor_for(redis_client, keys, Settings(allow_private_networks=True))
+    reports = poll_fleet(redis_client, keys, feeds_path, monitor)
+    config = load_config(feeds_path)
+    loop = GroupingLoop(make_grouper(Store(redis_client, keys), config.sources), monitor=monitor)
+    loop.drain()
+    m = scrape(make_app(redis_client, keys, feeds_path))
+
+    def polls(outcome):
+        return m[("agg_polls_total", (("outcome", outcome),))]
+
+    assert polls("ok") == 3 and polls("http-5xx") == 3 and polls("gone") == 1
+    assert polls("connect") == 1 and polls("timeout") == 0
+    assert sum(v for (n, _), v in m.items() if n == "agg_polls_total") == 8
+    assert m[("agg_fetch_latency_seconds_count", ())] == 8
+    assert m[("agg_fetch_latency_seconds_bucket", (("le", "+Inf"),))] == 8
+    cum = [m[("agg_fetch_latency_seconds_bucket", (("le", floatToGoString(b)),))]
+           for b in LATENCY_BUCKETS]
+    assert cum == sorted(cum) and cum[-1] == 8  # every local poll is under 40 s
+    assert 0 < m[("agg_fetch_latency_seconds_sum", ())] < 8 * 5
+
+    stored = redis_client.zcard(keys.timeline)
+    assert stored == 48 == sum(r.new for r in reports.values())
+    assert m[("agg_items_ingested_total", ())] == stored
+    stories = redis_client.zcard(keys.group_story_timeline)
+    assert stories > 0 and m[("agg_stories_formed_total", ())] == stories
+
+    health = {dict(lbl)["health"]: v for (n, lbl), v in m.items() if n == "agg_sources"}
+    assert health == {"ok": 3, "failing": 2, "disabled": 2, "new": 0}
+    assert m[("agg_sources_failing", ())] == 2
+    assert m[("agg_outage", ())] == 0 and m[("agg_redis_up", ())] == 1
+
+
+def test_counters_from_a_worker_process_are_read_by_the_web_process(server, redis_client, keys,
+                                                                     feeds_path, redis_url,
+                                                                     tmp_path):
+    env = os.environ | {"REDIS_URL": redis_url, "AGG_KEY_PREFIX": keys.prefix,
+                        "AGG_FEEDS": str(feeds_path), "AGG_ALLOW_PRIVATE_NETWORKS": "1",
+                        "AGG_DATA_DIR": str(tmp_path / "data")}
+    env.pop("AGG_ALERT_WEBHOOK", None)
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, str(ROOT / "worker.py"), "--once"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    m = scrape(make_app(redis_client, keys, feeds_path))
+    total = sum(v for (n, _), v in m.items() if n == "agg_polls_total")
+    assert total == 12  # 6 enabled sources, twice, counted across two processes
+    assert m[("agg_polls_total", (("outcome", "not-modified"),))] == 3
+    # (run_once polls a 410-disabled source again on its second run: france24 ingests then)
+    assert m[("agg_items_ingested_total", ())] == redis_client.zcard(keys.timeline) >= 48
+    assert m[("agg_stories_formed_total", ())] == redis_client.zcard(keys.group_story_timeline)
+
+
+def test_output_cache_hits_reach_redis(server, redis_client, keys, feeds_path):
+    poll_fleet(redis_client, keys, feeds_path)
+    app = make_app(redis_client, keys, feeds_path)
+    c = app.test_client()
+    for _ in range(3):
+        assert c.get("/feeds/all.rss").status_code == 200
+    assert c.get("/feeds/sources/bbc.atom").status_code == 200
+    m = scrape(app)  # the scrape pushes this process's counts first
+    assert m[("agg_output_renders_total", ())] == 2
+    assert m[("agg_output_cache_hits_total", ())] == 2
+    # A second app (another gunicorn worker) adds to the same counters.
+    other = make_app(redis_client, keys, feeds_path)
+    assert other.test_client().get("/feeds/all.rss").status_code == 200
+    m = scrape(other)
+    assert m[("agg_output_renders_total", ())] == 3
+    # Each process pushes only its own increments: the first app's are not counted twice.
+    assert redis_client.hget(keys.metrics_counters, "cache_hits") == "2"
+
+
+def test_redis_errors_are_held_then_counted(redis_client, keys):
+    port = closed_port()
+    down = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
+    rec = Recorder(down, keys)
+    src = Source(id="x", url="https://example.org/feed", title="x")
+    report = PollReport("x", Outcome.OK, 200, new=2, elapsed=0.2)
+    assert rec.poll(src, report) == []  # Redis down: the poll's own counts are lost…
+    assert rec.flush() is False
+    rec.r = redis_client  # …Redis is back: the held error count arrives with the next write
+    rec.poll(src, report)
+    counters = redis_client.hgetall(keys.metrics_counters)
+    assert int(counters["redis_errors"]) == 2
+    assert counters["items_new"] == "2"
+    assert redis_client.hget(keys.metrics_polls, "ok") == "1"
+
+
+def test_metrics_answer_when_redis_is_down(redis_client, keys, feeds_path):
+    port = closed_port()
+    down = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5,
+                       decode_responses=True)
+    app = create_app({"TESTING": True, "REDIS_CLIENT": down, "AGG_KEY_PREFIX": keys.prefix,
+                      "AGG_FEEDS": str(feeds_path), "AGG_STATUS_TOKEN": TOKEN})
+    resp = app.test_client().get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert resp.status_code == 200
+    assert "agg_redis_up 0.0" in resp.get_data(as_text=True)

@@ -1,0 +1,265 @@
+"""/status (HTML and JSON) over a fleet polled for real, and the rule that no admin surface
+(/status, /status.json, /metrics) is ever answered without credentials."""
+from __future__ import annotations
+
+import base64
+
+import lxml.html
+import pytest
+
+from ops_fixtures import NOW, T0, closed_port, fleet_yaml, poll_fleet, start_server
+from web import create_app
+
+TOKEN = "s3cret-token-ملف"  # non-ASCII on purpose: compared as bytes
+ADMIN_PATHS = ["/status", "/status.json", "/status?sort=id", "/metrics"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = start_server()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def feeds_path(server, tmp_path):
+    p = tmp_path / "feeds.yaml"
+    p.write_text(fleet_yaml(server, closed_port()), encoding="utf-8")
+    return p
+
+
+@pytest.fixture
+def polled(server, redis_client, keys, feeds_path):
+    # The server's fault queues are consumed per poll: reload them for every test.
+    server.feeds["/cnn.xml"].faults[:] = []
+    server.feeds["/france24.xml"].faults[:] = []
+    from feedserver import Fault
+
+    server.feeds["/cnn.xml"].faults += [Fault(500), Fault(500), Fault(500)]
+    server.feeds["/france24.xml"].faults.append(Fault(410))
+    return poll_fleet(redis_client, keys, feeds_path)
+
+
+def make_app(redis_client, keys, feeds_path, **auth):
+    cfg = {"TESTING": True, "REDIS_CLIENT": redis_client, "AGG_KEY_PREFIX": keys.prefix,
+           "AGG_FEEDS": str(feeds_path), "AGG_NOW": NOW, "AGG_STATUS_TOKEN": "",
+           "AGG_STATUS_USER": "", "AGG_STATUS_PASSWORD": ""}
+    cfg.update(auth)
+    return create_app(cfg)
+
+
+def basic(user: str, password: str) -> dict:
+    raw = f"{user}:{password}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+OUTSIDE = {"REMOTE_ADDR": "203.0.113.9"}
+
+
+# --- never open ------------------------------------------------------------------------------
+
+def test_admin_surfaces_do_not_exist_without_credentials(redis_client, keys, feeds_path,
+                                                         monkeypatch):
+    for name in ("AGG_STATUS_TOKEN", "AGG_STATUS_USER", "AGG_STATUS_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    app = create_app({"TESTING": True, "REDIS_CLIENT": redis_client,
+                      "AGG_KEY_PREFIX": keys.prefix, "AGG_FEEDS": str(feeds_path)})
+    c = app.test_client()
+    for path in ADMIN_PATHS:
+        for method in ("GET", "HEAD", "OPTIONS", "POST"):
+            resp = c.open(path, method=method, environ_base=OUTSIDE)
+            assert resp.status_code in (404, 405), (path, method, resp.status_code)
+            assert b"agg_" not in resp.data and b"cnn" not in resp.data
+    # Only a user name, or only a password, is not a credential.
+    monkeypatch.setenv("AGG_STATUS_USER", "ops")
+    assert c.get("/status", headers=basic("ops", "")).status_code == 404
+
+
+def test_metrics_without_credentials_only_for_a_direct_loopback_scraper(redis_client, keys,
+                                                                        feeds_path):
+    c = make_app(redis_client, keys, feeds_path).test_client()
+    assert c.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
+    assert c.get("/metrics", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
+    assert c.get("/metrics", environ_base=OUTSIDE).status_code == 404
+    # Through a reverse proxy on the same host the socket is loopback: still refused.
+    for header in ("X-Forwarded-For", "X-Real-IP", "Forwarded"):
+        resp = c.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"},
+                     headers={header: "203.0.113.9"})
+        assert resp.status_code == 404, header
+    # /status never opens on loopback.
+    assert c.get("/status", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 404
+
+
+def test_token_auth(redis_client, keys, feeds_path, polled):
+    c = make_app(redis_client, keys, feeds_path, AGG_STATUS_TOKEN=TOKEN).test_client()
+    for path in ADMIN_PATHS:
+        resp = c.get(path, environ_base={"REMOTE_ADDR": "127.0.0.1"})
+        assert resp.status_code == 401, path  # set credentials protect /metrics on loopback too
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+        assert b"cnn" not in resp.data
+        assert c.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.get(path, headers={"Authorization": f"Bearer {TOKEN}x"}).status_code == 401
+        assert c.get(path, headers=basic("x", TOKEN)).status_code == 401
+        assert c.get(path, headers=BEARER, environ_base=OUTSIDE).status_code == 200, path
+    sep = lambda p: "&" if "?" in p else "?"  # noqa: E731
+    from urllib.parse import quote
+
+    for path in ADMIN_PATHS:
+        assert c.get(path + sep(path) + "token=" + quote(TOKEN)).status_code == 200, path
+        assert c.get(path + sep(path) + "token=nope").status_code == 401
+
+
+def test_basic_auth(redis_client, keys, feeds_path, polled):
+    c = make_app(redis_client, keys, feeds_path, AGG_STATUS_USER="ops",
+                 AGG_STATUS_PASSWORD="kalimat-sirr").test_client()
+    resp = c.get("/status")
+    assert resp.status_code == 401
+    assert resp.headers["WWW-Authenticate"].startswith("Basic realm=")
+    assert c.get("/status", headers=basic("ops", "wrong")).status_code == 401
+    assert c.get("/status", headers=basic("opx", "kalimat-sirr")).status_code == 401
+    assert c.get("/status", headers=basic("ops", "kalimat-sirr")).status_code == 200
+    assert c.get("/metrics", headers=basic("ops", "kalimat-sirr")).status_code == 200
+    assert c.get("/status?token=kalimat-sirr").status_code == 401
+
+
+def test_credentials_are_compared_in_constant_time(redis_client, keys, feeds_path, monkeypatch):
+    import web.ops
+
+    calls = []
+    real = web.ops.hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(web.ops.hmac, "compare_digest", spy)
+    c = make_app(redis_client, keys, feeds_path, AGG_STATUS_TOKEN=TOKEN,
+                 AGG_STATUS_USER="ops", AGG_STATUS_PASSWORD="pw").test_client()
+    assert c.get("/status.json", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert (b"nope", TOKEN.encode()) in calls
+    calls.clear()
+    assert c.get("/status.json", headers=basic("wrong", "pw")).status_code == 401
+    # Both halves are compared even when the user name is already wrong.
+    assert (b"wrong", b"ops") in calls and (b"pw", b"pw") in calls
+
+
+# --- what it shows ----------------------------------------------------------------------------
+
+def status_json(client, path="/status.json"):
+    resp = client.get(path, headers=BEARER)
+    assert resp.status_code == 200, resp.data
+    assert resp.headers["Cache-Control"] == "no-store"
+    return resp.get_json()
+
+
+def test_status_json_reports_every_source_worst_first(redis_client, keys, feeds_path, polled):
+    c = make_app(redis_client, keys, feeds_path, AGG_STATUS_TOKEN=TOKEN).test_client()
+    data = status_json(c)
+    assert data == c.get("/status", headers=BEARER | {"Accept": "application/json"}).get_json()
+    rows = {r["id"]: r for r in data["sources"]}
+    assert set(rows) == {"bbc", "skynews", "alarabiya", "cnn", "france24", "dead", "spare"}
+    assert [r["id"] for r in data["sources"]] == [
+        "cnn", "dead", "france24", "alarabiya", "bbc", "skynews", "spare"]
+    assert data["sort"] == "worst"
+
+    cnn = rows["cnn"]
+    assert cnn["health"] == "failing" and cnn["outcome"] == "http-5xx"
+    assert cnn["http_status"] == 500 and cnn["errors"] == 3 and cnn["consecutive_failures"] == 3
+    assert cnn["failing_since"] == T0.isoformat() and cnn["failing_for_s"] == 3600
+    assert cnn["last_poll"] > T0.isoformat()
+    assert cnn["next_poll"] > cnn["last_poll"]
+    assert rows["dead"]["outcome"] == "connect" and rows["dead"]["http_status"] is None
+    gone = rows["france24"]
+    assert gone["health"] == "gone" and gone["outcome"] == "gone"
+    assert gone["disabled_reason"].startswith("410 Gone") and gone["next_poll"] is None
+    moved = rows["alarabiya"]
+    assert moved["health"] == "moved" and moved["suggested_url"].endswith("/alarabia.xml")
+    assert moved["items_24h"] == 16
+    for sid in ("bbc", "skynews"):
+        assert rows[sid]["health"] == "ok" and rows[sid]["http_status"] == 200
+        assert rows[sid]["items_total"] == 16 and rows[sid]["latency_ms"] > 0
+    # skynews' newest item is 2018-03-12T06:04, more than 12 h before NOW - 24 h? No:
+    # NOW - 24 h is 2018-03-11T19:00, so all of its items count; alarabiya has one before.
+    assert rows["alarabiya"]["items_total"] == 16
+    assert rows["spare"]["health"] == "off" and rows["spare"]["last_poll"] is None
+    assert data["summary"] == {"failing": 2, "gone": 1, "moved": 1, "new": 0, "ok": 2, "off": 1}
+
+
+def test_items_24h_counts_by_published_time(redis_client, keys, feeds_path, polled):
+    # alarabiya's items run from 2018-03-11T20:31 to 03-12T10:21; move the clock so the
+    # 24 h window starts after its sixth item.
+    from feedserver import ant_items
+
+    times = sorted(it["time_utc"] for it in ant_items("alarabia"))
+    from datetime import datetime, timedelta
+
+    cut = datetime.fromisoformat(times[6]) - timedelta(seconds=1)
+    c = make_app(redis_client, keys, feeds_path, AGG_STATUS_TOKEN=TOKEN,
+                 AGG_NOW=cut + timedelta(hours=24)).test_client()
+    rows = {r["id"]: r for r in status_json(c)["sources"]}
+    assert rows["alarabiya"]["items_24h"] == len(times) - 6
+    assert rows["alarabiya"]["items_total"] == len(times)
+
+
+@pytest.mark.parametrize("sort, first, last", [
+    ("id", "alarabiya", "spare"),
+    ("-id", "spare", "alarabiya"),
+    ("errors", "cnn", None),
+    ("items", "cnn", None),
+    ("latency", None, None),
+    ("bogus", "cnn", "spare"),
+])
+def test_status_sorts(redis_client, keys, feeds_path, polled, sort, first, last):
+    c = make_app(redis_client, keys, feeds_path, AGG_STATUS_TOKEN=TOKEN).test_client()
+    data = status_json(c, f"/status.json?sort={sort}")
+    ids = [r["id"] for r in data["sources"]]
+    if first:
+        assert ids[0] == first
+    if last:
+        assert ids[-1] == last
+    if sort == "latency":
+        lat = [r["latency_ms"] or 0 for r in data["sources"]]
+        assert lat == sorted(lat, reverse=True)
+    assert data["sort"] == ("worst" if sort == "bogus" else sort)
+
+
+def test_status_html_is_arabic_rtl_without_inline_script(redis_client, keys, feeds_path, polled):
+    c = make_app(redis_client, keys, feeds_path, AGG_STATUS_TOKEN=TOKEN).test_client()
+    resp = c.get("/status?token=" + __import__("urllib.parse").parse.quote(TOKEN))
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"].startswith("text/html")
+    csp = resp.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert resp.headers["Referrer-Policy"] == "no-referrer"
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["Cache-Control"] == "no-store"
+    tree = lxml.html.fromstring(resp.get_data(as_text=True))
+    html = tree.getroottree().getroot()
+    assert html.get("lang") == "ar" and html.get("dir") == "rtl"
+    for script in tree.iter("script"):
+        assert script.get("src") and not (script.text or "").strip()
+    for el in tree.iter():
+        assert not any(a.lower().startswith("on") for a in el.attrib), el.tag
+    rows = tree.xpath("//tbody/tr")
+    assert [r.get("data-source") for r in rows][:3] == ["cnn", "dead", "france24"]
+    cnn = tree.xpath('//tr[@data-source="cnn"]')[0].text_content()
+    assert "http-5xx 500" in cnn and "متعثّر" in cnn
+    moved = tree.xpath('//tr[@data-source="alarabiya"]')[0]
+    assert moved.xpath('.//a[contains(@href, "/alarabia.xml") and not(contains(@href, "redirect"))]')
+    # Sort links keep the token the page was opened with.
+    links = tree.xpath('//a[contains(@href, "sort=")]/@href')
+    assert links and all("token=" in h for h in links)
+
+
+def test_status_html_with_basic_auth_has_no_token_in_links(redis_client, keys, feeds_path,
+                                                            polled):
+    c = make_app(redis_client, keys, feeds_path, AGG_STATUS_USER="ops",
+                 AGG_STATUS_PASSWORD="pw").test_client()
+    resp = c.get("/status?sort=-items", headers=basic("ops", "pw"))
+    assert resp.status_code == 200
+    tree = lxml.html.fromstring(resp.get_data(as_text=True))
+    links = tree.xpath('//a[contains(@href, "sort=")]/@href')
+    assert links and not any("token" in h for h in links)
+    # Sorting by a column twice flips it.
+    assert "/status?sort=items" in links
