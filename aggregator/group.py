@@ -668,7 +668,8 @@ class Grouper:
 
         for it, d, founded in decided:
             pub = d.published
-            seen_ts = max(it.first_seen.timestamp(), pub) if it.first_seen else pub
+            # our clock, not the feed's: a future-dated item must not pin its story on top
+            seen_ts = it.first_seen.timestamp() if it.first_seen else pub
             key = (pub, self._rank(it.source), it.id)
             st = stories.get(d.story)
             if st is None:

@@ -379,3 +379,15 @@ def test_params_document_every_threshold():
     p = Params()
     assert 0 < p.topic_threshold < p.story_threshold < 1
     assert p.window_hours == 72
+
+
+def test_future_dated_item_does_not_pin_its_story(redis_client, keys):
+    now = T0 + timedelta(hours=1)
+    future = Item(id="fut", source="skynews", url=None, guid=None, title=CRASH[0].title,
+                  summary_html="", summary_text=CRASH[0].summary_text,
+                  published=T0 + timedelta(days=2), first_seen=now, updated=now, content_hash="x")
+    save(redis_client, keys, [future])
+    g = Grouper(redis_client, keys)
+    [(_, sid, _)] = g.process_pending(now)
+    (st,) = g.get_stories([sid])
+    assert st.updated == now  # timeline order runs on our clock
