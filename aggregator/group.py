@@ -2,18 +2,19 @@
 
 Incremental, in the ingest path, with its whole state in Redis (keys: keys.py, "grouping").
 
-How one item is placed (Grouper.process_pending; pure decisions in `decide`):
-  1. exact duplicates first: same canonical URL, same GUID, or identical normalised title +
-     summary (a wire copy) within the window -> the story of the earlier item;
-  2. candidates: the item's most informative terms (highest IDF, document frequencies kept
-     incrementally in Redis) are looked up in an inverted index of the items published
-     within +-window of it; a Lua script ranks the hits by summed IDF and returns the top
-     ones with their matching records in the same call (one round trip per item, pipelined
-     for the whole batch: never all-pairs);
-  3. score: TF-IDF cosine of title (weighted) + lead, see `similarity`;
-  4. join the story of the best-scoring member when the score clears STORY_THRESHOLD
-     (story score = max over its members, i.e. the closest report), else start a story; a
-     new story joins the topic of the best candidate when it clears TOPIC_THRESHOLD.
+How a batch of pending items is placed (Grouper.process_pending), oldest published first:
+  1. exact duplicates first: same canonical URL, same GUID, or the same normalised title +
+     summary words (a wire copy) within the window -> the story of the earlier item;
+  2. candidates: each item's heaviest known terms (tf * IDF, so title words first;
+     document frequencies kept incrementally in Redis) are looked up in an inverted index
+     of the items published within +-window of it. A Lua script sums the IDF of the shared
+     query terms per hit and returns the top candidates with their matching records in
+     the same call: one round trip per item, pipelined for the whole batch, never
+     all-pairs. Earlier items of the same batch are found through a local index;
+  3. score: TF-IDF cosine of (title x3 + 20 lead tokens), minus 0.2 per day apart;
+  4. join the story of the best-scoring member (story score = max over its members) when
+     the score clears Params.story_threshold, else start a story; a new story joins the
+     topic of the most similar candidate (plain cosine) above Params.topic_threshold.
 
 Every threshold is defined in `Params` with the evaluation figure behind it.
 
@@ -21,7 +22,15 @@ Durability: an item's assignment, every index update it causes and its removal f
 group:pending are written in one MULTI/EXEC per batch. Story ids are derived from the id of
 the item that founded the story, so re-running a batch after a kill -9 before EXEC
 recomputes the same ids; items already assigned (group:is) are skipped, so re-running
-after EXEC assigns nothing twice.
+after EXEC assigns nothing twice. One grouper at a time (a SET NX lock; another caller
+gets [] and its items wait in group:pending).
+
+The index only covers the window: postings are trimmed by published time on every write
+and carry a TTL; matching records and duplicate fingerprints live in hour/day buckets that
+are deleted as the window moves. Cost per item therefore does not grow with history.
+
+Measured (python bench/grouping.py; gold window 2018-03-12/13, 403 items):
+  stories pairwise P 0.939 R 0.592 F1 0.726, BCubed F1 0.932; topics pairwise F1 0.690.
 """
 from __future__ import annotations
 
