@@ -99,8 +99,9 @@ def normalize_for_matching(text: str | None) -> str:
 
 
 # --- stop words --------------------------------------------------------------------------
-# Function words and the most generic newswire verbs/nouns (said, announced, today, ...):
-# they say nothing about which event an item reports. Written in normalised spelling.
+# Function words, the most generic newswire verbs/nouns (said, announced, today, ...) and
+# format markers of headlines (watch, video, in pictures, infographic, breaking): they say
+# nothing about which event an item reports.
 _STOP_RAW = """
 في من على الى إلى عن مع ان أن إن ما لا لم لن قد هل او أو ثم بل لكن حتى اذا إذا كما كان كانت
 يكون تكون هذا هذه ذلك تلك هؤلاء الذي التي الذين اللذين اللتين اللاتي هو هي هم هن انا نحن انت
@@ -110,6 +111,7 @@ _STOP_RAW = """
 اليوم امس أمس غدا الان الآن يوم قال قالت يقول تقول وقال وقالت اعلن أعلن اعلنت أعلنت ذكر ذكرت
 اضاف أضاف اضافت أضافت اكد أكد اكدت أكدت وفق وفقا بحسب حسب نحو عام عاما سنه سنة مساء صباح
 الاثنين الثلاثاء الاربعاء الأربعاء الخميس الجمعه الجمعة السبت الاحد الأحد
+شاهد فيديو بالفيديو بالصور صور انفوجرافيك إنفوغرافيك انفوغراف عاجل
 يا ليس لكي كي لان لأن مثل عبر اثر إثر جراء لدي وذلك وبعد وقبل ضمن امام أمام وراء تحت فوق
 the a an of to in on for and or is are was were be by with at from as that this it its
 """
