@@ -69,6 +69,7 @@ def _install(state) -> None:
         return c
 
     app.extensions[CACHE_EXT + ".clock_factory"] = clock
+
     def key_fn(environ):
         return request_key(environ, app.config.get("AGG_PUBLIC_URL")
                            or os.environ.get("AGG_PUBLIC_URL"))
