@@ -1,4 +1,4 @@
-"""Command line: `python -m aggregator run|stats|check-config|poll`."""
+"""Command line: `python -m aggregator run|stats|check-config|sources|poll`."""
 from __future__ import annotations
 
 import argparse
@@ -93,10 +93,8 @@ def cmd_check_config(args, settings: Settings) -> int:
 def cmd_poll(args, settings: Settings) -> int:
     """Poll one source now. --dry-run shows what would be stored and writes nothing."""
     from .config import load_config
-    from .keys import Keys
     from .runner import GroupingLoop, build_pipeline, format_report, make_grouper, utcnow
-    from .store import Store, connect
-    from .update import fetch_items, update_source
+    from .update import update_source
 
     config = load_config(settings.feeds_path)
     source = next((s for s in config.sources if s.id == args.source), None)
@@ -104,21 +102,62 @@ def cmd_poll(args, settings: Settings) -> int:
         print(f"no source {args.source!r} in {config.path}", file=sys.stderr)
         return 2
     if args.dry_run:
-        from .fetch import Fetcher
-
-        store = Store(connect(settings), Keys(settings.key_prefix))
-        fetched = fetch_items(source, store.load_state(source.id), Fetcher(settings), utcnow())
-        r = fetched.result
-        print(f"{source.id}: {fetched.outcome.value} HTTP {r.http_status} in {r.elapsed:.2f}s"
-              + (f" ({fetched.error})" if fetched.error else ""))
-        for item in fetched.items:
-            print(f"  {item.published.isoformat()}  {item.id}  {item.title}\n    {item.url}")
-        return 0 if fetched.outcome.is_success else 1
+        return dry_run(source, settings)
     pipe = build_pipeline(settings)
     report = update_source(source, pipe, utcnow())
-    GroupingLoop(make_grouper(pipe.store, config.sources)).drain()
+    GroupingLoop(make_grouper(pipe.store, config.sources), monitor=pipe.monitor).drain()
+    pipe.monitor.close()
     print(format_report(report))
     return 0 if report.outcome.is_success else 1
+
+
+def dry_run(source, settings: Settings, out=None) -> int:
+    """Fetch, parse and normalise one source with its stored validators, and show what a
+    real poll would store: each item as new / changed / same (against the stored content
+    hash), the source state it would save, and when it would poll next. Reads Redis,
+    writes nothing."""
+    import random
+
+    from .fetch import Fetcher
+    from .keys import Keys
+    from .runner import utcnow
+    from .schedule import after_poll
+    from .store import Store, connect
+    from .update import fetch_items
+
+    out = out or sys.stdout
+    store = Store(connect(settings), Keys(settings.key_prefix))
+    state = store.load_state(source.id)
+    now = utcnow()
+    fetcher = Fetcher(settings)
+    try:
+        fetched = fetch_items(source, state, fetcher, now)
+    finally:
+        fetcher.close()
+    r = fetched.result
+    with store.r.pipeline(transaction=False) as p:
+        for item in fetched.items:
+            p.hget(store.keys.item(item.id), "content_hash")
+        stored = p.execute() if fetched.items else []
+    marks = ["new" if old is None else "changed" if old != item.content_hash else "same"
+             for item, old in zip(fetched.items, stored)]
+    print(f"{source.id}: {fetched.outcome.value}"
+          + (f" HTTP {r.http_status}" if r.http_status else "")
+          + f" in {r.elapsed * 1000:.0f} ms"
+          + (f" from {r.final_url}" if r.final_url != source.url else "")
+          + (f" ({fetched.error})" if fetched.error else ""), file=out)
+    print(f"dry run, nothing written: {len(fetched.items)} items, {marks.count('new')} new, "
+          f"{marks.count('changed')} changed, {marks.count('same')} unchanged", file=out)
+    for item, mark in zip(fetched.items, marks):
+        print(f"  [{mark:<7}] {item.published.isoformat(timespec='seconds')}  {item.id}  "
+              f"{item.title}\n              {item.url}", file=out)
+    new_state = after_poll(source, state, r, now, random.Random(), outcome=fetched.outcome)
+    nxt = new_state.next_poll.isoformat(timespec="seconds") if new_state.next_poll else "never"
+    print(f"state: last_status {new_state.last_status}, consecutive failures "
+          f"{new_state.consecutive_failures}, next poll {nxt}"
+          + (f", suggested URL {new_state.suggested_url}" if new_state.suggested_url else "")
+          + (f", {new_state.disabled_reason}" if new_state.disabled_reason else ""), file=out)
+    return 0 if fetched.outcome.is_success else 1
 
 
 def main(argv=None) -> int:
@@ -134,6 +173,9 @@ def main(argv=None) -> int:
     p = sub.add_parser("check-config", help="validate a feeds file")
     p.add_argument("file", nargs="?")
     p.set_defaults(func=cmd_check_config)
+    from .sources_cli import add_parser as add_sources_parser
+
+    add_sources_parser(sub)
     p = sub.add_parser("poll", help="poll one source now")
     p.add_argument("source")
     p.add_argument("--dry-run", action="store_true")
