@@ -9,10 +9,10 @@ text as summary, cycled with a synthetic id suffix and a synthetic published tim
 item every --gap seconds (default 30 s: ~2,900 items a day, a busy 100-feed aggregator).
 A text therefore recurs only every ~62k items (~21 days), outside the 72 h window.
 
-For each size N: a fresh Redis (embedded, or REDIS_URL with a unique prefix) is filled with
-N items through Store.save_poll + Grouper.process_pending (the production path), then
---measure further items are stored and grouped in batches of --batch (a poll's worth);
-only process_pending is timed. Reported: items/s, mean per-item time, p50/p95 per batch,
+One Redis (embedded, or REDIS_URL with prefix "cost") grows through the sizes: it is
+filled to N items through Store.save_poll + Grouper.process_pending (the production path),
+then --measure further items are stored and grouped in batches of --batch (a poll's
+worth), AOF on, and only process_pending is timed; then filling goes on to the next size. Reported: items/s, mean per-item time, p50/p95 per batch,
 Redis memory per stored item (total, and the grouping keys alone, by sampling).
 """
 from __future__ import annotations
@@ -116,11 +116,42 @@ def grouping_memory(r: redis.Redis, keys: Keys, sample: int = 300) -> tuple[int,
     return total, detail
 
 
-def run_size(texts, n: int, measure: int, batch: int, gap: float, url: str | None) -> dict:
+def measure(r, keys, store, grouper, texts, start, measure_n, batch, gap, t0, tmp) -> dict:
+    if tmp:  # measure as production runs: AOF on (everysec), after its rewrite is done
+        r.config_set("appendonly", "yes")
+        time.sleep(0.2)
+        while int(r.info("persistence").get("aof_rewrite_in_progress", 0)) or int(
+                r.info("persistence").get("aof_rewrite_scheduled", 0)):
+            time.sleep(0.5)
+    load = os.getloadavg()[0]
+    timings = store_and_group(store, grouper, items_from(texts, start, measure_n, t0, gap), batch,
+                              timed=True)
+    if tmp:
+        r.config_set("appendonly", "no")  # filling further is not what we measure
+    secs = sum(s for s, _ in timings)
+    grouped = sum(c for _, c in timings)
+    per_item_batch = sorted(s / max(c, 1) for s, c in timings)
+    used = int(r.info("memory")["used_memory"])
+    gmem, detail = grouping_memory(r, keys)
+    stored = start + measure_n
+    return {
+        "stored": start, "measured": grouped, "items_per_s": grouped / secs,
+        "per_item_ms": 1000 * secs / grouped,
+        "p50_ms": 1000 * per_item_batch[len(per_item_batch) // 2],
+        "p95_ms": 1000 * per_item_batch[int(len(per_item_batch) * 0.95)],
+        "mem_per_item": used / stored, "group_mem_per_item": gmem / stored,
+        "group_detail": detail, "load": load,
+    }
+
+
+def run_sizes(texts, sizes, measure_n: int, batch: int, gap: float, url: str | None):
+    """One store that grows: fill to each size, measure there, keep filling.
+
+    The measured items stay stored, so the store at the next size has those in too."""
     tmp = None
     if url:
         r = redis.Redis.from_url(url, decode_responses=True)
-        keys = Keys(prefix=f"cost{n}")
+        keys = Keys(prefix="cost")
     else:
         tmp = tempfile.mkdtemp(prefix="bench-cost-")
         r = redis.Redis(unix_socket_path=ensure_server(tmp), decode_responses=True)
@@ -130,36 +161,20 @@ def run_size(texts, n: int, measure: int, batch: int, gap: float, url: str | Non
         store, grouper = Store(r, keys), Grouper(r, keys)
         t0 = datetime(2020, 1, 1, tzinfo=UTC)
         t = time.perf_counter()
-        fill = 0
-        step = 20_000
-        while fill < n:
-            cnt = min(step, n - fill)
-            store_and_group(store, grouper, items_from(texts, fill, cnt, t0, gap), 500, timed=False)
-            fill += cnt
-            print(f"  filled {fill:,} ({time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)
-        fill_s = time.perf_counter() - t
-        if tmp:  # measure as production runs: AOF on (everysec), after its rewrite is done
-            r.config_set("appendonly", "yes")
-            while int(r.info("persistence").get("aof_rewrite_in_progress", 0)) or int(
-                    r.info("persistence").get("aof_rewrite_scheduled", 0)):
-                time.sleep(0.5)
-        load = os.getloadavg()[0]
-        timings = store_and_group(store, grouper, items_from(texts, n, measure, t0, gap), batch, timed=True)
-        secs = sum(s for s, _ in timings)
-        grouped = sum(c for _, c in timings)
-        per_item_batch = sorted(s / max(c, 1) for s, c in timings)
-        used = int(r.info("memory")["used_memory"])
-        gmem, detail = grouping_memory(r, keys)
-        stored = n + measure
-        return {
-            "stored": n, "measured": grouped, "items_per_s": grouped / secs,
-            "per_item_ms": 1000 * secs / grouped,
-            "p50_ms": 1000 * per_item_batch[len(per_item_batch) // 2],
-            "p95_ms": 1000 * per_item_batch[int(len(per_item_batch) * 0.95)],
-            "fill_items_per_s": n / fill_s,
-            "mem_per_item": used / stored, "group_mem_per_item": gmem / stored,
-            "group_detail": detail, "load": load,
-        }
+        stored = 0
+        filled_time = 0.0
+        for n in sizes:
+            while stored < n:
+                cnt = min(20_000, n - stored)
+                tf = time.perf_counter()
+                store_and_group(store, grouper, items_from(texts, stored, cnt, t0, gap), 500, timed=False)
+                filled_time += time.perf_counter() - tf
+                stored += cnt
+                print(f"  filled {stored:,} ({time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)
+            res = measure(r, keys, store, grouper, texts, stored, measure_n, batch, gap, t0, tmp)
+            res["fill_items_per_s"] = stored / filled_time
+            stored += measure_n
+            yield res
     finally:
         if tmp:
             stop_server(tmp)
@@ -174,7 +189,7 @@ def run_size(texts, n: int, measure: int, batch: int, gap: float, url: str | Non
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default=os.path.join(REPO, "..", "shared"))
-    ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--max", type=int, default=None, help="skip sizes above this")
     ap.add_argument("--measure", type=int, default=5000)
     ap.add_argument("--batch", type=int, default=100)
@@ -186,8 +201,8 @@ def main(argv=None):
     if args.max:
         sizes = [s for s in sizes if s <= args.max]
     results = []
-    for n in sizes:
-        res = run_size(texts, n, args.measure, args.batch, args.gap, os.environ.get("REDIS_URL"))
+    for res in run_sizes(texts, sizes, args.measure, args.batch, args.gap, os.environ.get("REDIS_URL")):
+        n = res["stored"]
         results.append(res)
         print(f"stored {n:>9,}: {res['items_per_s']:,.0f} items/s, {res['per_item_ms']:.3f} ms/item "
               f"(per batch p50 {res['p50_ms']:.3f}, p95 {res['p95_ms']:.3f} ms/item); "
@@ -195,7 +210,8 @@ def main(argv=None):
               f"{res['group_mem_per_item']:,.0f} B/item; fill {res['fill_items_per_s']:,.0f} items/s; "
               f"load average before measuring {res['load']:.1f} (2 cores)",
               flush=True)
-        print("    grouping keys (count, bytes):", {k: v for k, v in sorted(res["group_detail"].items())})
+        print("    grouping keys (count, bytes):", {k: v for k, v in sorted(res["group_detail"].items())},
+              flush=True)
     if len(results) > 1:
         base = results[0]["per_item_ms"]
         for res in results[1:]:
