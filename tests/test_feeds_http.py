@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import http.client
 import json
+import os
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime, parsedate_to_datetime
@@ -79,6 +80,9 @@ def test_every_output_answers_with_type_cors_link_and_validators(live, path, fmt
     else:
         root = etree.fromstring(body)  # well-formed
         if fmt == "atom":
+            rng = etree.RelaxNG(etree.parse(os.path.join(
+                os.path.dirname(__file__), "data", "atom-rfc4287.rng")))
+            assert rng.validate(root), rng.error_log.last_error  # RFC 4287 Appendix B
             assert root.get(XML_LANG) == "ar"
             entries = root.findall(A + "entry")
             assert entries and all(e.get(XML_LANG) == "ar" for e in entries)

@@ -419,3 +419,34 @@ def test_untitled_item_of_an_unknown_source(data):
     assert doc["items"][0]["title"] == it.summary_text.strip()[:80]
     assert doc["items"][0]["_aggregator"]["source"]["feed_url"] == \
         "https://akhbar.example/feeds/sources/gone.rss"
+
+
+# --- Atom against RFC 4287's own schema (Appendix B, tests/data/atom-rfc4287.rng) -------
+
+@pytest.fixture(scope="module")
+def atom_rng():
+    path = os.path.join(os.path.dirname(__file__), "data", "atom-rfc4287.rng")
+    return etree.RelaxNG(etree.parse(path))
+
+
+def test_atom_outputs_match_the_rfc4287_schema(data, atom_rng):
+    docs = [root for _mode, fmt, root in _all_outputs(data) if fmt == "atom"]
+    docs.append(etree.fromstring(render("atom", meta(), [], "stories")))
+    for doc in docs:
+        assert atom_rng.validate(doc), atom_rng.error_log.last_error
+
+
+@pytest.mark.parametrize("breakage", ["no id", "author without name", "bad date", "type"])
+def test_the_atom_schema_can_fail(data, atom_rng, breakage):
+    doc = etree.fromstring(render("atom", meta(), story_entries(data, [MULTI]), "stories"))
+    e = doc.find(A + "entry")
+    if breakage == "no id":
+        e.remove(e.find(A + "id"))
+    elif breakage == "author without name":
+        a = e.find(A + "author")
+        a.remove(a.find(A + "name"))
+    elif breakage == "bad date":
+        e.find(A + "updated").text = "Tue, 13 Mar 2018 13:47:29 +0000"
+    else:
+        e.find(A + "content").set("type", "text/plain+html")
+    assert not atom_rng.validate(doc)
