@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 import redis
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.schedulers.base import SchedulerNotRunningError
 
 from .alerts import Alerter, Monitor
 from .config import Config, ConfigWatcher, load_config
@@ -186,6 +185,12 @@ class Worker:
                                      self.monitor)
         self.pipe.notify_grouping = self.grouping.notify
         self._stop = threading.Event()
+        # APScheduler's shutdown(wait=True) holds its job-store lock while it waits for
+        # running jobs, and a finishing poll re-arms itself with add_job, which needs that
+        # lock: a deadlock. Jobs touch the scheduler only under this lock, and not at all
+        # once stop() has begun; the stored next_poll is where the next start resumes.
+        self._jobs_lock = threading.Lock()
+        self._stopping = False
         self.sources: dict[str, Source] = {}
         self.limiter = HostLimiter(settings.per_host_limit)
         self.rng = random.Random()
@@ -227,17 +232,18 @@ class Worker:
         self.grouping.grouper = make_grouper(self.pipe.store, config.sources)
 
     def _schedule(self, source_id: str, when: datetime) -> None:
-        try:
+        with self._jobs_lock:
+            if self._stopping:
+                return
             self.scheduler.add_job(self._poll, "date", run_date=when, args=[source_id],
                                    id=f"poll:{source_id}", replace_existing=True)
-        except SchedulerNotRunningError:
-            pass  # shutting down: the stored next_poll is where the next run resumes
 
     def _unschedule(self, source_id: str) -> None:
         self.sources.pop(source_id, None)
-        job = self.scheduler.get_job(f"poll:{source_id}")
-        if job:
-            job.remove()
+        with self._jobs_lock:
+            job = None if self._stopping else self.scheduler.get_job(f"poll:{source_id}")
+            if job:
+                job.remove()
         self.pipe.store.forget_schedule(source_id)
 
     # jobs ---------------------------------------------------------------------------
@@ -303,6 +309,8 @@ class Worker:
     def stop(self) -> None:
         """Finish in-flight polls, then stop; their results are stored before we exit."""
         log.info("stopping: waiting for in-flight polls")
+        with self._jobs_lock:
+            self._stopping = True
         self.scheduler.shutdown(wait=True)
         self._stop.set()
         self.grouping.notify()
