@@ -312,9 +312,8 @@ def test_long_running_worker_respects_retry_after_across_kill_9_and_bounds_slow_
                           and store.load_state("h429").last_status == "ok", timeout=110)
         assert proc.poll() is None, "the worker died"
     finally:
-        # SIGKILL, not SIGTERM: the stall and the drip are always in flight, and a SIGTERM
-        # with a poll in flight hangs the worker (runner.Worker.stop deadlock, see
-        # test_durability.test_sigterm_with_a_poll_in_flight_exits).
+        # SIGKILL, not SIGTERM: the stall and the drip are always in flight, and SIGTERM
+        # waits for in-flight polls (up to the 40 s fetch deadline).
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         log.seek(0)
