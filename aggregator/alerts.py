@@ -46,7 +46,7 @@ OUTAGE_MIN_HOSTS = 3
 OUTAGE_MAX_WINDOW = 10
 DEFAULT_AFTER = timedelta(hours=1)
 WEBHOOK_TIMEOUT = 5.0
-SWEEP_EVERY = 30.0  # seconds between per-source threshold checks
+SWEEP_EVERY = 30.0  # seconds between per-source threshold checks (less for a short threshold)
 QUEUE_MAX = 200  # alerts waiting for the webhook; beyond that they are logged and dropped
 
 
@@ -190,8 +190,13 @@ class Alerter:
     def from_env(cls, client: redis.Redis, keys: Keys, settings: Settings,
                  metrics: Recorder | None = None, env=None) -> "Alerter":
         env = os.environ if env is None else env
+        try:
+            after = parse_after(env.get("AGG_ALERT_AFTER"))
+        except ValueError as e:
+            log.error("AGG_ALERT_AFTER: %s; using the default %s", e, DEFAULT_AFTER)
+            after = DEFAULT_AFTER
         return cls(client, keys, settings, webhook=env.get("AGG_ALERT_WEBHOOK") or None,
-                   after=parse_after(env.get("AGG_ALERT_AFTER")), metrics=metrics)
+                   after=after, metrics=metrics)
 
     # incidents ---------------------------------------------------------------------------
     def open_incidents(self) -> dict[str, dict]:
@@ -384,7 +389,8 @@ class Monitor:
                 if self.outage and not shared:
                     self.outage_ended = now
                 self.outage = shared
-        if not force and time.monotonic() - self._last_sweep < SWEEP_EVERY:
+        every = min(SWEEP_EVERY, self.alerter.after.total_seconds() / 4)
+        if not force and time.monotonic() - self._last_sweep < every:
             return
         self._last_sweep = time.monotonic()
         enabled = [s for s in sources if s.enabled]

@@ -158,11 +158,13 @@ class RedisCollector:
 
     def __init__(self, client: Callable[[], redis.Redis], keys: Keys,
                  sources: Callable[[], Iterable[Source]],
-                 before_collect: Callable[[], None] | None = None):
+                 before_collect: Callable[[], None] | None = None,
+                 on_redis_error: Callable[[], None] | None = None):
         self._client = client
         self.keys = keys
         self._sources = sources
         self._before = before_collect
+        self._on_error = on_redis_error
 
     def describe(self):
         return []  # no registration-time collect: Redis may not be up yet
@@ -191,6 +193,8 @@ class RedisCollector:
                 rows = p.execute()
         except Exception as e:  # noqa: BLE001 - Redis down or a bad reply: still answer
             log.warning("metrics: Redis unavailable (%s)", e)
+            if self._on_error is not None:
+                self._on_error()
             yield GaugeMetricFamily("agg_redis_up", "1 when the web process reads Redis", 0)
             return
         yield GaugeMetricFamily("agg_redis_up", "1 when the web process reads Redis", 1)

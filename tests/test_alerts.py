@@ -335,3 +335,84 @@ def test_our_outage_is_one_alert_and_not_held_against_the_sources(redis_client, 
         back.stop()
         mon.close()
         pipe.fetcher.close()
+
+
+# --- the worker process -------------------------------------------------------------------------
+
+def start_worker(env):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.Popen([sys.executable, str(root / "worker.py")], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stop_worker(proc) -> str:
+    import signal
+
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return err
+
+
+@pytest.fixture
+def worker_env(redis_url, keys, tmp_path, receiver):
+    import os
+
+    return os.environ | {
+        "REDIS_URL": redis_url, "AGG_KEY_PREFIX": keys.prefix,
+        "AGG_FEEDS": str(tmp_path / "feeds.yaml"), "AGG_ALLOW_PRIVATE_NETWORKS": "1",
+        "AGG_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1",
+        "AGG_ALERT_WEBHOOK": receiver.url, "AGG_ALERT_AFTER": "3s",
+    }
+
+
+def test_worker_alerts_a_source_failing_past_the_threshold(worker_env, receiver, tmp_path):
+    server = FeedServer().start()
+    try:
+        server.feeds["/cnn.xml"] = Feed("CNN", ant_items("CNN"), faults=[Fault(502)] * 50)
+        server.feeds["/bbc.xml"] = Feed("BBC", ant_items("BBC"))
+        (tmp_path / "feeds.yaml").write_text(
+            "defaults:\n  interval: 1m\nsources:\n"
+            f"  - id: cnn\n    url: {server.url('/cnn.xml')}\n    title: CNN\n"
+            f"  - id: bbc\n    url: {server.url('/bbc.xml')}\n    title: BBC\n",
+            encoding="utf-8")
+        proc = start_worker(worker_env)
+        try:
+            assert wait_until(lambda: receiver.events() == ["source_failing"], timeout=30), \
+                receiver.bodies
+        finally:
+            err = stop_worker(proc)
+        alert = receiver.bodies[0]
+        assert alert["source"] == "cnn" and alert["http_status"] == 502
+        assert alert["failing_for_s"] >= 3
+        assert "ALERT source cnn has been failing" in err
+    finally:
+        server.stop()
+
+
+def test_worker_treats_every_source_failing_at_once_as_our_outage(worker_env, receiver, tmp_path,
+                                                                  redis_client, keys):
+    # The first polls spread over ~6 s: a 3 s threshold would blame the first source before
+    # the last one reveals the outage.
+    worker_env = worker_env | {"AGG_ALERT_AFTER": "1h"}
+    port = closed_port()
+    (tmp_path / "feeds.yaml").write_text(
+        "defaults:\n  interval: 1m\nsources:\n" + "".join(
+            f"  - id: s{i}\n    url: http://127.0.0.{i + 1}:{port}/feed.xml\n    title: S{i}\n"
+            for i in range(3)), encoding="utf-8")
+    proc = start_worker(worker_env)
+    try:
+        assert wait_until(lambda: receiver.events() == ["outage"], timeout=30), receiver.bodies
+        time.sleep(6)  # a few housekeeping sweeps: no per-source alert while it lasts
+    finally:
+        err = stop_worker(proc)
+    assert receiver.events() == ["outage"]
+    assert "ALERT every source is failing at once" in err
+    assert redis_client.hexists(keys.alerts_open, "outage")
+    states = Store(redis_client, keys).load_states(["s0", "s1", "s2"])
+    assert all(st.last_status == "connect" and st.consecutive_failures <= 1
+               for st in states.values())

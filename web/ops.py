@@ -441,7 +441,8 @@ class _WebMetrics:
             registry = CollectorRegistry(auto_describe=False)
             registry.register(RedisCollector(
                 lambda: svc.client, svc.keys, lambda: svc.sources,
-                before_collect=self.cache_counter.flush if self.cache_counter else None))
+                before_collect=self.cache_counter.flush if self.cache_counter else None,
+                on_redis_error=self.recorder.redis_error))
             self.registry = registry
 
 
