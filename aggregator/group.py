@@ -30,7 +30,8 @@ and carry a TTL; matching records and duplicate fingerprints live in hour/day bu
 are deleted as the window moves. Cost per item therefore does not grow with history.
 
 Measured (python bench/grouping.py; gold window 2018-03-12/13, 403 items):
-  stories pairwise P 0.939 R 0.592 F1 0.726, BCubed F1 0.932; topics pairwise F1 0.690.
+  stories pairwise P 0.938 R 0.588 F1 0.723, BCubed F1 0.931; topics pairwise F1 0.697;
+  order: 0-6 h delays agree 0.93, a full shuffle 0.89 (pairwise F1 against in-order).
 """
 from __future__ import annotations
 
