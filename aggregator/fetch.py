@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -70,6 +71,18 @@ def vet_host(host: str, port: int, allow_private: bool) -> str:
     return addresses[0]
 
 
+# The deadline of the fetch running on this thread (time.monotonic()), for getresponse.
+_DEADLINE = threading.local()
+
+
+def _shut(sock, fired: threading.Event) -> None:
+    fired.set()
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 class _GuardMixin:
     allow_private = False
 
@@ -80,6 +93,28 @@ class _GuardMixin:
             return super()._new_conn()
         finally:
             self._dns_host = host
+
+    def getresponse(self):
+        """Status line and headers within the fetch deadline. http.client reads them line by
+        line and every recv renews the read timeout, so a server sending a header line
+        every few seconds held a poll thread for as long as it liked (up to 100 headers of
+        64 KiB each): at the deadline the socket is shut down under the reader."""
+        at = getattr(_DEADLINE, "at", None)
+        sock = getattr(self, "sock", None)
+        if at is None or sock is None:
+            return super().getresponse()
+        fired = threading.Event()
+        timer = threading.Timer(max(0.0, at - time.monotonic()), _shut, (sock, fired))
+        timer.daemon = True
+        timer.start()
+        try:
+            resp = super().getresponse()
+        finally:
+            timer.cancel()
+        if fired.is_set():  # EOF from the shutdown can end the headers "normally"
+            resp.close()
+            raise TimeoutError("response headers not received within the time limit")
+        return resp
 
 
 def _pool_manager(settings: Settings, maxsize: int) -> urllib3.PoolManager:
@@ -190,6 +225,7 @@ class Fetcher:
         deadline = started + self.settings.fetch_timeout * 2  # bound slow-drip bodies too
         headers = self.base_headers | conditional_headers(state)
         current, hops, permanent, chain_permanent = url, 0, None, True
+        _DEADLINE.at = deadline
         try:
             while True:
                 resp = self.pool.request(
@@ -248,8 +284,13 @@ class Fetcher:
                 body_hash=body_hash, permanent_redirect=permanent,
             )
         except Exception as e:  # every failure becomes a classified result, never a crash
+            if time.monotonic() >= deadline:  # cut off by the deadline (getresponse)
+                return self._result(Outcome.TIMEOUT, url, current, started,
+                                    error="response not received within the time limit")
             return self._result(classify_exception(e), url, current, started,
                                 error=f"{type(e).__name__}: {e}"[:500])
+        finally:
+            _DEADLINE.at = None
 
     def _read_capped(self, resp, deadline: float) -> bytes | Outcome | None:
         """The decoded body, None when over the cap (gzip bombs included: the cap applies
