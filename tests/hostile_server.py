@@ -361,6 +361,20 @@ def f_drip(s, h, r, rec, n):
     raise _Stop
 
 
+def f_header_drip(s, h, r, rec, n):
+    """The status line, then one header line every `every` seconds, forever: each read
+    succeeds inside a per-read timeout, the headers never end."""
+    rec["status"] = 200
+    h.wfile.write(b"HTTP/1.1 200 OK\r\n")
+    h.wfile.flush()
+    k = 0
+    while not s.stopping.wait(r.params.get("every", 1.0)):
+        k += 1
+        h.wfile.write(b"X-Drip-%d: 1\r\n" % k)
+        h.wfile.flush()
+    raise _Stop
+
+
 def f_reset(s, h, r, rec, n):
     """TCP RST before any response."""
     rec["status"] = 0
@@ -440,6 +454,7 @@ FAULTS = {
     "slow": f_slow,
     "stall": f_stall,
     "drip": f_drip,
+    "header_drip": f_header_drip,
     "reset": f_reset,
     "truncated": f_truncated,
     "redirect": f_redirect,

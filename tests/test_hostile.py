@@ -279,7 +279,8 @@ def test_long_running_worker_respects_retry_after_across_kill_9_and_bounds_slow_
     The server counts requests inside an announced window: there must be none, and the
     retry must come once the window is over. Meanwhile a stalled body and a body dripped
     a few bytes at a time must end as timeouts within the fetch deadline, and a feed that
-    retitles its stories on the next poll updates them in place."""
+    retitles its stories on the next poll updates them in place. A server dripping header
+    lines must end the same way."""
     bbc = ant_rss("BBC")
     urls = {
         "bbc": server.add("/bbc.xml", "ok", bbc),
@@ -291,6 +292,7 @@ def test_long_running_worker_respects_retry_after_across_kill_9_and_bounds_slow_
             ant_rss("skynews"), ant_rss("skynews", retitle="محدث: ")]),
         "stall": server.add("/stall.xml", "stall", bbc, host=2),
         "drip": server.add("/drip.xml", "drip", bbc, host=3),
+        "header-drip": server.add("/header-drip.xml", "header_drip", host=4, every=2.0),
     }
     feeds = tmp_path / "feeds.yaml"
     feeds.write_text(feeds_yaml(urls, interval="1m"), encoding="utf-8")
@@ -309,6 +311,7 @@ def test_long_running_worker_respects_retry_after_across_kill_9_and_bounds_slow_
                           and len(server.hits("/h429.xml")) >= 2
                           and len(server.hits("/retitled.xml")) >= 2
                           and store.load_state("drip").last_status == "timeout"
+                          and store.load_state("header-drip").last_status == "timeout"
                           and store.load_state("h429").last_status == "ok", timeout=110)
         assert proc.poll() is None, "the worker died"
     finally:
@@ -333,6 +336,8 @@ def test_long_running_worker_respects_retry_after_across_kill_9_and_bounds_slow_
     assert stall.last_status == "timeout" and stall.latency_ms < 25_000, stall
     # the fetch deadline is 2 × the 20 s timeout, checked after every socket read
     assert drip.last_status == "timeout" and drip.latency_ms < 45_000, drip
+    hdrip = store.load_state("header-drip")
+    assert hdrip.last_status == "timeout" and hdrip.latency_ms < 45_000, hdrip
 
     ids = [i for i, _ in store.timeline_ids(keys.source_timeline("retitled"))]
     items = store.get_items(ids)
@@ -409,3 +414,23 @@ def test_a_refused_body_does_not_poison_the_next_poll_of_the_same_host(server):
         assert (r.outcome.value, r.error) == ("ok", None)
     finally:
         fetcher.close()
+
+
+@pytest.mark.parametrize("fault", ["header_drip", "drip", "stall"])
+def test_every_slow_response_ends_at_the_fetch_deadline(server, fault):
+    """Deadline = 2 × fetch_timeout for the whole fetch: headers dripped one line a second,
+    a body dripped a few bytes every half second, or a body that stops (then the 1 s read
+    timeout ends it first)."""
+    from aggregator.fetch import Fetcher
+    from aggregator.settings import Settings
+    from aggregator.types import SourceState
+
+    url = server.add("/slow.xml", fault, ant_rss("BBC"), every=0.5)
+    fetcher = Fetcher(Settings(allow_private_networks=True, fetch_timeout=1.0))
+    t = time.monotonic()
+    try:
+        r = fetcher.fetch(url, SourceState(), datetime.now(UTC))
+    finally:
+        fetcher.close()
+    assert r.outcome.value == "timeout", r.error
+    assert time.monotonic() - t < 3.5
