@@ -254,6 +254,9 @@ class CacheCounter:
             self._sent = (hits, renders)
         self.recorder.flush()
 
+    def running_here(self) -> bool:
+        return self._pid == os.getpid()
+
     def ensure_started(self) -> None:
         if self._pid == os.getpid():
             return

@@ -162,3 +162,21 @@ def test_metrics_answer_when_redis_is_down(redis_client, keys, feeds_path):
     resp = app.test_client().get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert resp.status_code == 200
     assert "agg_redis_up 0.0" in resp.get_data(as_text=True)
+
+
+def test_a_web_process_pushes_its_cache_hits_without_being_scraped(server, redis_client, keys,
+                                                                     feeds_path):
+    """A gunicorn worker that never gets the scrape still contributes its fast-path hits."""
+    import time
+
+    poll_fleet(redis_client, keys, feeds_path)
+    app = make_app(redis_client, keys, feeds_path)
+    c = app.test_client()
+    for _ in range(4):
+        assert c.get("/feeds/all.atom").status_code == 200
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline and \
+            redis_client.hget(keys.metrics_counters, "cache_hits") != "3":
+        time.sleep(0.1)
+    assert redis_client.hget(keys.metrics_counters, "cache_hits") == "3"
+    assert redis_client.hget(keys.metrics_counters, "cache_renders") == "1"

@@ -463,10 +463,18 @@ def _web_recorder_error() -> None:
 @bp.after_app_request
 def _count_cache(response):
     """Starts this process's cache-counter thread on its first request (after any fork).
-    Fast-path hits never reach Flask, but every cached output was first rendered here."""
+    Fast-path hits never reach Flask, but every cached output was first rendered here.
+    Only once the request itself has connected to Redis: this hook never connects (with
+    Redis down that would add a connect timeout to every request)."""
+    wm = current_app.extensions.get(METRICS_EXT)
+    if wm is not None and wm.registry is not None and (
+            wm.cache_counter is None or wm.cache_counter.running_here()):
+        return response
+    if current_app.extensions["aggregator"]._client is None:
+        return response
     try:
         _web_metrics().ensure()
-    except Exception:  # Redis not reachable yet: try again on the next request
+    except Exception:  # try again on the next request
         pass
     return response
 
