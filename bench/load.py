@@ -5,10 +5,12 @@ simulated minute per second, so every poll finds new items). Reports requests, p
 and every error (socket errors, non-2xx/3xx, HTTP 5xx), and what the worker did meanwhile.
 
     python bench/load.py [--shared ../shared] [--duration 60] [--connections 64]
-                         [--warmup 300] [--json-only]
+                         [--warmup 300] [--direct] [--json-only]
 
 Everything runs on loopback ports chosen at start and is stopped at the end: the
 newsroom, a Debian redis-server (AOF on, in a temp dir), `python worker.py`, gunicorn,
+and, as deploy/README.md runs production, nginx (deploy/nginx.conf) serving the combined
+feeds from files kept current by `python -m web.cache watch` (`--direct`: gunicorn alone);
 and wrk (the load generator; `apt-get install wrk`). The request mix is weighted like
 readers (timeline, story pages, the three combined feeds, per-source feeds, the embed
 widget, /sources); story and source ids are taken from the running site after warm-up.
@@ -123,10 +125,17 @@ def main(argv=None) -> int:
     ap.add_argument("--clones", type=int, default=100, help="newsroom clones (5 feeds each)")
     ap.add_argument("--warmup", type=int, default=300,
                     help="items stored before the load starts (pages have content)")
+    ap.add_argument("--direct", action="store_true",
+                    help="load gunicorn directly (default: the production stack of deploy/: "
+                         "nginx with files from `python -m web.cache watch`, gunicorn behind)")
     ap.add_argument("--json-only", action="store_true")
     args = ap.parse_args(argv)
     newsroom = os.path.join(args.shared, "tools", "newsroom", "newsroom.py")
-    for need in (newsroom, REDIS_SERVER, shutil.which("wrk"), shutil.which("gunicorn")):
+    nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
+    for need in (newsroom, REDIS_SERVER, shutil.which("wrk"), shutil.which("gunicorn"),
+                 None if args.direct else nginx_bin):
+        if need is None and args.direct:
+            continue
         if not need or not os.path.exists(need):
             print(f"missing: {need}", file=sys.stderr)
             return 2
@@ -134,6 +143,7 @@ def main(argv=None) -> int:
     import redis
 
     tmp = tempfile.mkdtemp(prefix="bench-load-")
+    os.chmod(tmp, 0o755)  # nginx workers (nobody, when started as root) read files here
     procs: list[subprocess.Popen] = []
     say = (lambda *a: None) if args.json_only else (lambda *a: print(*a, file=sys.stderr, flush=True))
     try:
@@ -168,13 +178,32 @@ def main(argv=None) -> int:
         procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "worker.py")], cwd=ROOT,
                                       env=env, stdout=subprocess.DEVNULL,
                                       stderr=open(os.path.join(tmp, "worker.log"), "w")))
-        wport = free_port()
-        base = f"http://127.0.0.1:{wport}"
+        wport, nport = free_port(), free_port()
+        base = f"http://127.0.0.1:{wport if args.direct else nport}"
+        env["AGG_PUBLIC_URL"] = base + "/"
         procs.append(subprocess.Popen(
             ["gunicorn", "-c", os.path.join(ROOT, "deploy", "gunicorn.conf.py"),
              "--log-level", "warning", "web:create_app()"], cwd=ROOT,
             env=dict(env, AGG_BIND=f"127.0.0.1:{wport}"), stdout=subprocess.DEVNULL,
             stderr=open(os.path.join(tmp, "gunicorn.log"), "w")))
+        if not args.direct:  # deploy/README.md: nginx + the file writer in front of gunicorn
+            public = os.path.join(tmp, "public")
+            os.makedirs(public)
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "web.cache", "watch", "--out", public], cwd=ROOT,
+                env=env, stdout=subprocess.DEVNULL,
+                stderr=open(os.path.join(tmp, "watch.log"), "w")))
+            sys.path.insert(0, os.path.join(ROOT, "bench"))
+            from serve import nginx_config  # deploy/nginx.conf with our ports and root
+
+            conf = nginx_config(tmp, free_port(), nport, wport, public, public)
+            check = subprocess.run([nginx_bin, "-t", "-q", "-c", conf, "-p", tmp],
+                                   capture_output=True, text=True)
+            if check.returncode:
+                raise RuntimeError(f"nginx -t: {check.stderr}")
+            procs.append(subprocess.Popen([nginx_bin, "-c", conf, "-p", tmp, "-g",
+                                           "daemon off;"], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
         tl = f"{PREFIX}:tl"
         wait_for(lambda: client.zcard(tl) >= args.warmup, 90, "warm-up ingest")
         wait_for(lambda: get(base + "/")[0] == 200, 30, "gunicorn")
@@ -200,6 +229,7 @@ def main(argv=None) -> int:
         say(f"load: {args.connections} connections, {args.duration}s, {len(paths)} paths "
             f"({len(stories)} stories); {items0} items stored so far")
 
+        load0 = [round(x, 2) for x in os.getloadavg()]
         t0 = time.monotonic()
         out = subprocess.run(["wrk", "-t2", f"-c{args.connections}", f"-d{args.duration}s",
                               "--timeout", "10s", "-s", lua, base], capture_output=True,
@@ -216,12 +246,16 @@ def main(argv=None) -> int:
         socket_errors = sum(int(summ[k]) for k in ("connect", "read", "write", "timeout"))
         bad_status = sum(v for k, v in statuses.items() if not 200 <= int(k) < 400)
         result = {
+            "target": "gunicorn" if args.direct else "nginx+watch+gunicorn",
+            "loadavg_before_after": [load0, [round(x, 2) for x in os.getloadavg()]],
             "connections": args.connections, "duration_s": round(wall, 1),
             "requests": int(summ["requests"]),
             "rps": round(int(summ["requests"]) / (int(summ["duration_us"]) / 1e6), 1),
             "p50_ms": int(lat["p50"]) / 1000, "p90_ms": int(lat["p90"]) / 1000,
             "p99_ms": int(lat["p99"]) / 1000, "max_ms": int(lat["max"]) / 1000,
             "statuses": statuses, "socket_errors": socket_errors,
+            "socket_errors_by_kind": {k: int(summ[k]) for k in ("connect", "read", "write",
+                                                                "timeout")},
             "non_2xx_3xx": bad_status, "errors": socket_errors + bad_status,
             "feeds": len(feeds), "polls_during_load": polls1 - polls0,
             "items_ingested_during_load": items1 - items0, "items_stored": items1,

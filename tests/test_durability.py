@@ -184,7 +184,7 @@ def test_restart_after_kill_9_mid_batch_groups_without_waiting_out_the_lock(
     proc = start_worker([], env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # GroupingLoop looks every 5 s; a batch of 500 takes well under a second
-        drained = wait_until(lambda: redis_client.zcard(keys.group_pending) == 0, timeout=20)
+        drained = wait_until(lambda: redis_client.zcard(keys.group_pending) == 0, timeout=15)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -399,7 +399,7 @@ def test_redis_stopped_and_restarted_under_a_running_worker_and_web_app(server, 
 @needs_redis_server
 @pytest.mark.xfail(strict=True, reason=(
     "runner.Worker keeps one store-failure count for all sources: 8 polls failing together "
-    "push each other's retries to 5, 10, 20 … 300 s, so after an 8 s Redis outage some "
+    "push each other's retries to 5, 10, 20 … 300 s, so after a 6 s Redis outage some "
     "sources wait 5 minutes (runner.py belongs to the operations engineer; see "
     "docs/hostile.md)"))
 def test_worker_resumes_by_itself_soon_after_redis_returns(server, tmp_path):
@@ -407,14 +407,14 @@ def test_worker_resumes_by_itself_soon_after_redis_returns(server, tmp_path):
     try:
         o.first_round()
         o.stop_redis_mid_polls()
-        time.sleep(8)
+        time.sleep(6)
         assert o.proc.poll() is None
         o.redis.start()
-        resumed = wait_until(o.all_stored, timeout=45)
+        resumed = wait_until(o.all_stored, timeout=30)
     finally:
         text = o.close()
     assert "Traceback" not in text
-    assert resumed, "not every source was stored within 45 s of Redis coming back"
+    assert resumed, "not every source was stored within 30 s of Redis coming back"
 
 
 @pytest.mark.xfail(strict=True, reason=(
