@@ -348,6 +348,18 @@ redis.call('INCRBY', prefix .. 'ndocs', n)
 return n
 """
 
+# The single-grouper lock lives LOCK_TTL_MS after a crash: short, so a worker restarted
+# after a kill -9 mid-batch groups again within seconds (a batch of 500 takes well under a
+# second). Correctness does not rest on the TTL: the batch's final transaction WATCHes the
+# lock and is discarded if it is no longer ours (see _process), so a batch that outlives
+# its lock can never write beside another grouper's.
+LOCK_TTL_MS = 8_000
+
+
+class LockLost(Exception):
+    """The batch outlived its lock; nothing was written and its items stay pending."""
+
+
 _UNLOCK_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -460,10 +472,14 @@ class Grouper:
         """
         k, p_ = self.keys, self.params
         token = uuid.uuid4().hex
-        if not self.r.set(k.group_lock, token, nx=True, px=120_000):
+        if not self.r.set(k.group_lock, token, nx=True, px=LOCK_TTL_MS):
             return []  # another grouper is at work; its items will not be lost
         try:
-            return self._process(now, limit)
+            return self._process(now, limit, token)
+        except (LockLost, redis.WatchError):
+            self._df_cache.clear()
+            self._wcache.clear()
+            return []  # the items stay pending for the next pass
         except BaseException:
             self._df_cache.clear()  # it may hold increments of a batch that was not written
             self._wcache.clear()
@@ -471,7 +487,7 @@ class Grouper:
         finally:
             self._unlock(keys=[k.group_lock], args=[token])
 
-    def _process(self, now: datetime, limit: int) -> list[tuple[str, str, str]]:
+    def _process(self, now: datetime, limit: int, token: str) -> list[tuple[str, str, str]]:
         k, P = self.keys, self.params
         t_last = [time.perf_counter()]
 
@@ -705,6 +721,10 @@ class Grouper:
         old_buckets = self.r.zrangebyscore(k.group_buckets, "-inf", cutoff / 3600.0)
         out: list[tuple[str, str, str]] = []
         with self.r.pipeline(transaction=True) as p:
+            p.watch(k.group_lock)  # fencing: EXEC fails if the lock changed hands
+            if p.get(k.group_lock) != token:
+                raise LockLost
+            p.multi()
             p.hset(k.group_is, mapping={d.id: d.story for _, d, _ in decided})
             for it, d, _ in decided:
                 p.zadd(k.group_story_items(d.story), {d.id: d.published})

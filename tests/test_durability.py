@@ -170,10 +170,6 @@ def test_kill_9_mid_grouping_batch_loses_and_duplicates_nothing(server, redis_ur
     check_integrity(redis_client, keys, n)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "group.py takes its lock with a fixed 120 s TTL: after a kill -9 mid-batch a restarted "
-    "worker groups nothing until it expires (fix proposed in docs/hostile.md; group.py "
-    "belongs to the grouping engineer)"))
 def test_restart_after_kill_9_mid_batch_groups_without_waiting_out_the_lock(
         server, redis_url, redis_client, keys, tmp_path):
     urls = big_backlog(server, n_clones=8)
@@ -397,11 +393,6 @@ def test_redis_stopped_and_restarted_under_a_running_worker_and_web_app(server, 
 
 
 @needs_redis_server
-@pytest.mark.xfail(strict=True, reason=(
-    "runner.Worker keeps one store-failure count for all sources: 8 polls failing together "
-    "push each other's retries to 5, 10, 20 … 300 s, so after a 6 s Redis outage some "
-    "sources wait 5 minutes (runner.py belongs to the operations engineer; see "
-    "docs/hostile.md)"))
 def test_worker_resumes_by_itself_soon_after_redis_returns(server, tmp_path):
     o = Outage(server, tmp_path)
     try:
@@ -417,9 +408,6 @@ def test_worker_resumes_by_itself_soon_after_redis_returns(server, tmp_path):
     assert resumed, "not every source was stored within 30 s of Redis coming back"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "web/pages.py answers 503 without Retry-After when Redis is down (pages belong to the "
-    "web engineer)"))
 def test_pages_503_says_when_to_retry(tmp_path):
     feeds = tmp_path / "feeds.yaml"
     feeds.write_text(feeds_yaml({"x": "https://example.org/feed.xml"}), encoding="utf-8")

@@ -695,8 +695,10 @@ def _not_found(e):
 @bp.app_errorhandler(AggregatorError)
 def _store_down(e):
     log.error("page failed: %s", e)
-    return render_template("error.html", code=503, title="الخدمة غير متاحة مؤقتًا",
-                           message="تعذّر الوصول إلى قاعدة الأخبار. حاول بعد قليل."), 503
+    body = render_template("error.html", code=503, title="الخدمة غير متاحة مؤقتًا",
+                           message="تعذّر الوصول إلى قاعدة الأخبار. حاول بعد قليل.")
+    # The worker reconnects within seconds; tell clients and proxies when to come back.
+    return body, 503, {"Retry-After": "30"}
 
 
 # --- routes -----------------------------------------------------------------------------
