@@ -29,7 +29,7 @@ from .errors import StoreError
 from .fetch import Fetcher
 from .keys import Keys
 from .metrics import Recorder
-from .schedule import initial_poll
+from .schedule import for_url, initial_poll, skip_reason
 from .settings import Settings
 from .store import Store, connect
 from .types import Outcome, PollReport, Source
@@ -218,7 +218,7 @@ class Worker:
             old = self.sources.get(sid)
             if old == source:
                 continue
-            state = states[sid]
+            state = for_url(source, states[sid])
             when = initial_poll(source, state, now, self.rng, spread)
             if old is not None and old.interval != source.interval and state.next_poll:
                 when = min(state.next_poll, now + timedelta(seconds=source.interval))
@@ -333,8 +333,16 @@ def format_report(r: PollReport) -> str:
 def run_once(settings: Settings, out=sys.stdout) -> int:
     """`worker.py --once`: one line per source; non-zero only if every source failed."""
     config = load_config(settings.feeds_path)
-    sources = [s for s in config.sources if s.enabled]
     pipe = build_pipeline(settings)
+    enabled = [s for s in config.sources if s.enabled]
+    states = pipe.store.load_states([s.id for s in enabled])
+    sources, now = [], utcnow()
+    for s in enabled:
+        reason = skip_reason(for_url(s, states[s.id]), now)
+        if reason:  # a 410 verdict or a server's Retry-After binds one-off polls too
+            print(f"{s.id:<28} skipped: {reason}", file=out, flush=True)
+        else:
+            sources.append(s)
     pipe.monitor.enabled_sources = len(sources)
     grouping = GroupingLoop(make_grouper(pipe.store, config.sources), monitor=pipe.monitor)
     reports = []

@@ -45,6 +45,7 @@ def after_poll(
         latency_ms=round(result.elapsed * 1000, 1),
         retry_after_until=None,
         suggested_url=result.permanent_redirect or state.suggested_url,
+        url=source.url,
     )
     if outcome.is_success:
         return replace(
@@ -120,3 +121,22 @@ def during_outage(source: Source, before: SourceState, failed: SourceState, now:
         errors=before.errors,
         next_poll=now + delay,
     )
+
+
+def skip_reason(state: SourceState, now: datetime) -> str | None:
+    """Why a one-off poll (`worker.py --once`) must leave a source alone, or None."""
+    if state.disabled_reason:
+        return state.disabled_reason
+    if state.retry_after_until is not None and state.retry_after_until > now:
+        return f"Retry-After until {state.retry_after_until.isoformat(timespec='seconds')}"
+    return None
+
+
+def for_url(source: Source, state: SourceState) -> SourceState:
+    """The state to use for `source`: one polled from another URL (feeds.yaml was edited)
+    keeps its history but not its validators, backoff, Retry-After or 410 verdict."""
+    if state.url is None or state.url == source.url:
+        return state
+    return replace(state, url=source.url, etag=None, last_modified=None, body_hash=None,
+                   consecutive_failures=0, failing_since=None, retry_after_until=None,
+                   disabled_reason=None, suggested_url=None, next_poll=None)

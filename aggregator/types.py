@@ -69,6 +69,7 @@ class SourceState:
     disabled_reason: str | None = None  # e.g. "410 Gone at ..."
     suggested_url: str | None = None  # target of a permanent redirect
     latency_ms: float | None = None
+    url: str | None = None  # the URL this state was polled from (an edit of it resets)
 
 
 @dataclass(frozen=True)

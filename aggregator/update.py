@@ -22,7 +22,7 @@ from .errors import ParseError
 from .fetch import Fetcher
 from .normalize import normalize_feed
 from .parse import parse_feed
-from .schedule import after_poll
+from .schedule import after_poll, for_url
 from .store import Store
 from .types import FetchResult, Item, Outcome, PollReport, Source, SourceState
 
@@ -64,7 +64,7 @@ def fetch_items(source: Source, state: SourceState, fetcher: Fetcher, now: datet
 
 
 def update_source(source: Source, pipe: Pipeline, now: datetime) -> PollReport:
-    state = pipe.store.load_state(source.id)
+    state = for_url(source, pipe.store.load_state(source.id))
     fetched = fetch_items(source, state, pipe.fetcher, now)
     new_state = after_poll(source, state, fetched.result, now, pipe.rng, outcome=fetched.outcome)
     if fetched.error:

@@ -83,3 +83,28 @@ def test_permanent_redirect_is_kept_as_suggestion():
 def test_initial_poll(stored, lo, hi):
     when = initial_poll(SRC, SourceState(next_poll=stored), NOW, random.Random(3))
     assert lo <= (when - NOW).total_seconds() <= hi
+
+
+def test_skip_reason_for_one_off_polls():
+    from aggregator.schedule import skip_reason
+
+    assert skip_reason(SourceState(), NOW) is None
+    assert "410" in skip_reason(SourceState(disabled_reason="410 Gone at x"), NOW)
+    assert "Retry-After" in skip_reason(
+        SourceState(retry_after_until=NOW + timedelta(minutes=1)), NOW)
+    assert skip_reason(SourceState(retry_after_until=NOW - timedelta(seconds=1)), NOW) is None
+
+
+def test_editing_a_source_url_resets_what_belonged_to_the_old_one():
+    from aggregator.schedule import for_url
+
+    old = SourceState(url="https://old.example/rss", etag='"e"', body_hash="h", errors=7,
+                      consecutive_failures=3, failing_since=NOW, disabled_reason="410 Gone",
+                      retry_after_until=NOW, suggested_url="https://x/", next_poll=None)
+    fresh = for_url(SRC, old)
+    assert fresh.url == SRC.url and fresh.errors == 7  # history stays
+    assert (fresh.etag, fresh.body_hash, fresh.disabled_reason, fresh.consecutive_failures,
+            fresh.retry_after_until, fresh.failing_since) == (None, None, None, 0, None, None)
+    same = SourceState(url=SRC.url, etag='"e"')
+    assert for_url(SRC, same) is same
+    assert for_url(SRC, SourceState(etag='"e"')).etag == '"e"'  # state from before urls

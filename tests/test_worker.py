@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -221,3 +222,24 @@ def test_run_serves_the_web_app_and_ingests(server, env, redis_client, keys):
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+def test_once_respects_410_and_retry_after_and_a_url_edit_revives(server, env, tmp_path):
+    feeds = Path(env["AGG_FEEDS"])
+    feeds.write_text(feeds_yaml(server, ["BBC", "CNN", "skynews"]), encoding="utf-8")
+    server.feeds["/cnn.xml"].faults.append(Fault(410))
+    server.feeds["/skynews.xml"].faults.append(Fault(429, {"Retry-After": "3600"}))
+    subprocess.run([sys.executable, str(ROOT / "worker.py"), "--once"], cwd=ROOT, env=env,
+                   check=True, capture_output=True, timeout=60)
+    hits = (len(server.hits("/cnn.xml")), len(server.hits("/skynews.xml")))
+    out = subprocess.run([sys.executable, str(ROOT / "worker.py"), "--once"], cwd=ROOT,
+                         env=env, check=True, capture_output=True, text=True, timeout=60).stdout
+    assert (len(server.hits("/cnn.xml")), len(server.hits("/skynews.xml"))) == hits
+    assert re.search(r"^cnn\s+skipped: 410 Gone", out, re.M)
+    assert re.search(r"^skynews\s+skipped: Retry-After until", out, re.M)
+    # The operator fixes CNN's URL: the 410 verdict belonged to the old one.
+    server.feeds["/cnn2.xml"] = Feed("CNN", ant_items("CNN"))
+    feeds.write_text(feeds.read_text().replace("/cnn.xml", "/cnn2.xml"), encoding="utf-8")
+    out = subprocess.run([sys.executable, str(ROOT / "worker.py"), "--once"], cwd=ROOT,
+                         env=env, check=True, capture_output=True, text=True, timeout=60).stdout
+    assert re.search(r"^cnn\s+ok 200\s+new\s+16", out, re.M), out
