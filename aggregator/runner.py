@@ -222,6 +222,8 @@ class Worker:
             when = initial_poll(source, state, now, self.rng, spread)
             if old is not None and old.interval != source.interval and state.next_poll:
                 when = min(state.next_poll, now + timedelta(seconds=source.interval))
+                if state.retry_after_until is not None:  # a shorter interval never undercuts
+                    when = max(when, state.retry_after_until)  # what the server asked
             self.sources[sid] = source
             if when is None:
                 log.warning("source %s is disabled: %s", sid, state.disabled_reason)

@@ -4,6 +4,9 @@ Created lazily on first use in each process (gunicorn forks after create_app, an
 Redis connection must not be shared across a fork)."""
 from __future__ import annotations
 
+import threading
+import time
+
 from flask import Flask, current_app
 
 from aggregator.keys import Keys
@@ -11,6 +14,7 @@ from aggregator.settings import Settings
 from aggregator.store import Store, connect
 
 EXT = "aggregator"
+CONFIG_CHECK_EVERY = 1.0  # seconds between stat() calls on feeds.yaml
 
 
 class Services:
@@ -20,7 +24,9 @@ class Services:
         self._client = app.config.get("REDIS_CLIENT")  # tests may pass a client
         self._store = None
         self._grouper = None
-        self._config = None
+        self._watcher = None
+        self._config_lock = threading.Lock()
+        self._config_checked = 0.0
 
     @property
     def client(self):
@@ -45,13 +51,21 @@ class Services:
 
     @property
     def sources(self):
-        """Sources from feeds.yaml (the web app reads the same file as the worker)."""
-        from aggregator.config import load_config
+        """Sources from feeds.yaml (the web app reads the same file as the worker) and
+        follows its edits as the worker does: a valid edit shows within a second, an
+        invalid one is logged and the last good list stays."""
+        from aggregator.config import ConfigWatcher, load_config
 
-        path = current_app.config.get("AGG_FEEDS", self.settings.feeds_path)
-        if self._config is None or self._config.path != str(path):
-            self._config = load_config(path)
-        return self._config.sources
+        path = str(current_app.config.get("AGG_FEEDS", self.settings.feeds_path))
+        with self._config_lock:
+            if self._watcher is None or self._watcher.path != path:
+                config = load_config(path)
+                self._watcher = ConfigWatcher(path, on_change=lambda c: None,
+                                              log=current_app.logger, initial=config)
+            elif time.monotonic() - self._config_checked > CONFIG_CHECK_EVERY:
+                self._watcher.check()
+            self._config_checked = time.monotonic()
+            return self._watcher.current.sources
 
 
 def init_app(app: Flask) -> None:
