@@ -179,6 +179,7 @@ class OutputCache:
         self._max_bytes = max_bytes
         self._bytes = 0
         self._lock = threading.Lock()
+        self._render_locks: dict[tuple, threading.Lock] = {}
         self.hits = 0
         self.misses = 0  # lookups: FastPath and the view both look before a render
         self.renders = 0  # outputs rendered and stored (the misses that cost a render)
@@ -194,6 +195,17 @@ class OutputCache:
             return r
         self.misses += 1
         return None
+
+    def render_lock(self, key: tuple) -> threading.Lock:
+        """One render per output at a time (see web.feeds._serve)."""
+        with self._lock:
+            lock = self._render_locks.get(key)
+            if lock is None:
+                if len(self._render_locks) > 4 * self._max:
+                    self._render_locks = {k: v for k, v in self._render_locks.items()
+                                          if v.locked()}
+                lock = self._render_locks[key] = threading.Lock()
+            return lock
 
     def latest(self, key: tuple) -> Rendered | None:
         """Whatever version is held: served when Redis cannot say which is current

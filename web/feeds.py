@@ -532,9 +532,26 @@ def _serve(kind: str, name: str | None, fmt: str) -> Response:
     else:
         r = cache.get(key, version)
     if r is None:
-        body, updated, self_url = _build(kind, name, fmt)
-        r = Rendered.build(body, syndicate.CONTENT_TYPES[fmt], updated, self_url, version)
-        cache.put(key, r)
+        # Single flight: under heavy ingest every poll bumps the version, and 64 requests
+        # rendering the same output side by side burned the CPU (bench/load.py: p50 ~3 s).
+        # While one request renders, the others get the previous bytes (with their own
+        # validators) at once; with nothing to fall back on they wait for the render.
+        lock = cache.render_lock(key)
+        stale = cache.latest(key)
+        if stale is not None and not lock.acquire(blocking=False):
+            r = stale
+        else:
+            if stale is None:
+                lock.acquire()
+            try:
+                r = cache.get(key, version)
+                if r is None:
+                    body, updated, self_url = _build(kind, name, fmt)
+                    r = Rendered.build(body, syndicate.CONTENT_TYPES[fmt], updated, self_url,
+                                       version)
+                    cache.put(key, r)
+            finally:
+                lock.release()
     status, headers, body = respond(r, request.environ)
     # Werkzeug drops the body of HEAD and 304 itself.
     return Response(body, status=int(status[:3]), headers=headers)
