@@ -360,6 +360,18 @@ class LockLost(Exception):
     """The batch outlived its lock; nothing was written and its items stay pending."""
 
 
+# Before the final write: keep the lock if it is ours, take it back if it expired unowned
+# (a slow batch on a busy machine, nobody else waiting), refuse if another grouper has it.
+_KEEP_LOCK_LUA = """
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
 _UNLOCK_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -446,6 +458,7 @@ class Grouper:
         self.params = replace(params or DEFAULT_PARAMS, window_hours=window_hours)
         self._candidates = client.register_script(_CANDIDATES_LUA)
         self._unlock = client.register_script(_UNLOCK_LUA)
+        self._keep_lock = client.register_script(_KEEP_LOCK_LUA)
         self._index = client.register_script(_INDEX_LUA)
         self.last_scores: list[tuple[str, str, float]] = []  # (item, best candidate, score)
         self.timings: dict[str, float] = {}
@@ -720,6 +733,8 @@ class Grouper:
         ttl = int(win + 6 * 3600) * 2
         old_buckets = self.r.zrangebyscore(k.group_buckets, "-inf", cutoff / 3600.0)
         out: list[tuple[str, str, str]] = []
+        if not self._keep_lock(keys=[k.group_lock], args=[token, LOCK_TTL_MS]):
+            raise LockLost
         with self.r.pipeline(transaction=True) as p:
             p.watch(k.group_lock)  # fencing: EXEC fails if the lock changed hands
             if p.get(k.group_lock) != token:

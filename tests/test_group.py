@@ -391,3 +391,34 @@ def test_future_dated_item_does_not_pin_its_story(redis_client, keys):
     [(_, sid, _)] = g.process_pending(now)
     (st,) = g.get_stories([sid])
     assert st.updated == now  # timeline order runs on our clock
+
+
+def test_a_batch_that_outlives_its_lock_commits_unless_another_grouper_took_it(
+        redis_client, keys):
+    """The lock's TTL bounds the stall after a crash, not the length of a batch."""
+    import aggregator.group as group_mod
+
+    g = Grouper(redis_client, keys)
+    save(redis_client, keys, [make_item("a1", "bbc", "انفجار في ميناء بيروت يوقع قتلى")])
+    real = g._process
+
+    def slow_then_lock_expires(now, limit, token):
+        redis_client.delete(keys.group_lock)  # the TTL ran out mid-batch; nobody else waits
+        return real(now, limit, token)
+
+    g._process = slow_then_lock_expires
+    assert [i for i, _, _ in g.process_pending(T0)] == ["a1"]
+
+    save(redis_client, keys, [make_item("a2", "cnn", "زلزال يضرب جنوب تركيا")])
+
+    def another_grouper_took_it(now, limit, token):
+        redis_client.set(keys.group_lock, "someone-else")
+        return real(now, limit, token)
+
+    g._process = another_grouper_took_it
+    assert g.process_pending(T0) == []
+    assert redis_client.zscore(keys.group_pending, "a2") is not None  # still queued
+    redis_client.delete(keys.group_lock)
+    g._process = real
+    assert [i for i, _, _ in g.process_pending(T0)] == ["a2"]
+    assert group_mod.LOCK_TTL_MS <= 10_000
