@@ -8,12 +8,11 @@ both."""
 from __future__ import annotations
 
 import os
-import threading
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from werkzeug.serving import make_server
+
+from httptest import host_pages, serving
 
 from aggregator.config import load_config
 from aggregator.store import Store
@@ -34,16 +33,6 @@ sync_api = pytest.importorskip("playwright.sync_api")
 ROWS = load_rows()
 
 
-@contextmanager
-def serving(wsgi_or_server):
-    server = wsgi_or_server
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        thread.join(5)
 
 
 @pytest.fixture
@@ -76,24 +65,8 @@ def host_url(app_url):
  title="news"></iframe></body></html>""",
     }
 
-    class Host(BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = pages.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            data = body.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Host)) as server:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+    with host_pages(pages) as url:
+        yield url
 
 
 @pytest.fixture

@@ -16,15 +16,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.sax.saxutils import escape
 
 import pytest
 from lxml import etree
 from lxml import html as lhtml
 from werkzeug.serving import make_server
+
+from httptest import host_pages, serving
 
 from aggregator.store import Store
 from hostile_server import HostileServer, feeds_yaml, start_worker, worker_env
@@ -137,15 +136,6 @@ def atom_feed(titles, bodies, links) -> bytes:
             "<updated>2026-01-01T00:00:00Z</updated>" + "".join(entries) + "</feed>").encode()
 
 
-@contextmanager
-def serving(server):
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        thread.join(5)
 
 
 @pytest.fixture
@@ -194,24 +184,8 @@ def host_url(app_url):
 </body></html>""",
     }
 
-    class Host(BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = pages.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            data = body.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Host)) as server:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+    with host_pages(pages) as url:
+        yield url
 
 
 # What a page's DOM must not hold, checked in the browser after scripts ran (shadow roots

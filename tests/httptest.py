@@ -1,0 +1,42 @@
+"""Small HTTP helpers shared by the browser tests: run a server in a thread, and serve a
+few static host pages from another origin (127.0.0.1, another port)."""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@contextmanager
+def serving(server):
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+@contextmanager
+def host_pages(pages: dict[str, str]):
+    """Serve {path: html} and yield the base URL."""
+
+    class Host(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = pages.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Host)) as server:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
