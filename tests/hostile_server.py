@@ -38,6 +38,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from httptest import wait_until  # noqa: F401  (re-exported for the hostile tests)
+
 SAMPLE = Path(__file__).parent / "data" / "ant_sample.jsonl"
 LOOPBACK_NET = "127.0.0."
 
@@ -539,10 +541,3 @@ class PeakRSS:
         return self.peak_kb / 1024
 
 
-def wait_until(predicate, timeout: float = 20.0, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False

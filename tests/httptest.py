@@ -1,8 +1,9 @@
-"""Small HTTP helpers shared by the browser tests: run a server in a thread, and serve a
-few static host pages from another origin (127.0.0.1, another port)."""
+"""Small helpers shared by the tests: run a server in a thread, serve a few static host
+pages from another origin (127.0.0.1, another port), and wait for a condition."""
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -40,3 +41,12 @@ def host_pages(pages: dict[str, str]):
 
     with serving(ThreadingHTTPServer(("127.0.0.1", 0), Host)) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def wait_until(predicate, timeout: float = 20.0, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False

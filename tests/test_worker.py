@@ -17,6 +17,7 @@ from aggregator.keys import Keys
 from aggregator.normalize import clean_text
 from aggregator.store import Store
 from feedserver import Fault, Feed, FeedServer, ant_items
+from httptest import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTLETS = ["skynews", "alarabia", "france24", "BBC", "CNN"]
@@ -53,13 +54,6 @@ def start(args, env, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def wait_until(predicate, timeout=20.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
 
 
 def stored_ids(redis_client, keys: Keys) -> list[str]:
