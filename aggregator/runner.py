@@ -115,8 +115,19 @@ class GroupingLoop:
         self.drain_quietly()
 
     def drain_quietly(self) -> None:
+        """The last pass before exit. A grouper killed mid-batch leaves its lock for up to
+        its TTL, and process_pending then returns nothing: wait that long for the queue to
+        empty, so `--once` does not exit with items ungrouped."""
+        from .group import LOCK_TTL_MS
+
+        deadline = time.monotonic() + LOCK_TTL_MS / 1000 + 2
         try:
-            self.drain()
+            while True:
+                self.drain()
+                g = self.grouper
+                if not g.r.zcard(g.keys.group_pending) or time.monotonic() > deadline:
+                    return
+                time.sleep(0.5)
         except Exception:
             log.exception("final grouping pass failed; the items stay queued")
 
