@@ -85,6 +85,17 @@ _PCT_TO_FIX_RE = re.compile(
     r"%(?:[0-9A-Fa-f][a-f]|[a-f][0-9A-F]|2[DE]|3[0-9]|4[1-9A-F]|5[0-9AF]|6[1-9A-F]|7[0-9AE])")
 
 
+# A URL that canonical_url would return unchanged: lower-case http(s) scheme and host, no
+# userinfo/port/query/fragment, a path of RFC 3986 characters and upper-case escapes.
+# Most feed links are like this: checking one costs ~5 µs, rebuilding it ~20-40 µs.
+_ALREADY_CANONICAL_RE = re.compile(
+    r"https?://[a-z0-9-]+(?:\.[a-z0-9-]+)*/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*\Z")
+# ...unless it has a stray or lower-case escape, an escape that normalisation decodes
+# (unreserved characters are %2D-%7E), or dot segments to remove.
+_ESCAPE_TO_FIX_RE = re.compile(r"%(?:(?![0-9A-F]{2})|2[DE]|3[0-9]|4[1-9A-F]|5[0-9AF]|6[1-9A-F]|7[0-9AE])")
+_DOT_SEGMENT_RE = re.compile(r"/\.\.?(?:/|\Z)")
+
+
 def _norm_pct(m: re.Match) -> str:
     hexpair = m.group()[1:].upper()
     char = chr(int(hexpair, 16))
@@ -153,6 +164,9 @@ def canonical_url(url: str | None, base: str | None = None) -> str | None:
     """
     if not url:
         return None
+    if (_ALREADY_CANONICAL_RE.match(url) and not _ESCAPE_TO_FIX_RE.search(url)
+            and not _DOT_SEGMENT_RE.search(url)):
+        return url  # the common case (a feed's own absolute links), without the rebuild
     url = _URL_JUNK_RE.sub("", url).strip(" \x00\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e\x0f"
                                           "\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b"
                                           "\x1c\x1d\x1e\x1f")

@@ -7,9 +7,11 @@ import os
 import re
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from urllib.parse import quote
 
 import pytest
 
+from aggregator import normalize as normalize_module
 from aggregator.normalize import (
     canonical_url,
     clean_text,
@@ -24,7 +26,8 @@ from aggregator.parse import parse_feed
 from aggregator.types import EntryData, Item, Source
 
 UTC = timezone.utc
-FEEDS = os.path.join(os.path.dirname(__file__), "data", "feeds")
+DATA = os.path.join(os.path.dirname(__file__), "data")
+FEEDS = os.path.join(DATA, "feeds")
 NOW = datetime(2018, 3, 13, 12, 0, tzinfo=UTC)  # the fixtures' newsroom clock
 FIRST_SEEN = NOW - timedelta(minutes=1)
 
@@ -126,6 +129,38 @@ def test_canonical_url_raw_and_encoded_alarabiya_links_are_one():
 @pytest.mark.parametrize("url", [ALARABIYA_ENCODED, SKYNEWS_SLUG, "https://a.example/x?id=5"])
 def test_canonical_url_is_idempotent(url):
     assert canonical_url(canonical_url(url)) == canonical_url(url)
+
+
+def _rebuilt(url, base):
+    """canonical_url with its already-canonical shortcut turned off: the full rebuild."""
+    shortcut = normalize_module._ALREADY_CANONICAL_RE
+    normalize_module._ALREADY_CANONICAL_RE = re.compile(r"(?!)")
+    try:
+        return canonical_url(url, base)
+    finally:
+        normalize_module._ALREADY_CANONICAL_RE = shortcut
+
+
+def _shortcut_cases():
+    urls = [url for url, _, _ in CANONICAL if url]
+    with open(os.path.join(DATA, "ant_sample.jsonl"), encoding="utf-8") as fh:
+        urls += [json.loads(line)["url"] for line in fh]
+    # each URL also percent-encoded and then bent in the ways the shortcut must not take
+    encoded = [quote(u, safe=":/%?&=#") for u in urls]
+    urls += encoded
+    for u in encoded:
+        urls += [u.lower(), u + "%2d", u + "%", u + "%4", u + "/.", u + "/..", u + "/./x/../y",
+                 u.replace("https://", "http://").replace("www.", "WWW.")]
+    return urls
+
+
+def test_canonical_url_shortcut_agrees_with_the_full_rebuild():
+    cases = _shortcut_cases()
+    taken = [u for u in cases if normalize_module._ALREADY_CANONICAL_RE.match(u)]
+    assert len(taken) > 100  # the shortcut is exercised, not just skipped
+    for url in cases:
+        for base in (None, "https://www.alarabiya.net/feed.xml", "http://other.example/a/b"):
+            assert canonical_url(url, base) == _rebuilt(url, base), (url, base)
 
 
 # --------------------------------------------------------------------------- parse_date
