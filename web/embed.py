@@ -11,6 +11,7 @@ import os
 
 from flask import Blueprint, abort, current_app, render_template, request, send_from_directory, url_for
 
+from .pagecache import cached_page
 from .pages import COUNTRIES, Filters, Reader, list_stories, site_name, tag_label
 
 bp = Blueprint("embed", __name__)
@@ -46,6 +47,7 @@ def _limit() -> int:
 
 
 @bp.get("/embed/<path:output>")
+@cached_page(lambda: (_limit(),))
 def widget(output: str):
     """output: all | sources/<id> | tags/<tag> | countries/<cc> | topics/<id>."""
     reader = Reader()

@@ -62,10 +62,19 @@ class Services:
                 config = load_config(path)
                 self._watcher = ConfigWatcher(path, on_change=lambda c: None,
                                               log=current_app.logger, initial=config)
+                self._config_checked = time.monotonic()
             elif time.monotonic() - self._config_checked > CONFIG_CHECK_EVERY:
+                # Stamped when checked, not when read: readers more often than once a
+                # second must not postpone the check forever.
                 self._watcher.check()
-            self._config_checked = time.monotonic()
+                self._config_checked = time.monotonic()
             return self._watcher.current.sources
+
+    def config_digest(self) -> str:
+        """sha256 of the feeds.yaml in use (after the same edit check as `sources`): cached
+        pages name outlets and filters from it, so they are valid for one digest only."""
+        _ = self.sources  # the edit check
+        return self._watcher.current.digest
 
 
 def init_app(app: Flask) -> None:

@@ -1,7 +1,8 @@
 """Reader-facing pages: the timeline (/), a story's full coverage, a topic, the sources.
 
-Pages read the store and the grouper at request time (they are cheap Redis reads); feeds
-are the pre-rendered part. Everything shown is autoescaped Jinja; no page needs JavaScript.
+Pages read the store and the grouper when rendered, and the rendered bytes are kept per
+store version (web/pagecache.py: one render per page per change, not one per request).
+Everything shown is autoescaped Jinja; no page needs JavaScript.
 
 One code path lists stories for every view: walk an item index newest first (the whole
 timeline, or a source's, a tag's, a country's), map each item to its story, keep a story the
@@ -29,6 +30,7 @@ from aggregator.types import Item, Source, SourceState, Story
 
 from . import arabic_time as at
 from .extensions import services
+from .pagecache import cached_page
 
 log = logging.getLogger(__name__)
 UTC = timezone.utc
@@ -703,7 +705,16 @@ def _store_down(e):
 
 # --- routes -----------------------------------------------------------------------------
 
+def _index_key() -> tuple | None:
+    """The filters as the view reads them; a search is per reader: not cached."""
+    f = parse_filters(request.args)
+    if f.q:
+        return None
+    return (f.source, f.tag, f.country, f.before, f.limit)
+
+
 @bp.get("/")
+@cached_page(_index_key)
 def index():
     reader = Reader()
     f = parse_filters(request.args)
@@ -740,6 +751,7 @@ def feed_path_for(f: Filters) -> str:
 
 
 @bp.get("/stories/<story_id>")
+@cached_page()
 def story(story_id: str):
     reader = Reader()
     g = reader.grouper
@@ -781,6 +793,7 @@ def story(story_id: str):
 
 
 @bp.get("/topics/<topic_id>")
+@cached_page()
 def topic(topic_id: str):
     reader = Reader()
     g = reader.grouper
@@ -819,7 +832,12 @@ class SourceRow:
 HEALTH_LABELS = {"ok": "يعمل", "failing": "متعثّر", "disabled": "متوقف", "new": "لم يُجلب بعد"}
 
 
+# Poll states change with every poll, also the ones that store nothing (no version bump).
+SOURCES_MAX_AGE = 5.0
+
+
 @bp.get("/sources")
+@cached_page(max_age=SOURCES_MAX_AGE)
 def sources():
     reader = Reader()
     srcs = sorted(reader.sources.values(), key=lambda s: (s.rank, s.id))
