@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,76 @@ def test_a_web_process_pushes_its_cache_hits_without_being_scraped(server, redis
         time.sleep(0.1)
     assert redis_client.hget(keys.metrics_counters, "cache_hits") == "3"
     assert redis_client.hget(keys.metrics_counters, "cache_renders") == "1"
+
+
+# --- Redis errors met by page and feed views --------------------------------------------------
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+class OwnRedis:
+    """Debian's redis-server on a fixed loopback port, stopped and started by the test."""
+
+    def __init__(self, directory: Path, port: int):
+        self.dir, self.port, self.proc = directory, port, None
+
+    def start(self) -> "OwnRedis":
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--dir",
+             str(self.dir), "--save", "", "--appendonly", "yes", "--daemonize", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        probe = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        for _ in range(100):
+            try:
+                if probe.ping():
+                    return self
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.mark.skipif(not os.path.exists(REDIS_SERVER), reason="Debian redis-server absent")
+def test_redis_errors_in_page_and_feed_views_are_counted(tmp_path, feeds_path, monkeypatch):
+    from aggregator.keys import Keys
+
+    port = closed_port()
+    keys = Keys(f"m{os.getpid()}")
+    own = OwnRedis(tmp_path, port)
+    # 1. Redis down from the process's start: the count waits in the process (no recorder
+    #    can exist without a connection) and arrives with the first scrape after Redis is back.
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{port}/0")
+    app = create_app({"TESTING": True, "AGG_KEY_PREFIX": keys.prefix,
+                      "AGG_FEEDS": str(feeds_path), "AGG_STATUS_TOKEN": TOKEN})
+    assert app.test_client().get("/").status_code == 503
+    own.start()
+    try:
+        assert scrape(app)[("agg_redis_errors_total", ())] == 1
+        # 2. Redis stops under a running web process: a page's 503 (cached or not), and a
+        #    feed answered from its last bytes, are counted; the scrape after the restart
+        #    shows them (plus any failed flush of the counts meanwhile).
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # One immediate retry (a reconnect after the restart), not redis-py's backoff.
+        client = redis.Redis(port=port, decode_responses=True, socket_connect_timeout=0.5,
+                             socket_timeout=2, retry=Retry(NoBackoff(), 1))
+        app = create_app({"TESTING": True, "REDIS_CLIENT": client, "AGG_KEY_PREFIX": keys.prefix,
+                          "AGG_FEEDS": str(feeds_path), "AGG_STATUS_TOKEN": TOKEN,
+                          "AGG_VERSION_TTL": 0})  # no 0.2 s of trusting a version read
+        c = app.test_client()
+        assert c.get("/").status_code == 200
+        assert c.get("/feeds/all.atom").status_code == 200
+        before = scrape(app)[("agg_redis_errors_total", ())]
+        own.stop()
+        assert c.get("/").status_code == 503
+        assert c.get("/stories/nope").status_code == 503
+        assert c.get("/feeds/all.atom").status_code == 200
+        own.start()
+        assert scrape(app)[("agg_redis_errors_total", ())] >= before + 3
+    finally:
+        own.stop()

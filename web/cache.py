@@ -252,8 +252,9 @@ class FastPath:
     before Flask builds a request, routes, and runs the view. Anything else passes on."""
 
     def __init__(self, wsgi_app, cache: OutputCache, clock_factory, prefix: str = "/feeds/",
-                 key_fn=None):
+                 key_fn=None, on_error=None):
         self.wsgi_app = wsgi_app
+        self._on_error = on_error  # counts a Redis error it answered (web.ops metrics)
         self.cache = cache
         self._clock_factory = clock_factory
         self._key_fn = key_fn or request_key
@@ -271,6 +272,8 @@ class FastPath:
             except Exception:  # Redis down: the last bytes we have, else Flask reports it
                 log.warning("outputs version unreadable; serving cached bytes", exc_info=True)
                 r = self.cache.latest(key)
+                if r is not None and self._on_error is not None:
+                    self._on_error()  # (without bytes the view answers, and counts it)
             if r is not None:
                 status, headers, body = respond(r, environ)
                 start_response(status, headers)

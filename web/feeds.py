@@ -34,6 +34,7 @@ from aggregator.types import Item, Source, Story
 
 from .cache import FastPath, OutputCache, Rendered, VersionClock, request_key, respond
 from .extensions import EXT, services
+from .ops import count_redis_error
 
 log = logging.getLogger(__name__)
 bp = Blueprint("feeds", __name__)
@@ -76,7 +77,8 @@ def _install(state) -> None:
 
     app.extensions[CACHE_EXT + ".key"] = key_fn
     if app.config.get("AGG_FAST_PATH", True):  # off only to measure what it saves
-        app.wsgi_app = FastPath(app.wsgi_app, cache, clock, key_fn=key_fn)
+        app.wsgi_app = FastPath(app.wsgi_app, cache, clock, key_fn=key_fn,
+                                on_error=lambda: count_redis_error(app))
 
 
 def _cache() -> OutputCache:
@@ -525,6 +527,7 @@ def _serve(kind: str, name: str | None, fmt: str) -> Response:
         version = _clock().current()
     except Exception:  # Redis down (the fast path already tried the cache): say so
         log.warning("outputs version unreadable", exc_info=True)
+        count_redis_error()
         r = cache.latest(key)
         if r is None:
             abort(503, "store unavailable")

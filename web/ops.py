@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
+import threading
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -368,7 +369,7 @@ def status():
         incidents = svc.client.hgetall(svc.keys.alerts_open)
         beat = svc.store.last_heartbeat()
     except (redis.RedisError, OSError) as e:
-        _web_recorder_error()
+        count_redis_error()
         body = {"error": f"store unavailable: {e}"}
         resp = jsonify(body)
         resp.status_code = 503
@@ -422,13 +423,26 @@ class _WebMetrics:
         self.recorder = None
         self.cache_counter = None
         self.registry = None
+        self._lock = threading.Lock()
+        self._held_errors = 0  # counted before the recorder exists (Redis down from start)
+
+    def redis_error(self) -> None:
+        with self._lock:
+            if self.recorder is None:
+                self._held_errors += 1
+                return
+        self.recorder.redis_error()
 
     def ensure(self) -> None:
         from aggregator.metrics import CacheCounter, RedisCollector, Recorder
 
         if self.recorder is None:
             svc = self.app.extensions["aggregator"]
-            self.recorder = Recorder(svc.client, svc.keys)
+            recorder = Recorder(svc.client, svc.keys)
+            with self._lock:
+                recorder.count("redis_errors", self._held_errors)
+                self._held_errors = 0
+                self.recorder = recorder
         cache = self.app.extensions.get("aggregator.output_cache")
         if self.cache_counter is None and cache is not None:
             self.cache_counter = CacheCounter(cache, self.recorder)
@@ -446,18 +460,19 @@ class _WebMetrics:
             self.registry = registry
 
 
-def _web_metrics() -> _WebMetrics:
-    app = current_app._get_current_object()
+def _web_metrics(app=None) -> _WebMetrics:
+    app = app or current_app._get_current_object()
     wm = app.extensions.get(METRICS_EXT)
     if wm is None:
         wm = app.extensions.setdefault(METRICS_EXT, _WebMetrics(app))
     return wm
 
 
-def _web_recorder_error() -> None:
-    wm = current_app.extensions.get(METRICS_EXT)
-    if wm is not None and wm.recorder is not None:
-        wm.recorder.redis_error()
+def count_redis_error(app=None) -> None:
+    """A request that Redis failed (a page's 503, a feed answered from its last bytes, an
+    admin page): agg_redis_errors_total. Held in this process until Redis takes it (with
+    the next flush of the cache counter, or before a scrape); never connects by itself."""
+    _web_metrics(app).redis_error()
 
 
 @bp.after_app_request

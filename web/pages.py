@@ -25,7 +25,7 @@ import redis
 from markupsafe import Markup, escape
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
-from aggregator.errors import AggregatorError
+from aggregator.errors import AggregatorError, StoreError
 from aggregator.types import Item, Source, SourceState, Story
 
 from . import arabic_time as at
@@ -697,6 +697,10 @@ def _not_found(e):
 @bp.app_errorhandler(AggregatorError)
 def _store_down(e):
     log.error("page failed: %s", e)
+    if isinstance(e, (redis.RedisError, StoreError)):
+        from .ops import count_redis_error
+
+        count_redis_error()
     body = render_template("error.html", code=503, title="الخدمة غير متاحة مؤقتًا",
                            message="تعذّر الوصول إلى قاعدة الأخبار. حاول بعد قليل.")
     # The worker reconnects within seconds; tell clients and proxies when to come back.
