@@ -92,7 +92,10 @@ def test_metrics_without_credentials_only_for_a_direct_loopback_scraper(redis_cl
 
 
 def test_token_auth(redis_client, keys, feeds_path, polled):
-    c = make_app(redis_client, keys, feeds_path, AGG_STATUS_TOKEN=TOKEN).test_client()
+    # Twelve wrong tries from one address: past the failed-login limit, which has its own
+    # tests (test_admin_ratelimit.py); here every answer must come from the credentials.
+    c = make_app(redis_client, keys, feeds_path, AGG_STATUS_TOKEN=TOKEN,
+                 AGG_ADMIN_MAX_FAILURES=100).test_client()
     for path in ADMIN_PATHS:
         resp = c.get(path, environ_base={"REMOTE_ADDR": "127.0.0.1"})
         assert resp.status_code == 401, path  # set credentials protect /metrics on loopback too

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import math
 import os
 import threading
+import time
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from functools import wraps
@@ -218,15 +221,116 @@ def _private(resp: Response) -> Response:
     return resp
 
 
+# --- admin surfaces: failed-login limit -------------------------------------------------------
+
+MAX_FAILURES = 10  # failed logins per client address per window, then 429
+FAILURE_WINDOW = 300.0  # seconds
+LIMITER_EXT = "aggregator.admin_limiter"
+
+
+class FailureLimiter:
+    """Failed admin logins per client address in the last `window` seconds.
+
+    In process, on purpose: the admin surfaces must keep answering while Redis is down
+    (/metrics then reports agg_redis_up 0), and a limiter that fails open during an outage
+    would be no limit. The price: each gunicorn worker counts on its own (an address gets
+    `max_failures` × workers tries per window) and a restart forgets. A guess still costs
+    a request, and the token's length stays the real defence (docs/operations.md)."""
+
+    MAX_ADDRESSES = 10_000  # memory bound: the least recently failing address goes first
+
+    def __init__(self, max_failures: int, window: float):
+        self.max_failures = max_failures
+        self.window = window
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _recent(self, addr: str, now: float) -> list[float]:
+        times = [t for t in self._failures.get(addr, ()) if now - t < self.window]
+        if times:
+            self._failures[addr] = times
+        else:
+            self._failures.pop(addr, None)
+        return times
+
+    def retry_after(self, addr: str) -> int:
+        """Seconds until `addr` may try again; 0 when it may now."""
+        now = time.monotonic()
+        with self._lock:
+            times = self._recent(addr, now)
+            if len(times) < self.max_failures:
+                return 0
+            return max(1, math.ceil(times[-self.max_failures] + self.window - now))
+
+    def failed(self, addr: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            times = self._recent(addr, now)
+            self._failures[addr] = (times + [now])[-self.max_failures:]
+            self._failures.move_to_end(addr)
+            while len(self._failures) > self.MAX_ADDRESSES:
+                self._failures.popitem(last=False)
+
+    def succeeded(self, addr: str) -> None:
+        with self._lock:
+            self._failures.pop(addr, None)
+
+
+def _limiter() -> FailureLimiter:
+    app = current_app._get_current_object()
+    lim = app.extensions.get(LIMITER_EXT)
+    if lim is None:
+        lim = app.extensions.setdefault(LIMITER_EXT, FailureLimiter(
+            int(_setting("AGG_ADMIN_MAX_FAILURES") or MAX_FAILURES),
+            float(_setting("AGG_ADMIN_FAILURE_WINDOW") or FAILURE_WINDOW)))
+    return lim
+
+
+def client_address() -> str:
+    """The reader's address: the socket's, or, when the socket is our own proxy on
+    loopback (deploy/nginx.conf), the address that proxy appended to X-Forwarded-For (the
+    last entry: earlier ones are whatever the client sent). Without this every request
+    through nginx would share 127.0.0.1 and one guesser would lock the operators out."""
+    addr = request.remote_addr or ""
+    try:
+        loopback = ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        loopback = False
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    if loopback and forwarded.strip():
+        return forwarded.split(",")[-1].strip()
+    return addr
+
+
+def _presented_credentials() -> bool:
+    return bool(request.headers.get("Authorization")) or "token" in request.args
+
+
+def _too_many(wait: int) -> Response:
+    resp = Response("too many failed logins; try again later\n", status=429,
+                    content_type="text/plain; charset=utf-8")
+    resp.headers["Retry-After"] = str(wait)
+    return _private(resp)
+
+
 def admin_only(open_on_loopback: bool = False):
     """Configured credentials required; with none configured the surface does not exist
-    (404), except /metrics for a direct loopback scraper."""
+    (404), except /metrics for a direct loopback scraper. An address that failed
+    MAX_FAILURES logins within FAILURE_WINDOW gets 429 and Retry-After, its credentials
+    unchecked, until the oldest of those failures is older than the window."""
     def wrap(view):
         @wraps(view)
         def inner(*args, **kwargs):
             if admin_configured():
+                limiter, addr = _limiter(), client_address()
+                wait = limiter.retry_after(addr)
+                if wait:
+                    return _too_many(wait)
                 if not admin_authorized():
+                    if _presented_credentials():  # a browser's first, bare request is no guess
+                        limiter.failed(addr)
                     return _challenge()
+                limiter.succeeded(addr)
             elif not (open_on_loopback and is_direct_loopback()):
                 abort(404)
             return _private(view(*args, **kwargs))
