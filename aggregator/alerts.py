@@ -324,8 +324,15 @@ class Monitor:
             return during_outage(source, before, after, now, rng)
         return after
 
-    def observe(self, source: Source, report: PollReport, now: datetime) -> None:
-        recent = self.metrics.poll(source, report)
+    def poll_counts(self, source: Source, outcome, elapsed: float):
+        """This poll's metrics, for Store.save_poll to send with the poll (metrics.PollCounts)."""
+        return self.metrics.poll_counts(source, outcome, elapsed)
+
+    def observe(self, source: Source, report: PollReport, now: datetime, counts) -> None:
+        """After the poll is saved with `counts` (from poll_counts)."""
+        self.metrics.count("items_new", report.new)  # sent with the next poll's counts
+        self.metrics.count("items_updated", report.updated)
+        recent = counts.recent
         try:
             if not self.outage and is_our_outage(recent, outage_window(self.enabled_sources)):
                 self._outage_started(recent, now)

@@ -7,8 +7,8 @@ on every restart. Here every increment is a Redis HINCRBY on the fixed `metrics_
 which reads Redis at scrape time. The fetch-latency histogram is a hash of fixed buckets
 (per-bucket counts; the collector accumulates them into Prometheus' cumulative form).
 
-A poll's increments go in one pipeline sent right after the poll's own transaction (the
-store's Lua call): a kill -9 between the two can lose one poll's counts, never an item.
+A poll's increments ride in the pipeline of the poll's own store call (PollCounts, sent with
+Store.save_poll): one round trip for both, and the counts never block or undo the items.
 Counts that cannot reach Redis (it is down: the Redis-error count itself) are held in the
 process and added with its next successful write.
 """
@@ -98,31 +98,9 @@ class Recorder:
             return False
 
     # the poll path -----------------------------------------------------------------------
-    def poll(self, source: Source, report: PollReport) -> list[str]:
-        """Count one poll (outcome, latency, items) in one round trip, and return the latest
-        poll outcomes, newest first, as "outcome host source" strings."""
-        k = self.keys
-        host = (urlsplit(source.url).hostname or "-").lower()
-        taken = self._take_pending()
-        taken["items_new"] = taken.get("items_new", 0) + report.new
-        taken["items_updated"] = taken.get("items_updated", 0) + report.updated
-        try:
-            with self.r.pipeline(transaction=False) as p:
-                p.hincrby(k.metrics_polls, report.outcome.value, 1)
-                p.hincrby(k.metrics_latency, bucket_of(report.elapsed), 1)
-                p.hincrbyfloat(k.metrics_latency, "sum", round(report.elapsed, 6))
-                for name, n in taken.items():
-                    if n:
-                        p.hincrby(k.metrics_counters, name, n)
-                p.lpush(k.metrics_recent, f"{report.outcome.value} {host} {source.id}")
-                p.ltrim(k.metrics_recent, 0, RECENT_KEEP - 1)
-                p.lrange(k.metrics_recent, 0, RECENT_KEEP - 1)
-                return p.execute()[-1]
-        except (redis.RedisError, OSError) as e:
-            log.warning("metrics: Redis unavailable (%s)", e)
-            self._give_back({n: v for n, v in taken.items() if n not in ("items_new",
-                                                                          "items_updated")})
-            return []
+    def poll_counts(self, source: Source, outcome: Outcome, elapsed: float) -> PollCounts:
+        """One poll's counts, to be sent in the poll's own pipeline (Store.save_poll)."""
+        return PollCounts(self, source, outcome, elapsed)
 
     def grouped(self, assignments: Sequence[tuple]) -> None:
         """Count the stories a grouping batch started: an item that founds a story gives it
@@ -134,6 +112,46 @@ class Recorder:
         self.count("stories_formed", sum(1 for a in assignments
                                          if len(a) >= 2 and a[1] == story_id_for(a[0])))
         self.flush()
+
+
+class PollCounts:
+    """One poll's increments (outcome, latency, the counts held in the process) and the
+    latest poll outcomes read back for our-outage detection, queued on the pipeline that
+    carries the poll's store call: one round trip per poll for both."""
+
+    def __init__(self, recorder: Recorder, source: Source, outcome: Outcome, elapsed: float):
+        self.recorder = recorder
+        self.source = source
+        self.outcome = outcome
+        self.elapsed = elapsed
+        self.recent: list[str] = []  # "outcome host source", newest first, once done
+        self._taken: dict[str, int] = {}
+
+    def queue(self, p) -> None:
+        k = self.recorder.keys
+        host = (urlsplit(self.source.url).hostname or "-").lower()
+        self._taken = self.recorder._take_pending()
+        p.hincrby(k.metrics_polls, self.outcome.value, 1)
+        p.hincrby(k.metrics_latency, bucket_of(self.elapsed), 1)
+        p.hincrbyfloat(k.metrics_latency, "sum", round(self.elapsed, 6))
+        for name, n in self._taken.items():
+            p.hincrby(k.metrics_counters, name, n)
+        p.lpush(k.metrics_recent, f"{self.outcome.value} {host} {self.source.id}")
+        p.ltrim(k.metrics_recent, 0, RECENT_KEEP - 1)
+        p.lrange(k.metrics_recent, 0, RECENT_KEEP - 1)
+
+    def done(self, results: Sequence) -> None:
+        """The queued commands' results (in order; exceptions where one failed)."""
+        if any(isinstance(r, Exception) for r in results):
+            self.failed()
+            return
+        self.recent = results[-1]
+
+    def failed(self) -> None:
+        """Redis did not take them: this poll's own counts are lost, the held ones kept."""
+        log.warning("metrics: Redis did not take the counts of a poll of %s", self.source.id)
+        self.recorder._give_back(self._taken)
+        self._taken = {}
 
 
 # --- reading: the /metrics collector ---------------------------------------------------------

@@ -157,6 +157,7 @@ def poll_once(sources: list[Source], pipe: Pipeline, settings: Settings,
     """Poll every source once, concurrently, grouping as items arrive; yield reports as
     they complete. Returns once every new item is grouped."""
     limiter = HostLimiter(settings.per_host_limit)
+    states = pipe.store.load_states([s.id for s in sources])
     stop = threading.Event()
     thread = None
     if grouping is not None:
@@ -166,7 +167,7 @@ def poll_once(sources: list[Source], pipe: Pipeline, settings: Settings,
     def one(source: Source) -> PollReport:
         with limiter(source.url):
             try:
-                return update_source(source, pipe, now())
+                return update_source(source, pipe, now(), states[source.id])
             except (StoreError, redis.RedisError) as e:
                 return PollReport(source.id, Outcome.ERROR, None, error=f"store: {e}")
 

@@ -10,6 +10,7 @@ import dataclasses
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from datetime import datetime, timedelta, timezone
 
 import redis
@@ -19,6 +20,9 @@ from .errors import StoreError
 from .keys import Keys
 from .settings import Settings
 from .types import Item, Source, SourceState
+
+if TYPE_CHECKING:
+    from .metrics import PollCounts
 
 UTC = timezone.utc
 
@@ -196,6 +200,7 @@ class Store:
         items: Sequence[Item],
         state: SourceState,
         now: datetime,
+        also: PollCounts | None = None,
     ) -> UpsertResult:
         """Upsert a poll's items and save the source state: one atomic round trip.
 
@@ -203,7 +208,8 @@ class Store:
         content hash changed (retitled, summary edited) is updated in place, keeping its
         id, first-seen and published times; anything else is left alone. The decisions
         run inside Redis (_SAVE_POLL_LUA), so there is no read-then-write gap and a kill
-        at any moment leaves all of the poll or none of it.
+        at any moment leaves all of the poll or none of it. `also` (the poll's metrics)
+        rides in the same pipeline: one round trip per poll.
         """
         k = self.keys
         by_id: dict[str, Item] = {}
@@ -219,9 +225,27 @@ class Store:
             args += [k.item(item_id), item_id, item.content_hash, _ts(item.published),
                      _ts(item.first_seen), _flat_json(item_to_hash(item))]
         try:
-            new, updated = self._save_poll(args=args)
+            with self.r.pipeline(transaction=False) as p:
+                # EVALSHA rather than the Script object: a pipeline holding a Script first
+                # asks SCRIPT EXISTS, a round trip of its own on every poll.
+                p.evalsha(self._save_poll.sha, 0, *args)
+                if also is not None:
+                    also.queue(p)
+                results = p.execute(raise_on_error=False)
+        except redis.RedisError as e:
+            if also is not None:
+                also.failed()
+            raise StoreError(f"saving poll of {source.id}: {e}") from e
+        if also is not None:
+            also.done(results[1:])
+        try:
+            if isinstance(results[0], redis.exceptions.NoScriptError):  # a new or flushed Redis
+                results[0] = self._save_poll(args=args)  # loads the script, then runs it
+            elif isinstance(results[0], Exception):
+                raise results[0]
         except redis.RedisError as e:
             raise StoreError(f"saving poll of {source.id}: {e}") from e
+        new, updated = results[0]
         return UpsertResult(tuple(new), tuple(updated), len(by_id) - len(new) - len(updated))
 
     def get_items(self, ids: Iterable[str]) -> list[Item]:

@@ -63,15 +63,22 @@ def fetch_items(source: Source, state: SourceState, fetcher: Fetcher, now: datet
     return Fetched(result, Outcome.OK, normalize_feed(source, feed, first_seen=now, now=now), None)
 
 
-def update_source(source: Source, pipe: Pipeline, now: datetime) -> PollReport:
-    state = for_url(source, pipe.store.load_state(source.id))
+def update_source(source: Source, pipe: Pipeline, now: datetime,
+                  state: SourceState | None = None) -> PollReport:
+    """One poll. `state`: the source's stored state when the caller has already read it
+    (poll_once reads every source's in one round trip)."""
+    if state is None:
+        state = pipe.store.load_state(source.id)
+    state = for_url(source, state)
     fetched = fetch_items(source, state, pipe.fetcher, now)
     new_state = after_poll(source, state, fetched.result, now, pipe.rng, outcome=fetched.outcome)
     if fetched.error:
         new_state = replace(new_state, last_error=fetched.error)
     if pipe.monitor is not None:  # during our own outage a failure is not the source's fault
         new_state = pipe.monitor.adjust(source, state, new_state, fetched.outcome, now, pipe.rng)
-    saved = pipe.store.save_poll(source, fetched.items, new_state, now)
+    counts = None if pipe.monitor is None else pipe.monitor.poll_counts(
+        source, fetched.outcome, fetched.result.elapsed)
+    saved = pipe.store.save_poll(source, fetched.items, new_state, now, also=counts)
     if saved.new and pipe.notify_grouping is not None:
         pipe.notify_grouping()
     if not fetched.outcome.is_success:
@@ -82,5 +89,5 @@ def update_source(source: Source, pipe: Pipeline, now: datetime) -> PollReport:
         elapsed=fetched.result.elapsed, next_poll=new_state.next_poll, error=fetched.error,
     )
     if pipe.monitor is not None:
-        pipe.monitor.observe(source, report, now)
+        pipe.monitor.observe(source, report, now, counts)
     return report

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,9 @@ from prometheus_client.utils import floatToGoString
 from aggregator.metrics import LATENCY_BUCKETS, Recorder, bucket_of
 from aggregator.runner import GroupingLoop, make_grouper
 from aggregator.config import load_config
+from aggregator.errors import StoreError
 from aggregator.store import Store
-from aggregator.types import Outcome, PollReport, Source
+from aggregator.types import Outcome, Source, SourceState
 from ops_fixtures import closed_port, fleet_yaml, monitor_for, poll_fleet, start_server
 from aggregator.settings import Settings
 from web import create_app
@@ -145,11 +147,17 @@ def test_redis_errors_are_held_then_counted(redis_client, keys):
     down = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
     rec = Recorder(down, keys)
     src = Source(id="x", url="https://example.org/feed", title="x")
-    report = PollReport("x", Outcome.OK, 200, new=2, elapsed=0.2)
-    assert rec.poll(src, report) == []  # Redis down: the poll's own counts are lost…
+    now = datetime.now(timezone.utc)
+    rec.count("items_new", 2)  # held from an earlier poll
+    counts = rec.poll_counts(src, Outcome.OK, 0.2)
+    with pytest.raises(StoreError):  # Redis down: the poll fails, its own counts are lost…
+        Store(down, keys).save_poll(src, [], SourceState(), now, also=counts)
+    assert counts.recent == []
     assert rec.flush() is False
-    rec.r = redis_client  # …Redis is back: the held error count arrives with the next write
-    rec.poll(src, report)
+    rec.r = redis_client  # …Redis is back: the held counts arrive with the next poll
+    counts = rec.poll_counts(src, Outcome.OK, 0.2)
+    Store(redis_client, keys).save_poll(src, [], SourceState(), now, also=counts)
+    assert counts.recent == ["ok example.org x"]
     counters = redis_client.hgetall(keys.metrics_counters)
     assert int(counters["redis_errors"]) == 2
     assert counters["items_new"] == "2"
