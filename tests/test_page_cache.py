@@ -50,7 +50,9 @@ def app(redis_client, keys, feeds_path, config, store):
     app = create_app({
         "TESTING": True, "REDIS_CLIENT": redis_client, "AGG_KEY_PREFIX": keys.prefix,
         "AGG_FEEDS": str(feeds_path), "AGG_NOW": NOW, "AGG_TIMEZONE": "Asia/Riyadh",
-        "AGG_VERSION_TTL": 0,  # read the version on every request: exact freshness
+        # exact freshness: read the version on every request, and no re-render floor
+        # (test_a_busy_store_re_renders_a_page_at_most_once_per_min_refresh has one)
+        "AGG_VERSION_TTL": 0, "AGG_PAGE_MIN_REFRESH": 0,
         "AGG_STATUS_TOKEN": "tok",
     })
     with app.app_context():
@@ -133,6 +135,19 @@ def test_a_poll_that_bumps_the_version_shows_on_the_next_request(app, store, con
     with renders(app) as seen:
         assert "خبر جديد للتو عن الكاش" in c.get("/").get_data(as_text=True)
         assert "خبر جديد للتو عن الكاش" in c.get("/?source=bbc_arabic").get_data(as_text=True)
+        c.get("/")
+    assert seen.count("index.html") == 2
+
+
+def test_a_busy_store_re_renders_a_page_at_most_once_per_min_refresh(app, store, config):
+    app.config["AGG_PAGE_MIN_REFRESH"] = 0.5
+    c = app.test_client()
+    with renders(app) as seen:
+        old = c.get("/").data
+        new_item(store, config, "fresh-3", "خبر يصل والصفحة ما زالت حديثة")
+        assert c.get("/").data == old  # rendered under 0.5 s ago: served as it is
+        time.sleep(0.55)
+        assert "خبر يصل والصفحة ما زالت حديثة" in c.get("/").get_data(as_text=True)
         c.get("/")
     assert seen.count("index.html") == 2
 

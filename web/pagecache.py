@@ -1,11 +1,17 @@
 """Rendered HTML pages, cached per store version: what web/cache.py does for feeds.
 
-A page's bytes are served again while all three hold:
+A page's bytes are served again while they are younger than `max_age` seconds (pages
+say "منذ ٥ دقائق" and carry the render time for app.js; /sources shows poll states, which
+change without a version bump) and either
   * the store's outputs version is the one they were rendered at (every poll that
-    changes items or stories bumps it, in the same transaction);
-  * feeds.yaml is the one they were rendered with (outlet names, filter choices);
-  * they are younger than `max_age` seconds: pages say "منذ ٥ دقائق" and carry the render
-    time for app.js, and /sources shows poll states, which change without a version bump.
+    changes items or stories bumps it, in the same transaction) and feeds.yaml is the one
+    they were rendered with (outlet names, filter choices); or
+  * they are younger than `min_refresh` seconds. Under heavy ingest the version moves
+    several times a second, faster than a page renders: without this floor every hot page
+    would be re-rendered back to back in every process (bench/load.py: the renders took
+    the CPU the requests needed). With it a page costs at most one render per
+    `min_refresh` per process, and shows a change at most that late; when the store is
+    quiet, the first request after a change renders it.
 
 Single flight, as web/feeds.py: while one request re-renders a stale page the others get
 the stale bytes at once; a cold miss renders once and the other requests for it wait.
@@ -34,6 +40,7 @@ from .cache import OutputCache, _etag_matches, accepts_gzip
 
 EXT = "aggregator.page_cache"
 PAGE_MAX_AGE = 30.0  # seconds: relative times are shown to the minute
+PAGE_MIN_REFRESH = 2.0  # seconds: at most one re-render per page per process this often
 MAX_ENTRIES = 256
 MAX_BYTES = 32 * 1024 * 1024
 
@@ -61,11 +68,14 @@ class Page:
 class PageCache(OutputCache):
     """OutputCache's LRU (bounded in entries and bytes) and render locks, holding Pages."""
 
-    def fresh(self, key: tuple, version: tuple, max_age: float) -> Page | None:
+    def fresh(self, key: tuple, version: tuple, max_age: float,
+              min_refresh: float = 0.0) -> Page | None:
         p = self._data.get(key)
-        if p is not None and p.version == version and time.monotonic() - p.born < max_age:
-            self.hits += 1
-            return p
+        if p is not None:
+            age = time.monotonic() - p.born
+            if age < max_age and (age < min_refresh or p.version == version):
+                self.hits += 1
+                return p
         self.misses += 1
         return None
 
@@ -107,21 +117,25 @@ def _respond(p: Page) -> Response:
     return Response(p.gz if gz else p.body, content_type=p.content_type, headers=headers)
 
 
-def cached_page(key: Callable[[], tuple | None] = tuple, max_age: float | None = None):
+def cached_page(key: Callable[[], tuple | None] = tuple, max_age: float | None = None,
+                min_refresh: float | None = None):
     """Cache a page view. `key()` gives the normalised request arguments the view reads
-    (the path is added), or None for a request that must be rendered every time."""
+    (the path is added), or None for a request that must be rendered every time.
+    `max_age`/`min_refresh` default to AGG_PAGE_MAX_AGE/AGG_PAGE_MIN_REFRESH."""
     def wrap(view):
         @wraps(view)
         def inner(**kwargs):
             extra = key() if request.method in ("GET", "HEAD") else None
             if extra is None or not current_app.config.get("AGG_PAGE_CACHE", True):
                 return view(**kwargs)
-            age = max_age if max_age is not None else current_app.config.get(
-                "AGG_PAGE_MAX_AGE", PAGE_MAX_AGE)
+            cfg = current_app.config
+            age = max_age if max_age is not None else cfg.get("AGG_PAGE_MAX_AGE", PAGE_MAX_AGE)
+            floor = min_refresh if min_refresh is not None else cfg.get(
+                "AGG_PAGE_MIN_REFRESH", PAGE_MIN_REFRESH)
             cache = page_cache()
             k = (request.path,) + tuple(extra)
             state = _state()
-            p = cache.fresh(k, state, age)
+            p = cache.fresh(k, state, age, floor)
             if p is not None:
                 return _respond(p)
             lock = cache.render_lock(k)
@@ -131,7 +145,7 @@ def cached_page(key: Callable[[], tuple | None] = tuple, max_age: float | None =
             if stale is None:
                 lock.acquire()  # cold: wait for the render in flight, if any
             try:
-                p = cache.fresh(k, state, age)
+                p = cache.fresh(k, state, age, floor)
                 if p is not None:
                     return _respond(p)
                 resp = current_app.make_response(view(**kwargs))

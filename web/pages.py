@@ -836,12 +836,14 @@ class SourceRow:
 HEALTH_LABELS = {"ok": "يعمل", "failing": "متعثّر", "disabled": "متوقف", "new": "لم يُجلب بعد"}
 
 
-# Poll states change with every poll, also the ones that store nothing (no version bump).
-SOURCES_MAX_AGE = 5.0
+# Poll states change with every poll, also the ones that store nothing (no version bump),
+# and with hundreds of sources this is the dearest page to render: at most this old, and
+# re-rendered no more often than that (the admin /status is the live view).
+SOURCES_MAX_AGE = 10.0
 
 
 @bp.get("/sources")
-@cached_page(max_age=SOURCES_MAX_AGE)
+@cached_page(max_age=SOURCES_MAX_AGE, min_refresh=SOURCES_MAX_AGE)
 def sources():
     reader = Reader()
     srcs = sorted(reader.sources.values(), key=lambda s: (s.rank, s.id))
