@@ -9,7 +9,8 @@ Admin surfaces are never open by accident:
             request is answered (a scraper on the same host). A request that came through a
             proxy (X-Forwarded-For, X-Real-IP or Forwarded present: the shipped nginx.conf
             sets X-Forwarded-For) is not loopback, whatever the socket says.
-Credentials are compared in constant time (hmac.compare_digest), on bytes.
+Credentials are compared in constant time (hmac.compare_digest), on bytes. An address with
+too many failed logins gets 429 and Retry-After instead (FailureLimiter).
 """
 from __future__ import annotations
 
