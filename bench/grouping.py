@@ -1,6 +1,7 @@
 """Score story grouping on labelled real news.
 
     python bench/grouping.py [--shared ../shared] [--quick] [--stemmers] [--sweep]
+                             [--heldout] [--pairs]
 
 1. Gold window (../shared/data/gold/dev_2018-03-12_13.jsonl joined with ANT items on
    docno): the items (title, abstract as summary, time as published) are written as JSON
@@ -14,6 +15,17 @@
    score (1 = same ... 4 = unrelated, so r is expected negative); accuracy of the same-story
    decision on pairs <= 1.5 (same) vs >= 3.5 (different).
 4. ANS headline paraphrases (stance "agree", dev + test): recall of the same-story decision.
+
+5. --heldout: the window's two days as halves (2018-03-12: 201 items, 65 gold pairs;
+   2018-03-13: 202 items, 204 pairs, 91 of them one story). Each story threshold of a grid
+   runs on the whole window in published order plus --seeds 0-6 h delay orders; pairwise
+   P/R/F1 is scored within each half (pairs across days are left out) and averaged over
+   the orders. The threshold is then chosen on one half (best F1 with P >= 0.9, else best
+   F1) and reported on the other: what a new window would see.
+6. --pairs: pair-level separability, no clustering: every pair of the window scored with
+   similarity() (document frequencies of the window itself, as the CLI ends up with),
+   average precision and recall at precision >= 0.9 per half. Stable where clustering
+   scores jump with one merge, so representation changes are compared here first.
 
 For 3 and 4 the document frequencies come from the whole ANT corpus (what a running
 service has accumulated), computed in-process with the same tokens() and similarity().
@@ -33,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 from collections import defaultdict
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -164,6 +177,78 @@ def score(res, stories, topics) -> dict:
     }
 
 
+def day_halves(rows) -> dict[str, set[str]]:
+    """Item ids by UTC publication day (the gold window has two)."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        out[G._parse_date(r["published"]).date().isoformat()].add(r["id"])
+    return dict(sorted(out.items()))
+
+
+def _restrict(labels: dict[str, str], ids: set[str]) -> dict[str, str]:
+    return {i: v for i, v in labels.items() if i in ids}
+
+
+def heldout(ip, rows, stories, params, thresholds, seeds: int) -> None:
+    halves = day_halves(rows)
+    orders = [rows] + [reorder(rows, s, "delay") for s in range(seeds)]
+    table = {}  # threshold -> half -> mean (P, R, F1); "all" too
+    for th in thresholds:
+        p = replace(params, story_threshold=th)
+        acc: dict[str, list] = defaultdict(list)
+        for rr in orders:
+            ps = {i: s for i, (s, _) in ip.run(rr, p).items()}
+            acc["all"].append(pairwise(ps, stories))
+            for day, ids in halves.items():
+                acc[day].append(pairwise(_restrict(ps, ids), _restrict(stories, ids)))
+        table[th] = {k: tuple(sum(x) / len(v) for x in zip(*v)) for k, v in acc.items()}
+        print(f"story_threshold {th:.2f}: all {fmt(table[th]['all'])} | "
+              + " | ".join(f"{d} {fmt(table[th][d])}" for d in halves), flush=True)
+
+    def choose(day):
+        ok = [th for th in thresholds if table[th][day][0] >= 0.9]
+        return max(ok or thresholds, key=lambda th: table[th][day][2])
+
+    days = list(halves)
+    for a, b in ((days[0], days[1]), (days[1], days[0])):
+        th = choose(a)
+        print(f"chosen on {a}: threshold {th:.2f} ({fmt(table[th][a])}); held out {b}: "
+              f"{fmt(table[th][b])}")
+
+
+def _average_precision(scored: list[tuple[float, bool]]) -> tuple[float, float]:
+    """(average precision, best recall at precision >= 0.9) of scores against labels."""
+    scored = sorted(scored, key=lambda x: -x[0])
+    n_pos = sum(1 for _, y in scored if y) or 1
+    tp = 0
+    ap = r_at = 0.0
+    for k, (_, y) in enumerate(scored, 1):
+        if y:
+            tp += 1
+            ap += tp / k
+            if tp / k >= 0.9:
+                r_at = tp / n_pos
+    return ap / n_pos, r_at
+
+
+def pair_separability(rows, stories, params) -> None:
+    halves = day_halves(rows)
+    docs = [G.make_doc(G._item_from_json(r), params) for r in rows]
+    df: dict[str, int] = {}
+    for d in docs:
+        for t in set(d.title_terms) | set(d.lead_terms):
+            df[t] = df.get(t, 0) + 1
+    idf = G.Idf(df, len(docs), params.idf_power, params.idf_prior_docs)
+    w = [G.weights(d, idf, params) for d in docs]
+    for day, ids in halves.items():
+        idx = [k for k, d in enumerate(docs) if d.id in ids]
+        scored = [(G.similarity(docs[i], docs[j], idf, params, w[i], w[j]),
+                   stories[docs[i].id] == stories[docs[j].id]) for i, j in itertools.combinations(idx, 2)]
+        ap, r9 = _average_precision(scored)
+        print(f"pairs {day}: {len(scored)} pairs, {sum(y for _, y in scored)} same-story; "
+              f"average precision {ap:.3f}, recall at precision >= 0.9 {r9:.3f}")
+
+
 def print_scores(name, sc):
     print(f"{name}")
     print(f"  stories pairwise {fmt(sc['story_pair'])}   BCubed {fmt(sc['story_b3'])}")
@@ -247,15 +332,23 @@ def main(argv=None):
     ap.add_argument("--stemmers", action="store_true", help="compare stemmers (in-process)")
     ap.add_argument("--sweep", action="store_true", help="threshold sweep (in-process)")
     ap.add_argument("--errors", action="store_true", help="print wrong merges and misses")
+    ap.add_argument("--heldout", action="store_true",
+                    help="threshold chosen on one day of the window, scored on the other")
+    ap.add_argument("--pairs", action="store_true", help="pair-level separability per day")
     ap.add_argument("--seeds", type=int, default=3)
     args = ap.parse_args(argv)
     shared = os.path.abspath(args.shared)
     rows, stories, topics, ant = load_gold(shared)
     params = G.DEFAULT_PARAMS
 
-    if args.stemmers or args.sweep:
+    if args.pairs:
+        pair_separability(rows, stories, params)
+        return 0
+    if args.stemmers or args.sweep or args.heldout:
         ip = InProcess()
         try:
+            if args.heldout:
+                heldout(ip, rows, stories, params, (0.24, 0.26, 0.28, 0.30, 0.32, 0.34, 0.36), args.seeds)
             if args.stemmers:
                 # each stemmer at its own best threshold: best F1, and best F1 with P >= 0.9
                 for name in ("light", "prefix", "snowball", "isri", "none"):
