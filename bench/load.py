@@ -196,7 +196,8 @@ def main(argv=None) -> int:
             sys.path.insert(0, os.path.join(ROOT, "bench"))
             from serve import nginx_config  # deploy/nginx.conf with our ports and root
 
-            conf = nginx_config(tmp, free_port(), nport, wport, public, public)
+            conf = nginx_config(tmp, free_port(), nport, wport, public, public,
+                                access_log=os.path.join(tmp, "access.log"))
             check = subprocess.run([nginx_bin, "-t", "-q", "-c", conf, "-p", tmp],
                                    capture_output=True, text=True)
             if check.returncode:
@@ -210,7 +211,11 @@ def main(argv=None) -> int:
 
         # the request mix, with ids from the running site
         _, page = get(base + "/")
-        stories = sorted(set(re.findall(r'href="(/stories/[^"?#]+)"', page.decode())))[:20]
+        linked = sorted(set(re.findall(r'href="(/stories/[^"?#]+)"', page.decode())))
+        # Stories the grouper has formed first: a report not grouped yet is linked by its
+        # item id, which answers 301 once grouped (cheap, and a different mix each run).
+        grouped = [p for p in linked if client.exists(f"{PREFIX}:group:story:{p[9:]}")]
+        stories = (grouped + [p for p in linked if p not in grouped])[:20]
         sources = [f["id"].lower().replace("/", "-") for f in feeds[:: max(1, len(feeds) // 10)]]
         paths = (["/"] * 6 + stories[:10] + ["/feeds/all.atom", "/feeds/all.json",
                  "/feeds/all.rss"] * 3 + [f"/feeds/sources/{s}.atom" for s in sources[:5]]
@@ -229,6 +234,8 @@ def main(argv=None) -> int:
         say(f"load: {args.connections} connections, {args.duration}s, {len(paths)} paths "
             f"({len(stories)} stories); {items0} items stored so far")
 
+        access_log = os.path.join(tmp, "access.log")
+        log_offset = _log_size(access_log)
         load0 = [round(x, 2) for x in os.getloadavg()]
         t0 = time.monotonic()
         out = subprocess.run(["wrk", "-t2", f"-c{args.connections}", f"-d{args.duration}s",
@@ -242,6 +249,7 @@ def main(argv=None) -> int:
 
         statuses = json.loads(re.search(r"STATUSES (\{.*\})", out).group(1))
         lat = dict(re.findall(r"(p50|p90|p99|max)=(\d+)", out))
+        by_path = _by_path(access_log, log_offset, paths)
         summ = dict(re.findall(r"(\w+)=(\d+)", re.search(r"SUMMARY (.*)", out).group(1)))
         socket_errors = sum(int(summ[k]) for k in ("connect", "read", "write", "timeout"))
         bad_status = sum(v for k, v in statuses.items() if not 200 <= int(k) < 400)
@@ -261,6 +269,8 @@ def main(argv=None) -> int:
             "items_ingested_during_load": items1 - items0, "items_stored": items1,
             "grouping_pending_at_end": pending, "processes_alive": workers_alive,
             "single_request_ms": {p: v[1] for p, v in probe.items()},
+            # nginx's $request_time per path during the load, slowest p99 first
+            "by_path_ms": by_path,
         }
         if not args.json_only:
             print(f"requests {result['requests']} in {result['duration_s']}s "
@@ -269,6 +279,9 @@ def main(argv=None) -> int:
                   f"max {result['max_ms']} ms", file=sys.stderr)
             print(f"errors {result['errors']} (socket {socket_errors}, non-2xx/3xx "
                   f"{bad_status}); statuses {statuses}", file=sys.stderr)
+            for path, v in list(by_path.items())[:8]:
+                print(f"  {path}: n {v['n']}, p50 {v['p50']} ms, p99 {v['p99']} ms, "
+                      f"max {v['max']} ms, statuses {v['statuses']}", file=sys.stderr)
             print(f"worker meanwhile: {result['polls_during_load']} polls of {len(feeds)} "
                   f"feeds, {result['items_ingested_during_load']} new items "
                   f"({items1} stored), grouping backlog {pending}", file=sys.stderr)
@@ -280,6 +293,46 @@ def main(argv=None) -> int:
             print(f"kept {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _log_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _by_path(log_path: str, offset: int, paths: list[str]) -> dict:
+    """{path: {n, p50, p99, max (ms), statuses}} from the nginx timing log past `offset`
+    (the load itself, not the requests before it), slowest p99 first. Empty with
+    --direct (no nginx)."""
+    times: dict[str, list[float]] = {}
+    statuses: dict[str, dict[str, int]] = {}
+    wanted = set(paths)
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except FileNotFoundError:
+        return {}
+    for line in lines:
+        parts = line.split(" ", 2)
+        if len(parts) != 3 or parts[2] not in wanted:
+            continue
+        path = parts[2]
+        times.setdefault(path, []).append(float(parts[0]) * 1000)
+        statuses.setdefault(path, {}).setdefault(parts[1], 0)
+        statuses[path][parts[1]] += 1
+
+    def pct(xs, q):
+        return round(xs[min(len(xs) - 1, int(q * len(xs)))], 1)
+
+    out = {}
+    for path, xs in times.items():
+        xs.sort()
+        out[path] = {"n": len(xs), "p50": pct(xs, 0.5), "p99": pct(xs, 0.99),
+                     "max": round(xs[-1], 1), "statuses": statuses[path]}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["p99"]))
 
 
 def _ping(client) -> bool:

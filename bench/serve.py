@@ -124,9 +124,10 @@ def fetch(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
 
 
 def nginx_config(tmp: str, port_file: int, port_prod: int, port_app: int, plain_dir: str,
-                 public_dir: str) -> str:
+                 public_dir: str, access_log: str | None = None) -> str:
     """A main nginx.conf in tmp: the plain-file server, and deploy/nginx.conf verbatim but
-    for its three marked values."""
+    for its three marked values. `access_log`: a file getting one line per request,
+    "<seconds> <status> <uri>" (bench/load.py's per-path latencies); default off."""
     with open(os.path.join(ROOT, "deploy", "nginx.conf")) as f:
         site = f.read()
     site, n1 = re.subn(r"server 127\.0\.0\.1:8000;", f"server 127.0.0.1:{port_app};", site)
@@ -141,7 +142,8 @@ pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    {f"log_format timing '$request_time $status $request_uri'; access_log {access_log} timing;"
+     if access_log else "access_log off;"}
     sendfile on;
     tcp_nopush on;
     keepalive_requests 100000;
