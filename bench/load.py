@@ -2,7 +2,8 @@
 connections for 60 s on 127.0.0.1 *while* the worker ingests 500 feeds from the newsroom
 (`newsroom.py serve --clones 100 --speed 60`: every clone feed of the 5 outlets, a
 simulated minute per second, so every poll finds new items). Reports requests, p50/p90/p99
-and every error (socket errors, non-2xx/3xx, HTTP 5xx), and what the worker did meanwhile.
+and every error (socket errors, non-2xx/3xx, HTTP 5xx), the latency of each path (nginx's
+log; not with --direct), and what the worker did meanwhile.
 
     python bench/load.py [--shared ../shared] [--duration 60] [--connections 64]
                          [--warmup 300] [--direct] [--json-only]
