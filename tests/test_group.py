@@ -16,7 +16,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import redis
 
-from aggregator.group import Grouper, Params, run_cli, story_id_for
+import math
+
+from aggregator import arabic
+from aggregator.group import Doc, Grouper, Idf, Params, label_terms, run_cli, similarity, story_id_for, weights
 from aggregator.keys import Keys
 from aggregator.store import Store
 from aggregator.types import Item, Source, SourceState
@@ -372,6 +375,72 @@ def test_cli_output_shape(tmp_path):
     assert all(set(o) == {"id", "story", "topic"} and o["story"] and o["topic"] for o in out)
     s = {o["id"]: o["story"] for o in out}
     assert s["a"] == s["b"] == s["d"] != s["c"]
+
+
+# --- pure pieces: IDF, cosine, label terms ----------------------------------------------------
+
+@pytest.mark.parametrize("df,n,prior,term,expected", [
+    ({"a": 9}, 99, 0.0, "a", math.log(100 / 10) + 1),
+    ({"a": 9}, 99, 100.0, "a", math.log(200 / 10) + 1),  # pseudo-documents flatten IDF
+    ({}, 99, 0.0, "unseen", math.log(100) + 1),
+    ({"a": 99}, 99, 0.0, "a", 1.0),  # in every document
+])
+def test_idf_values(df, n, prior, term, expected):
+    idf = Idf(dict(df), n, 1.0, prior)
+    assert idf[term] == pytest.approx(expected)
+    assert idf(term) == idf[term]
+
+
+def test_idf_add_recomputes_the_added_terms_and_all_after_5_percent_growth():
+    idf = Idf({"a": 1, "b": 1}, 100)
+    a0, b0 = idf["a"], idf["b"]
+    idf.add({"a"})  # N 101, df(a) 2: a is recomputed, b keeps its (slightly stale) value
+    assert idf["a"] == pytest.approx(math.log(102 / 3) + 1) and idf["a"] < a0
+    assert idf["b"] == b0
+    for _ in range(5):  # N 106: within 5 % + 1 of 100, b still cached
+        idf.add(())
+    assert idf["b"] == b0
+    idf.add(())  # N 107 > 1.05 * 100 + 1: every value is recomputed
+    assert idf["b"] == pytest.approx(math.log(108 / 2) + 1) != b0
+
+
+def _doc(title, lead="", hours=0.0):
+    return Doc("x", "s", hours * 3600.0, arabic.tokens(title), arabic.tokens(lead))
+
+
+def test_similarity_is_a_symmetric_cosine_with_a_time_penalty():
+    idf = Idf({}, 10)
+    a = _doc("تحطم طائرة ركاب في نيبال", "قتلى في مطار كاتمندو")
+    b = _doc("نيبال: مقتل العشرات في تحطم طائرة", "مطار كاتمندو", hours=12)
+    raw = Params(time_penalty_per_day=0.0)
+    assert similarity(a, a, idf, raw) == pytest.approx(1.0)
+    s = similarity(a, b, idf, raw)
+    assert 0 < s < 1 and s == pytest.approx(similarity(b, a, idf, raw))
+    assert similarity(a, b, idf, Params(time_penalty_per_day=0.2)) == pytest.approx(s - 0.1)
+    assert similarity(a, _doc("الذهب يتراجع"), idf, raw) == 0.0
+    # precomputed weights give the same value
+    p = Params()
+    assert similarity(a, b, idf, p, weights(a, idf, p), weights(b, idf, p)) == similarity(a, b, idf, p)
+
+
+@pytest.mark.parametrize("title,expected", [
+    ("ترامب يقيل تيلرسون", [("ترامب", "ترامب"), ("يقيل", "يقيل"), ("تيلرس", "تيلرسون")]),
+    ("مقتل 40 شخصا في نيبال", [("مقتل", "مقتل"), ("شخصا", "شخصا"), ("نيبال", "نيبال")]),
+    ("الوزارة في الرياض", [("وزار", "الوزارة"), ("رياض", "الرياض")]),  # stop word out
+    ("#عاصي_الحلاني يغني", [("عاص", "عاصي"), ("حلان", "الحلاني"), ("يغن", "يغني")]),
+    ("2018 ..", []),  # numbers and punctuation make no label
+])
+def test_label_terms(title, expected):
+    assert label_terms(title) == expected
+
+
+def test_label_terms_follow_the_stemmer():
+    try:
+        arabic.set_stemmer("none")
+        assert label_terms("الوزارة") == [("الوزاره", "الوزارة")]
+    finally:
+        arabic.set_stemmer("light")
+    assert label_terms("الوزارة") == [("وزار", "الوزارة")]
 
 
 def test_params_document_every_threshold():
