@@ -21,7 +21,8 @@ from web import create_app
 from web.extensions import services
 
 from httptest import serving, wait_until
-from pages_fixtures import FEEDS_YAML, NOW, GoldGrouper, load_rows, make_item, store_items
+from pages_fixtures import (FEEDS_YAML, NOW, GoldGrouper, item_id, load_rows, make_item,
+                            store_items)
 
 ROWS = load_rows()
 
@@ -102,6 +103,21 @@ def test_second_request_is_served_without_rendering(app):
             a, b = c.get(path), c.get(path)
             assert a.status_code == b.status_code == 200 and a.data == b.data, path
     assert sorted(seen) == ["embed.html", "sources.html", "story.html", "topic.html"]
+
+
+def test_an_item_ids_redirect_to_its_story_is_cached_too(app, store, config):
+    from web.pagecache import page_cache
+
+    iid = item_id(next(r for r in ROWS if r["story"] == "hamdallah-convoy-bombing-gaza"))
+    c = app.test_client()
+    cache = page_cache(app)
+    answers = [c.get(f"/stories/{iid}") for _ in range(3)]
+    assert {(r.status_code, r.headers["Location"]) for r in answers} == {
+        (301, "/stories/hamdallah-convoy-bombing-gaza")}
+    assert cache.renders == 1
+    new_item(store, config, "fresh-4", "خبر آخر")
+    assert c.get(f"/stories/{iid}").status_code == 301
+    assert cache.renders == 2
 
 
 def test_different_arguments_are_different_pages(app):

@@ -16,7 +16,8 @@ change without a version bump) and either
 Single flight, as web/feeds.py: while one request re-renders a stale page the others get
 the stale bytes at once; a cold miss renders once and the other requests for it wait.
 
-Only 200s are kept, keyed by path plus the arguments the view reads, normalised (so
+Only 200s and 301s (an item id's link to its story) are kept, keyed by path plus the
+arguments the view reads, normalised (so
 `?utm_source=…` or `?limit=030` share an entry); a view whose key function returns None
 for a request (a search) is rendered every time. What after_request adds (CSP,
 X-Frame-Options, the embed CSP) is added to the cached response as to a fresh one,
@@ -54,15 +55,18 @@ class Page:
     content_type: str
     version: tuple  # (outputs version, feeds.yaml digest)
     born: float  # time.monotonic() at render
+    status: int = 200
+    location: str | None = None  # of a 301
 
     @classmethod
-    def build(cls, body: bytes, content_type: str, version: tuple) -> "Page":
+    def build(cls, body: bytes, content_type: str, version: tuple, status: int = 200,
+              location: str | None = None) -> "Page":
         digest = hashlib.sha256(body).hexdigest()[:32]
         buf = io.BytesIO()
         with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6, mtime=0) as f:
             f.write(body)
         return cls(body, buf.getvalue(), f'"p{digest}"', f'"p{digest}-gz"', content_type,
-                   version, time.monotonic())
+                   version, time.monotonic(), status, location)
 
 
 class PageCache(OutputCache):
@@ -107,6 +111,9 @@ def _state() -> tuple:
 
 
 def _respond(p: Page) -> Response:
+    if p.status != 200:
+        return Response(p.body, status=p.status, content_type=p.content_type,
+                        headers={"Location": p.location})
     gz = accepts_gzip(request.headers.get("Accept-Encoding"))
     headers = {"ETag": p.etag_gz if gz else p.etag, "Vary": "Accept-Encoding"}
     inm = request.headers.get("If-None-Match")
@@ -149,9 +156,11 @@ def cached_page(key: Callable[[], tuple | None] = tuple, max_age: float | None =
                 if p is not None:
                     return _respond(p)
                 resp = current_app.make_response(view(**kwargs))
-                if resp.status_code != 200 or resp.is_streamed or "Set-Cookie" in resp.headers:
+                if resp.status_code not in (200, 301) or resp.is_streamed \
+                        or "Set-Cookie" in resp.headers:
                     return resp
-                p = Page.build(resp.get_data(), resp.content_type, state)
+                p = Page.build(resp.get_data(), resp.content_type, state, resp.status_code,
+                               resp.headers.get("Location"))
                 cache.put(k, p)
                 return _respond(p)
             finally:
