@@ -510,6 +510,7 @@ class Grouper:
         self._df_cache: dict[str, int] = {}
         self._wcache: dict[str, tuple[dict[str, float], float]] = {}
         self._docs: dict[str, Doc] = {}
+        self._idf: Idf | None = None  # IDF values, kept like the df cache (see _process)
         self._epoch_n = 0
 
     def _fetch_df(self, terms: Iterable[str]) -> None:
@@ -517,6 +518,11 @@ class Grouper:
         if missing:
             for t, v in zip(missing, self.r.hmget(self.keys.group_df, missing)):
                 self._df_cache[t] = int(v) if v else 0
+
+    def _reset_caches(self) -> None:
+        self._df_cache.clear()
+        self._wcache.clear()
+        self._idf = None
 
     def _rank(self, source: str) -> int:
         return self.source_rank.get(source, 1 << 20)
@@ -534,12 +540,10 @@ class Grouper:
         try:
             return self._process(now, limit, token)
         except (LockLost, redis.WatchError):
-            self._df_cache.clear()
-            self._wcache.clear()
+            self._reset_caches()
             return []  # the items stay pending for the next pass
         except BaseException:
-            self._df_cache.clear()  # it may hold increments of a batch that was not written
-            self._wcache.clear()
+            self._reset_caches()  # they may hold increments of a batch that was not written
             raise
         finally:
             self._unlock(keys=[k.group_lock], args=[token])
@@ -581,16 +585,20 @@ class Grouper:
         _tick("tokenize")
         # RT: document frequencies of the batch's terms.
         # A process-local cache holds them between batches (IDF only needs to be about
-        # right); it is dropped whenever N has grown by 5 % since it was filled.
+        # right); it is dropped whenever N has grown by 5 % since it was filled. So are
+        # the IDF values computed from it (~60 per item otherwise recomputed every batch).
         n = int(self.r.get(k.group_ndocs) or 0)
         if n < self._epoch_n or n > self._epoch_n * 1.05 + 20:
-            self._df_cache.clear()
-            self._wcache.clear()
+            self._reset_caches()
             self._epoch_n = n
         df = self._df_cache
         terms = {t for d in docs for t in (*d.title_terms, *d.lead_terms)}
         self._fetch_df(terms)
-        idf = Idf(df, n, P.idf_power, P.idf_prior_docs)
+        if self._idf is None:
+            self._idf = Idf(df, n, P.idf_power, P.idf_prior_docs)
+        else:
+            self._idf.n = n  # values cached under an N within 5 % stay, as within a batch
+        idf = self._idf
 
         _tick("df")
         # RT: candidates of every item (Lua, pipelined) and duplicate fingerprints.

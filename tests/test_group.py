@@ -491,3 +491,25 @@ def test_a_batch_that_outlives_its_lock_commits_unless_another_grouper_took_it(
     g._process = real
     assert [i for i, _, _ in g.process_pending(T0)] == ["a2"]
     assert group_mod.LOCK_TTL_MS <= 10_000
+
+
+def test_idf_values_are_kept_between_batches_and_dropped_after_a_lost_batch(redis_client, keys):
+    g = Grouper(redis_client, keys)
+    save(redis_client, keys, CRASH[:2])
+    g.process_pending(T0 + timedelta(hours=6))
+    idf = g._idf
+    assert idf is not None and len(idf) > 0  # values computed in the first batch
+    save(redis_client, keys, CRASH[2:])
+    g.process_pending(T0 + timedelta(hours=6))
+    assert g._idf is idf and idf.n == 4  # same epoch: cached values stay, N follows Redis
+
+    save(redis_client, keys, [OTHER])
+    real = g._process
+
+    def another_grouper_took_it(now, limit, token):
+        redis_client.set(keys.group_lock, "someone-else")
+        return real(now, limit, token)
+
+    g._process = another_grouper_took_it
+    assert g.process_pending(T0 + timedelta(hours=6)) == []
+    assert g._idf is None and not g._df_cache  # nothing of the lost batch survives
