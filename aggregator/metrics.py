@@ -18,7 +18,7 @@ import collections
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import redis
@@ -39,6 +39,8 @@ COUNTERS = {
     "stories_formed": ("agg_stories_formed", "New stories started by grouping"),
     "cache_hits": ("agg_output_cache_hits", "Feed outputs answered from rendered bytes"),
     "cache_renders": ("agg_output_renders", "Feed outputs rendered and cached (misses)"),
+    "page_cache_hits": ("agg_page_cache_hits", "Pages answered from rendered bytes"),
+    "page_cache_renders": ("agg_page_renders", "Pages rendered and cached (misses)"),
     "redis_errors": ("agg_redis_errors", "Redis commands that failed (worker and web)"),
     "alerts_sent": ("agg_alerts_sent", "Alert webhook calls answered with 2xx"),
     "alerts_failed": ("agg_alerts_failed", "Alert webhook calls that failed or were refused"),
@@ -251,25 +253,28 @@ class RedisCollector:
 
 
 class CacheCounter:
-    """Moves one process's output-cache counts (web/cache.py OutputCache.hits, .renders)
-    into Redis every `every` seconds from a daemon thread, and on demand before a
-    scrape. The thread starts on first use in each process: gunicorn forks after
-    create_app, and threads do not survive a fork."""
+    """Moves one process's cache counts (each cache's .hits and .renders: web/cache.py's
+    feed outputs, web/pagecache.py's pages) into Redis every `every` seconds from a daemon
+    thread, and on demand before a scrape. The thread starts on first use in each process:
+    gunicorn forks after create_app, and threads do not survive a fork."""
 
-    def __init__(self, cache, recorder: Recorder, every: float = 5.0):
-        self.cache = cache
+    def __init__(self, caches: Callable[[], Mapping[str, object]], recorder: Recorder,
+                 every: float = 5.0):
+        self.caches = caches  # counter prefix ("cache", "page_cache") -> the cache, if made
         self.recorder = recorder
         self.every = every
-        self._sent = (0, 0)
+        self._sent: dict[str, tuple[int, int]] = {}
         self._pid = None
         self._lock = threading.Lock()
 
     def flush(self) -> None:
         with self._lock:
-            hits, renders = self.cache.hits, getattr(self.cache, "renders", 0)
-            self.recorder.count("cache_hits", hits - self._sent[0])
-            self.recorder.count("cache_renders", renders - self._sent[1])
-            self._sent = (hits, renders)
+            for prefix, cache in self.caches().items():
+                hits, renders = cache.hits, cache.renders
+                sent_hits, sent_renders = self._sent.get(prefix, (0, 0))
+                self.recorder.count(f"{prefix}_hits", hits - sent_hits)
+                self.recorder.count(f"{prefix}_renders", renders - sent_renders)
+                self._sent[prefix] = (hits, renders)
         self.recorder.flush()
 
     def running_here(self) -> bool:

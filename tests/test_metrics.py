@@ -175,6 +175,18 @@ def test_metrics_answer_when_redis_is_down(redis_client, keys, feeds_path):
     assert "agg_redis_up 0.0" in resp.get_data(as_text=True)
 
 
+def test_page_cache_hits_reach_metrics(server, redis_client, keys, feeds_path):
+    poll_fleet(redis_client, keys, feeds_path)
+    app = make_app(redis_client, keys, feeds_path)
+    c = app.test_client()
+    for _ in range(3):
+        assert c.get("/").status_code == 200
+    m = scrape(app)
+    assert m[("agg_page_renders_total", ())] == 1
+    assert m[("agg_page_cache_hits_total", ())] == 2
+    assert ("agg_output_renders_total", ()) not in m or m[("agg_output_renders_total", ())] == 0
+
+
 def test_a_web_process_pushes_its_cache_hits_without_being_scraped(server, redis_client, keys,
                                                                      feeds_path):
     """A gunicorn worker that never gets the scrape still contributes its fast-path hits."""

@@ -548,11 +548,15 @@ class _WebMetrics:
                 recorder.count("redis_errors", self._held_errors)
                 self._held_errors = 0
                 self.recorder = recorder
-        cache = self.app.extensions.get("aggregator.output_cache")
-        if self.cache_counter is None and cache is not None:
-            self.cache_counter = CacheCounter(cache, self.recorder)
-        if self.cache_counter is not None:
-            self.cache_counter.ensure_started()
+        if self.cache_counter is None:
+            from .feeds import CACHE_EXT as FEEDS_CACHE_EXT  # (they import this module)
+            from .pagecache import EXT as PAGE_CACHE_EXT
+
+            ext = self.app.extensions
+            names = {"cache": FEEDS_CACHE_EXT, "page_cache": PAGE_CACHE_EXT}
+            self.cache_counter = CacheCounter(  # the caches are made on first use
+                lambda: {p: ext[e] for p, e in names.items() if e in ext}, self.recorder)
+        self.cache_counter.ensure_started()
         if self.registry is None:
             from prometheus_client import CollectorRegistry
 
@@ -560,7 +564,7 @@ class _WebMetrics:
             registry = CollectorRegistry(auto_describe=False)
             registry.register(RedisCollector(
                 lambda: svc.client, svc.keys, lambda: svc.sources,
-                before_collect=self.cache_counter.flush if self.cache_counter else None,
+                before_collect=self.cache_counter.flush,
                 on_redis_error=self.recorder.redis_error))
             self.registry = registry
 
