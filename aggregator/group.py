@@ -87,8 +87,7 @@ class Params:
         precision is unchanged (title weight 2, threshold 0.36: P 0.930 R 0.567 F1 0.703
         vs P 0.901 R 0.573 F1 0.699 here; threshold at best F1 on one day: F1 0.728 /
         0.786 on the other, vs 0.727 / 0.769), SemEval r -0.408 (vs -0.445), ANS recall
-        0.872 (vs 0.899).
-        2-grams 0.857 / 0.735, 4-grams 0.845 / 0.757.
+        0.872 (vs 0.899). 2-grams: pairs 0.857 / 0.735, 4-grams 0.845 / 0.757.
       * more of the summary with position weights 1/(1 + i/k), 40-60 tokens, k 10-40:
         pairs 0.79-0.83 / 0.70-0.74, below the hard 20-token lead.
       * title weight 2: pairs 0.850 / 0.753, grouping the same P/R curve (0.32: P 0.945
@@ -103,19 +102,26 @@ class Params:
         (threshold 0.26 alone: P 0.784 R 0.658).
       * a logistic pair classifier (word, character, title-only and lead-only cosines,
         days apart, same outlet, shared numbers) trained on one day, tested on the other:
-        AP 0.745 (day 2) / 0.866 (day 1) vs 0.759 / 0.861 for the plain blend; the
-        outlet and number weights came out near 0.
+        AP 0.745 (day 2) / 0.866 (day 1) vs 0.759 / 0.861 for the fixed 0.5 character
+        blend; the outlet and number weights came out near 0.
       * document frequencies from a large corpus instead of the window's own: ANT without
         March (26.6k items) pairs 0.805 / 0.727, SaudiNewsNet 0.744 / 0.709: worse, so a
         cold index is not what costs recall.
       * folding nisba adjectives into country names (الروسي/روسيا -> روس) and capitals
         into countries (موسكو -> روسيا): pairs 0.845 / 0.744 and 0.834 / 0.740.
       * more candidates (30, 12 query terms, 300 hits per term): the identical grouping.
+      * word bigrams as extra terms: of titles pairs 0.779 / 0.714 (phrases make a
+        rewording cost more), of leads 0.849 / 0.745.
+      * word2vec (skip-gram, 100 d) trained on SaudiNewsNet (6.9M tokens; 2015, other
+        outlets, so no leak into any ANT window): the tf-idf weighted mean vector's cosine
+        blended 0.2-0.7 with the word cosine: pairs 0.842-0.846 / 0.737-0.749. It does
+        put هليكوبتر next to مروحية, but averaged over an item it mostly measures topic.
     Ceiling: clustering the window offline with hindsight on the same similarity
     (hierarchical, scipy) gives at best F1 0.737 (single link, P 0.856 R 0.648); average
     link 0.700. Bag-of-words similarity, not the incremental procedure, caps story F1 near
-    0.73 here; the remaining misses need meaning (مروحية / هليكوبتر, a quote vs the event,
-    profiles of a newly named official inside the event's story).
+    0.73 here; the remaining misses need sentence meaning (a quote vs the event it reports,
+    profiles of a newly named official inside the event's story), which neither spelling
+    variants nor averaged word vectors supply.
     """
 
     # Candidate window, hours either side of the item's published time (the issue's 72 h).
