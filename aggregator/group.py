@@ -415,6 +415,10 @@ class LockLost(Exception):
     """The batch outlived its lock; nothing was written and its items stay pending."""
 
 
+class LockBusy(Exception):
+    """Retention could not get the grouping lock in time; the items are kept for now."""
+
+
 # Before the final write: keep the lock if it is ours, take it back if it expired unowned
 # (a slow batch on a busy machine, nobody else waiting), refuse if another grouper has it.
 _KEEP_LOCK_LUA = """
@@ -426,6 +430,42 @@ if not v then
 end
 return 0
 """
+
+# Retention (Store.trim calls Grouper.forget before it deletes the items): the trimmed
+# items leave their stories; a story left without members goes (hash, members, timeline,
+# topic membership), and a topic left without stories goes. A story that keeps members
+# gets its earliest remaining one as lead if its lead went, and its new size. Run before the
+# items are deleted and idempotent, so a crash in between is mended by the next run.
+# KEYS: is, story timeline, then per story: story, members, topic, topic stories.
+# ARGV: per story, in the same order: story id, number of trimmed ids, the ids.
+_FORGET_LUA = """
+local a, gone = 1, 0
+for s = 3, #KEYS, 4 do
+  local story, members, topic, topic_stories = KEYS[s], KEYS[s + 1], KEYS[s + 2], KEYS[s + 3]
+  local sid, n = ARGV[a], tonumber(ARGV[a + 1])
+  local lead = redis.call('HGET', story, 'lead')
+  local lead_gone = false
+  for i = a + 2, a + 1 + n do
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('ZREM', members, ARGV[i])
+    if ARGV[i] == lead then lead_gone = true end
+  end
+  a = a + 2 + n
+  local first = redis.call('ZRANGE', members, 0, 0, 'WITHSCORES')
+  if #first == 0 then
+    redis.call('DEL', story)
+    redis.call('ZREM', KEYS[2], sid)
+    redis.call('ZREM', topic_stories, sid)
+    if redis.call('EXISTS', topic_stories) == 0 then redis.call('DEL', topic) end
+    gone = gone + 1
+  elseif lead then
+    redis.call('HSET', story, 'n', redis.call('ZCARD', members), 'first', first[2])
+    if lead_gone then redis.call('HSET', story, 'lead', first[1], 'lead_pub', first[2]) end
+  end
+end
+return gone
+"""
+
 
 _UNLOCK_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -514,6 +554,7 @@ class Grouper:
         self._candidates = client.register_script(_CANDIDATES_LUA)
         self._unlock = client.register_script(_UNLOCK_LUA)
         self._keep_lock = client.register_script(_KEEP_LOCK_LUA)
+        self._forget = client.register_script(_FORGET_LUA)
         self._index = client.register_script(_INDEX_LUA)
         self.last_scores: list[tuple[str, str, float]] = []  # (item, best candidate, score)
         self.timings: dict[str, float] = {}
@@ -843,6 +884,42 @@ class Grouper:
             p.execute()
         _tick("write")
         return out
+
+    def forget(self, item_ids: Sequence[str], wait: float = 30.0) -> int:
+        """Retention: take items about to be deleted out of their stories (_FORGET_LUA),
+        under the grouping lock so no batch decides against half-removed stories. Returns
+        the number of stories that went; raises LockBusy if no grouper lets go in `wait`
+        seconds (the caller keeps the items for its next run)."""
+        k = self.keys
+        if not item_ids:
+            return 0
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + wait
+        while not self.r.set(k.group_lock, token, nx=True, px=LOCK_TTL_MS):
+            if time.monotonic() > deadline:
+                raise LockBusy("grouping lock held; retention postponed")
+            time.sleep(0.2)
+        try:
+            stories: dict[str, list[str]] = {}
+            for item_id, sid in zip(item_ids, self.r.hmget(k.group_is, list(item_ids))):
+                if sid:
+                    stories.setdefault(sid, []).append(item_id)
+            if not stories:
+                return 0
+            sids = sorted(stories)
+            with self.r.pipeline(transaction=False) as p:
+                for sid in sids:
+                    p.hget(k.group_story(sid), "topic")
+                topics = p.execute()
+            keys, args = [k.group_is, k.group_story_timeline], []
+            for sid, tid in zip(sids, topics):
+                tid = tid or topic_id_for(sid)
+                keys += [k.group_story(sid), k.group_story_items(sid), k.group_topic(tid),
+                         k.group_topic_stories(tid)]
+                args += [sid, len(stories[sid]), *stories[sid]]
+            return self._forget(keys=keys, args=args)
+        finally:
+            self._unlock(keys=[k.group_lock], args=[token])
 
     # -- reads for the web layer -----------------------------------------------------------
     def story_of(self, item_id: str) -> str | None:

@@ -303,11 +303,16 @@ class Worker:
 
     def _retention(self) -> None:
         s = self.settings
+        from .group import LockBusy
+
         try:
             dropped = self.pipe.store.trim(self.now(), timedelta(days=s.retention_days),
-                                           s.retention_max_items)
+                                           s.retention_max_items,
+                                           before_drop=self.grouping.grouper.forget)
             if dropped:
                 log.info("retention dropped %d items", dropped)
+        except LockBusy as e:
+            log.warning("retention: %s", e)
         except (StoreError, redis.RedisError) as e:
             self.monitor.redis_error()
             log.error("retention: Redis unavailable: %s", e)

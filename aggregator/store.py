@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from datetime import datetime, timedelta, timezone
@@ -271,9 +271,12 @@ class Store:
         index = self.keys.source_timeline(source_id) if source_id else self.keys.timeline
         return self.r.zcard(index)
 
-    def trim(self, now: datetime, max_age: timedelta, max_items: int) -> int:
+    def trim(self, now: datetime, max_age: timedelta, max_items: int,
+             before_drop: Callable[[list[str]], object] | None = None) -> int:
         """Retention: drop items first seen before now - max_age, then the oldest beyond
-        max_items, from every index they are in. Runs on our clock, not pubDates."""
+        max_items, from every index they are in. Runs on our clock, not pubDates.
+        `before_drop(ids)` runs first (the grouper takes them out of their stories); if it
+        raises, nothing is dropped and the next run selects the same items again."""
         k = self.keys
         old = set(self.r.zrangebyscore(k.first_seen, "-inf", (now - max_age).timestamp()))
         excess = self.r.zcard(k.timeline) - len(old) - max_items
@@ -286,7 +289,9 @@ class Store:
                     excess -= 1
         if not old:
             return 0
-        old = list(old)
+        old = sorted(old)
+        if before_drop is not None:
+            before_drop(old)
         with self.r.pipeline(transaction=False) as p:
             for item_id in old:
                 p.hget(k.item(item_id), "indexes")
