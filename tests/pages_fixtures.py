@@ -11,6 +11,9 @@ import os
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
+from aggregator.config import load_config
 from aggregator.store import Store
 from aggregator.types import Item, Source, SourceState, Story, Topic
 
@@ -166,3 +169,24 @@ class GoldGrouper:
 
 def gold_story_count(rows) -> int:
     return len({r["story"] for r in rows})
+
+
+# --- fixtures shared by the page tests (imported by name into their modules) -----------------
+
+@pytest.fixture
+def feeds_path(tmp_path):
+    p = tmp_path / "feeds.yaml"
+    p.write_text(FEEDS_YAML, encoding="utf-8")
+    return p
+
+
+@pytest.fixture
+def config(feeds_path):
+    return load_config(feeds_path)
+
+
+@pytest.fixture
+def store(redis_client, keys, config):
+    s = Store(redis_client, keys)
+    store_items(s, list(config.sources), [make_item(r) for r in load_rows()])
+    return s

@@ -15,35 +15,14 @@ import pytest
 from flask import before_render_template, template_rendered
 from werkzeug.serving import make_server
 
-from aggregator.config import load_config
-from aggregator.store import Store
 from web import create_app
 from web.extensions import services
 
 from httptest import serving, wait_until
-from pages_fixtures import (FEEDS_YAML, NOW, GoldGrouper, item_id, load_rows, make_item,
-                            store_items)
+from pages_fixtures import FEEDS_YAML, NOW, GoldGrouper, item_id, load_rows, make_item
+from pages_fixtures import config, feeds_path, store  # noqa: F401 (fixtures)
 
 ROWS = load_rows()
-
-
-@pytest.fixture
-def feeds_path(tmp_path):
-    p = tmp_path / "feeds.yaml"
-    p.write_text(FEEDS_YAML, encoding="utf-8")
-    return p
-
-
-@pytest.fixture
-def config(feeds_path):
-    return load_config(feeds_path)
-
-
-@pytest.fixture
-def store(redis_client, keys, config):
-    s = Store(redis_client, keys)
-    store_items(s, list(config.sources), [make_item(r) for r in ROWS])
-    return s
 
 
 @pytest.fixture

@@ -12,35 +12,15 @@ import lxml.html
 import pytest
 import redis
 
-from aggregator.config import load_config
-from aggregator.store import Store
 from web import create_app
 from web.extensions import services
 
-from pages_fixtures import (FEEDS_YAML, NOW, GoldGrouper, gold_story_count, item_id,
-                            load_rows, make_item, store_items)
+from pages_fixtures import (NOW, GoldGrouper, gold_story_count, item_id, load_rows,
+                            make_item)
+from pages_fixtures import config, feeds_path, store  # noqa: F401 (fixtures)
 
 UTC = timezone.utc
 ROWS = load_rows()
-
-
-@pytest.fixture
-def feeds_path(tmp_path):
-    p = tmp_path / "feeds.yaml"
-    p.write_text(FEEDS_YAML, encoding="utf-8")
-    return p
-
-
-@pytest.fixture
-def config(feeds_path):
-    return load_config(feeds_path)
-
-
-@pytest.fixture
-def store(redis_client, keys, config):
-    s = Store(redis_client, keys)
-    store_items(s, list(config.sources), [make_item(r) for r in ROWS])
-    return s
 
 
 def build_app(redis_client, keys, feeds_path, config, grouper=True, **extra):
