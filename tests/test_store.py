@@ -33,6 +33,22 @@ def test_new_items_land_in_every_index_once(redis_client, keys):
     assert int(redis_client.get(keys.outputs_version)) == 1
 
 
+def test_a_poll_after_redis_forgot_its_scripts_is_stored_once(redis_client, keys):
+    """A restarted Redis has no scripts: the poll's EVALSHA fails with NOSCRIPT and is run
+    again with the script; the metrics sent beside it are not counted twice."""
+    from aggregator.metrics import Recorder
+    from aggregator.types import Outcome
+
+    store = Store(redis_client, keys)
+    redis_client.script_flush()
+    counts = Recorder(redis_client, keys).poll_counts(SRC, Outcome.OK, 0.1)
+    res = store.save_poll(SRC, [item(1), item(2)], SourceState(), NOW, also=counts)
+    assert sorted(res.new) == ["id1", "id2"]
+    assert redis_client.zcard(keys.timeline) == 2
+    assert redis_client.hget(keys.metrics_polls, "ok") == "1"
+    assert counts.recent == ["ok example.org sky"]
+
+
 def test_repoll_is_idempotent_and_changes_update_in_place(redis_client, keys):
     store = Store(redis_client, keys)
     store.save_poll(SRC, [item(1), item(2)], SourceState(), NOW)
