@@ -15,6 +15,8 @@ import random
 import socket
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from aggregator.alerts import Alerter, Monitor
 from aggregator.config import load_config
 from aggregator.fetch import Fetcher
@@ -103,3 +105,11 @@ def poll_fleet(client, keys, feeds_path, monitor: Monitor | None = None) -> dict
         reports["cnn"] = update_source(by_id["cnn"], pipe, T0 + timedelta(minutes=minutes))
     pipe.fetcher.close()
     return reports
+
+
+@pytest.fixture
+def feeds_path(server, tmp_path):
+    """feeds.yaml for the fleet of `server` (each test module defines its `server` fixture)."""
+    p = tmp_path / "feeds.yaml"
+    p.write_text(fleet_yaml(server, closed_port()), encoding="utf-8")
+    return p

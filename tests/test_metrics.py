@@ -21,7 +21,8 @@ from aggregator.config import load_config
 from aggregator.errors import StoreError
 from aggregator.store import Store
 from aggregator.types import Outcome, Source, SourceState
-from ops_fixtures import closed_port, fleet_yaml, monitor_for, poll_fleet, start_server
+from ops_fixtures import closed_port, monitor_for, poll_fleet, start_server
+from ops_fixtures import feeds_path  # noqa: F401 (fixture)
 from aggregator.settings import Settings
 from web import create_app
 
@@ -34,13 +35,6 @@ def server():
     s = start_server()
     yield s
     s.stop()
-
-
-@pytest.fixture
-def feeds_path(server, tmp_path):
-    p = tmp_path / "feeds.yaml"
-    p.write_text(fleet_yaml(server, closed_port()), encoding="utf-8")
-    return p
 
 
 def scrape(app) -> dict:

@@ -7,7 +7,8 @@ import base64
 import lxml.html
 import pytest
 
-from ops_fixtures import NOW, T0, closed_port, fleet_yaml, poll_fleet, start_server
+from ops_fixtures import NOW, T0, poll_fleet, start_server
+from ops_fixtures import feeds_path  # noqa: F401 (fixture)
 from web import create_app
 
 TOKEN = "s3cret-token-ملف"  # non-ASCII on purpose: compared as bytes
@@ -19,13 +20,6 @@ def server():
     s = start_server()
     yield s
     s.stop()
-
-
-@pytest.fixture
-def feeds_path(server, tmp_path):
-    p = tmp_path / "feeds.yaml"
-    p.write_text(fleet_yaml(server, closed_port()), encoding="utf-8")
-    return p
 
 
 @pytest.fixture
