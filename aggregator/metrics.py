@@ -79,10 +79,11 @@ class Recorder:
             self._pending.clear()
         return taken
 
-    def _give_back(self, taken: dict[str, int]) -> None:
+    def _give_back(self, taken: dict[str, int], redis_error: bool = True) -> None:
         with self._lock:
             self._pending.update(taken)
-            self._pending["redis_errors"] += 1
+            if redis_error:
+                self._pending["redis_errors"] += 1
 
     def flush(self) -> bool:
         """Add the held counts to Redis. False (and kept for later) when Redis is down."""
@@ -143,16 +144,22 @@ class PollCounts:
         p.lrange(k.metrics_recent, 0, RECENT_KEEP - 1)
 
     def done(self, results: Sequence) -> None:
-        """The queued commands' results (in order; exceptions where one failed)."""
+        """The queued commands' results (in order; exceptions where one failed). A failed
+        command is a Redis error only this counts: the poll itself was stored."""
         if any(isinstance(r, Exception) for r in results):
-            self.failed()
+            log.warning("metrics: Redis refused the counts of a poll of %s", self.source.id)
+            self._keep_held(redis_error=True)
             return
         self.recent = results[-1]
 
-    def failed(self) -> None:
-        """Redis did not take them: this poll's own counts are lost, the held ones kept."""
-        log.warning("metrics: Redis did not take the counts of a poll of %s", self.source.id)
-        self.recorder._give_back(self._taken)
+    def lost(self) -> None:
+        """The pipeline never reached Redis: the store call raises StoreError and whoever
+        catches it counts the Redis error (runner.Worker._poll); this poll's own counts
+        are lost, the held ones are kept for the next write."""
+        self._keep_held(redis_error=False)
+
+    def _keep_held(self, redis_error: bool) -> None:
+        self.recorder._give_back(self._taken, redis_error)
         self._taken = {}
 
 

@@ -234,7 +234,7 @@ class Store:
                 results = p.execute(raise_on_error=False)
         except redis.RedisError as e:
             if also is not None:
-                also.failed()
+                also.lost()
             raise StoreError(f"saving poll of {source.id}: {e}") from e
         if also is not None:
             also.done(results[1:])

@@ -146,6 +146,7 @@ def test_redis_errors_are_held_then_counted(redis_client, keys):
     counts = rec.poll_counts(src, Outcome.OK, 0.2)
     with pytest.raises(StoreError):  # Redis down: the poll fails, its own counts are lost…
         Store(down, keys).save_poll(src, [], SourceState(), now, also=counts)
+    rec.redis_error()  # …and its catcher counts the error (runner.Worker._poll does)
     assert counts.recent == []
     assert rec.flush() is False
     rec.r = redis_client  # …Redis is back: the held counts arrive with the next poll
