@@ -75,32 +75,79 @@ def _image(item, is_atom: bool) -> str | None:
     return None
 
 
+def _flat_image(thumbs, media, enclosures, is_atom: bool) -> str | None:
+    """_image over children already collected (an entry whose children have none)."""
+    for thumb in thumbs:
+        if thumb.get("url"):
+            return thumb.get("url")
+    for m in media:
+        if m.get("url") and (m.get("medium") == "image"
+                             or (m.get("type") or "").startswith("image/")):
+            return m.get("url")
+    for el in enclosures:
+        if is_atom:
+            if el.get("rel") == "enclosure" and (el.get("type") or "").startswith("image/"):
+                return el.get("href")
+        elif (el.get("type") or "").startswith("image/") and el.get("url"):
+            return el.get("url")
+    return None
+
+
+_THUMB, _MEDIA_CONTENT = f"{MEDIA}thumbnail", f"{MEDIA}content"
+_DC_SUBJECT = f"{DC}subject"
+# Children read by their first occurrence (what item.find(tag) returns).
+_RSS_FIRST = frozenset({"guid", "link", "author", f"{DC}creator", f"{CONTENT}encoded",
+                        "description", "title", "pubDate", f"{DC}date"})
+_ATOM_FIRST = frozenset({f"{ATOM}{n}" for n in
+                         ("id", "title", "summary", "content", "published", "updated", "author")})
+_ATOM_LINK, _ATOM_CATEGORY, _ATOM_AUTHOR = f"{ATOM}link", f"{ATOM}category", f"{ATOM}author"
+
+
 def _rss_entry(item, base: str) -> EntryData:
-    guid_el = item.find("guid")
+    # One walk over the children instead of a dozen find() calls (~3x faster per item).
+    first: dict = {}
+    tagged, enclosures, thumbs, media = [], [], [], []
+    deep = False  # a child with children: media elements may be nested (media:group)
+    for el in item:
+        tag = el.tag
+        if tag in _RSS_FIRST:
+            if tag not in first:
+                first[tag] = el
+        elif tag == "category" or tag == _DC_SUBJECT:
+            tagged.append(el)
+        elif tag == "enclosure":
+            enclosures.append(el)
+        elif tag == _THUMB:
+            thumbs.append(el)
+        elif tag == _MEDIA_CONTENT:
+            media.append(el)
+        if not deep and len(el):
+            deep = True
+    get = first.get
+    guid_el = get("guid")
     guid = _text(guid_el)
-    link = _abs(base, _text(item.find("link")))
+    link = _abs(base, _text(get("link")))
     if link is None and guid and guid_el.get("isPermaLink", "true").lower() != "false":
         link = _abs(base, guid)
-    author = _text(item.find("author")) or _text(item.find(f"{DC}creator"))
+    author = _text(get("author")) or _text(get(f"{DC}creator"))
     if author and "@" in author:
         raise Unsupported("email author")  # feedparser's split rules; not worth copying
-    content = _html(item.find(f"{CONTENT}encoded"))
-    description = _html(item.find("description"))
-    tagged = [el for el in item if el.tag in ("category", f"{DC}subject")]  # document order
+    content = _html(get(f"{CONTENT}encoded"))
+    description = _html(get("description"))
     if any(el.get("type") for el in tagged):
         raise Unsupported("typed category")
     categories = tuple(c for c in (_text(el) for el in tagged) if c)
     return EntryData(
         guid=guid,
         link=link,
-        title=_text(item.find("title")),
+        title=_text(get("title")),
         summary=description,
         content=content,
-        published=_text(item.find("pubDate")) or _text(item.find(f"{DC}date")),
+        published=_text(get("pubDate")) or _text(get(f"{DC}date")),
         updated=None,
         author=author,
         categories=categories,
-        image=_image(item, is_atom=False),
+        image=_image(item, is_atom=False) if deep else _flat_image(thumbs, media, enclosures, False),
         language=None,
     )
 
@@ -114,36 +161,53 @@ def _atom_text(el) -> str | None:
 
 
 def _atom_entry(entry, base: str, feed_lang: str | None) -> EntryData:
+    first: dict = {}
+    links, category_els, thumbs, media = [], [], [], []
+    deep = False
+    for el in entry:
+        tag = el.tag
+        if tag in _ATOM_FIRST:
+            if tag not in first:
+                first[tag] = el
+        elif tag == _ATOM_LINK:
+            links.append(el)
+        elif tag == _ATOM_CATEGORY:
+            category_els.append(el)
+        elif tag == _THUMB:
+            thumbs.append(el)
+        elif tag == _MEDIA_CONTENT:
+            media.append(el)
+        if not deep and len(el):
+            # atom:author always has children (name, email); media is never among them
+            deep = tag != _ATOM_AUTHOR or next(el.iter(_THUMB, _MEDIA_CONTENT), None) is not None
+    get = first.get
     link = None
-    for el in entry.iterfind(f"{ATOM}link"):
+    for el in links:
         if el.get("rel", "alternate") == "alternate" and el.get("href"):
             if (el.get("type") or "text/html") in ("text/html", "application/xhtml+xml"):
                 link = el.get("href")
                 break
             link = link or el.get("href")
-    author_el = entry.find(f"{ATOM}author")
-    categories = tuple(
-        c for c in (el.get("label") or el.get("term") for el in entry.iterfind(f"{ATOM}category"))
-        if c
-    )
-    content_el = entry.find(f"{ATOM}content")
+    author_el = get(_ATOM_AUTHOR)
+    categories = tuple(c for c in (el.get("label") or el.get("term") for el in category_els) if c)
+    content_el = get(f"{ATOM}content")
     if content_el is not None and content_el.get("src"):
         raise Unsupported("out-of-line content")
-    title_el = entry.find(f"{ATOM}title")
+    title_el = get(f"{ATOM}title")
     # The language in effect at the title, as feedparser reports it: xml:lang inherits.
     language = (title_el.get(XML_LANG) if title_el is not None else None) \
         or entry.get(XML_LANG) or feed_lang
     return EntryData(
-        guid=_text(entry.find(f"{ATOM}id")),
+        guid=_text(get(f"{ATOM}id")),
         link=_abs(base, link),
         title=_atom_text(title_el),
-        summary=_atom_text(entry.find(f"{ATOM}summary")),
+        summary=_atom_text(get(f"{ATOM}summary")),
         content=_atom_text(content_el),
-        published=_text(entry.find(f"{ATOM}published")),
-        updated=_text(entry.find(f"{ATOM}updated")),
+        published=_text(get(f"{ATOM}published")),
+        updated=_text(get(f"{ATOM}updated")),
         author=_text(author_el.find(f"{ATOM}name")) if author_el is not None else None,
         categories=categories,
-        image=_image(entry, is_atom=True),
+        image=_image(entry, is_atom=True) if deep else _flat_image(thumbs, media, links, True),
         language=language,
     )
 

@@ -285,7 +285,7 @@ def parse_feed(body: bytes, headers: Mapping[str, str], url: str,
     """Parse one fetched feed. `headers` are the response headers (any case), `url` the
     final URL (base for relative links). Raises ParseError for what is not a feed.
     allow_fast=False forces feedparser (the differential test compares both)."""
-    if not body or not body.strip():
+    if not body or body.isspace():  # isspace: no copy of the body, unlike strip()
         raise ParseError(f"{url}: empty body")
     if _declares_entities(body):
         raise ParseError("entity declarations refused")
