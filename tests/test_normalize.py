@@ -132,13 +132,8 @@ def test_canonical_url_is_idempotent(url):
 
 
 def _rebuilt(url, base):
-    """canonical_url with its already-canonical shortcut turned off: the full rebuild."""
-    shortcut = normalize_module._ALREADY_CANONICAL_RE
-    normalize_module._ALREADY_CANONICAL_RE = re.compile(r"(?!)")
-    try:
-        return canonical_url(url, base)
-    finally:
-        normalize_module._ALREADY_CANONICAL_RE = shortcut
+    """canonical_url without its shortcuts: the full rebuild."""
+    return normalize_module._canonical_url_general(url, base) if url else None
 
 
 def _shortcut_cases():
@@ -147,17 +142,24 @@ def _shortcut_cases():
         urls += [json.loads(line)["url"] for line in fh]
     # each URL also percent-encoded and then bent in the ways the shortcut must not take
     encoded = [quote(u, safe=":/%?&=#") for u in urls]
+    raw = [u for u in urls if not u.isascii()]
     urls += encoded
-    for u in encoded:
-        urls += [u.lower(), u + "%2d", u + "%", u + "%4", u + "/.", u + "/..", u + "/./x/../y",
+    for u in encoded + raw:
+        urls += [u.lower(), u + "%2d", u + "%", u + "%4", u + "%20", u + "%7F", u + "%7E",
+                 u + "%C3%A9", u + "/.", u + "/..", u + "/./x/../y",
                  u.replace("https://", "http://").replace("www.", "WWW.")]
+    for u in raw:  # raw IRIs with what percent-encoding alone would not make canonical
+        urls += [u + "?utm_source=x", u + "#top", u + " ", u + "\u00a0x", u + "\x85", u + "\u200f",
+                 u + "\ud800", u + "\U0001f600", u + "\t", u + "<>", u.replace("www.", "www..")]
     return urls
 
 
-def test_canonical_url_shortcut_agrees_with_the_full_rebuild():
+def test_canonical_url_shortcuts_agree_with_the_full_rebuild():
     cases = _shortcut_cases()
     taken = [u for u in cases if normalize_module._ALREADY_CANONICAL_RE.match(u)]
     assert len(taken) > 100  # the shortcut is exercised, not just skipped
+    raw_taken = [u for u in cases if normalize_module._RAW_IRI_RE.match(u) and not u.isascii()]
+    assert len(raw_taken) > 30
     for url in cases:
         for base in (None, "https://www.alarabiya.net/feed.xml", "http://other.example/a/b"):
             assert canonical_url(url, base) == _rebuilt(url, base), (url, base)
@@ -228,6 +230,38 @@ def test_parse_date(value, want):
     assert got == want
     if got is not None:
         assert got.tzinfo is UTC
+
+
+def _common_rfc822_cases():
+    values = [v for v, _ in DATES if v] + [p for p, _, _ in RESOLVE if p]
+    for name in ["skynews", "alarabia", "bbc", "cnn", "chaos_future_date", "chaos_missing_date"]:
+        _, feed = fixture_feed(name)
+        values += [e.published for e in feed.entries if e.published]
+    # the shape, bent: out-of-range fields, offsets read as HH + MM, 2-digit and leading-zero
+    # years, lower case, spacing, other zones, overflow at the ends of datetime's range
+    values += [
+        "Wed, 09 May 2018 24:00:00 GMT", "Wed, 09 May 2018 23:60:00 GMT", "Wed, 09 May 2018 23:59:60 GMT",
+        "Wed, 00 May 2018 10:00:00 GMT", "Wed, 31 Apr 2018 10:00:00 GMT", "29 Feb 2016 10:00 UT",
+        "Wed, 09 May 2018 10:00:00 +0460", "Wed, 09 May 2018 10:00:00 -0000", "Wed, 09 May 2018 10:00:00 +2359",
+        "Wed, 09 May 2018 10:00:00 +2400", "Wed, 09 May 2018 10:00:00 -9999", "Wed, 09 May 2018 10:00 Z",
+        "Wed, 09 May 0099 10:00:00 GMT", "Wed, 09 May 1018 10:00:00 GMT", "Wed, 09 May 18 10:00:00 GMT",
+        "wed, 09 may 2018 10:00:00 gmt", "Wed,09 May 2018 10:00:00 GMT", "Wed, 9 May 2018 1:00:00 GMT",
+        "Wed,  09 May 2018 10:00:00 GMT", " Wed, 09 May 2018 10:00:00 GMT\n", "Wed, 09 May 2018 10:00:00 UTC",
+        "Fri, 31 Dec 9999 23:59:59 -0100", "Sat, 01 Jan 1000 00:00:00 +0100", "Xyz, 09 May 2018 10:00:00 GMT",
+        "Wed, 09 May 2018 10:00:00 PM GMT", "Wed, 09 May 2018 10:00:00 +04:00", "Wed, 09 May 2018 10:00:00 GMT+3",
+        "Wed, ٠٩ May 2018 10:00:00 GMT", "Wed, 09 May 2018 10:00:00 AST",
+    ]
+    return values
+
+
+def test_parse_date_common_rfc822_shortcut_agrees_with_the_general_way():
+    cases = _common_rfc822_cases()
+    taken = [v for v in cases if normalize_module._parse_rfc822_common(v.strip()) is not None]
+    assert len(taken) > 40  # the shortcut is exercised, not just skipped
+    for value in cases:
+        want = normalize_module._parse_date_general(value)
+        got = parse_date(value)
+        assert (got, getattr(got, "tzinfo", None)) == (want, getattr(want, "tzinfo", None)), value
 
 
 # --------------------------------------------------------------------------- resolve_published
