@@ -56,24 +56,28 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromtimestamp(float(value), UTC)
 
 
+_encode_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps builds one per call
+
+
+# The fields of an item's hash, in the order of _item_values.
+_ITEM_FIELDS = ("id", "source", "url", "guid", "title", "summary_html", "summary_text",
+                "published", "first_seen", "updated", "author", "categories", "image",
+                "language", "content_hash")
+_ITEM_FIELDS_JSON = json.dumps(_ITEM_FIELDS)
+
+
+def _item_values(item: Item, published: str, first_seen: str, updated: str) -> list[str]:
+    return [
+        item.id, item.source, item.url or "", item.guid or "", item.title, item.summary_html,
+        item.summary_text, published, first_seen, updated, item.author or "",
+        _encode_json(list(item.categories)) if item.categories else "[]",
+        item.image or "", item.language, item.content_hash,
+    ]
+
+
 def item_to_hash(item: Item) -> dict[str, str]:
-    return {
-        "id": item.id,
-        "source": item.source,
-        "url": item.url or "",
-        "guid": item.guid or "",
-        "title": item.title,
-        "summary_html": item.summary_html,
-        "summary_text": item.summary_text,
-        "published": _ts(item.published),
-        "first_seen": _ts(item.first_seen),
-        "updated": _ts(item.updated),
-        "author": item.author or "",
-        "categories": json.dumps(list(item.categories), ensure_ascii=False),
-        "image": item.image or "",
-        "language": item.language,
-        "content_hash": item.content_hash,
-    }
+    values = _item_values(item, _ts(item.published), _ts(item.first_seen), _ts(item.updated))
+    return dict(zip(_ITEM_FIELDS, values))
 
 
 def item_from_hash(h: dict[str, str]) -> Item:
@@ -141,27 +145,37 @@ def _flat_json(mapping: dict[str, str]) -> str:
 
 # ARGV: now, version key, state key, schedule key, source id, next poll ('' = none),
 # state fields (flat JSON list), first-seen key, pending key, index keys (JSON list),
-# then per item: item key, id, content hash, published, first seen, fields (flat JSON).
+# the item hash's field names (JSON list), then per item: its key and its field values in
+# that order. Plain args, named once: redis-py's per-arg cost and JSON per item avoided.
 _SAVE_POLL_LUA = """
 local now, indexes_json = ARGV[1], ARGV[10]
 local indexes = cjson.decode(indexes_json)
+local names = cjson.decode(ARGV[11])
+local at = {}
+for f, name in ipairs(names) do at[name] = f end
 local keep = {id = true, first_seen = true, published = true, source = true}
 local new, updated = {}, {}
-for i = 11, #ARGV, 6 do
-  local key, id, hash, score, seen = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+for i = 12, #ARGV, #names + 1 do
+  local key, id, hash = ARGV[i], ARGV[i + at.id], ARGV[i + at.content_hash]
+  local score, seen = ARGV[i + at.published], ARGV[i + at.first_seen]
   local old = redis.call('HGET', key, 'content_hash')
   if not old then
-    redis.call('HSET', key, 'indexes', indexes_json, unpack(cjson.decode(ARGV[i + 5])))
+    local fields = {'indexes', indexes_json}
+    for f = 1, #names do
+      fields[#fields + 1] = names[f]
+      fields[#fields + 1] = ARGV[i + f]
+    end
+    redis.call('HSET', key, unpack(fields))
     for _, index in ipairs(indexes) do redis.call('ZADD', index, score, id) end
     redis.call('ZADD', ARGV[8], seen, id)
     redis.call('ZADD', ARGV[9], score, id)
     new[#new + 1] = id
   elseif old ~= hash then
-    local fields, changed = cjson.decode(ARGV[i + 5]), {'updated', now}
-    for j = 1, #fields, 2 do
-      if not keep[fields[j]] then
-        changed[#changed + 1] = fields[j]
-        changed[#changed + 1] = fields[j + 1]
+    local changed = {'updated', now}
+    for f = 1, #names do
+      if not keep[names[f]] then
+        changed[#changed + 1] = names[f]
+        changed[#changed + 1] = ARGV[i + f]
       end
     end
     redis.call('HSET', key, unpack(changed))
@@ -219,11 +233,19 @@ class Store:
         args = [
             _ts(now), k.outputs_version, k.source_state(source.id), k.schedule, source.id,
             _ts(state.next_poll), _flat_json(state_fields), k.first_seen, k.group_pending,
-            json.dumps(self._indexes(source)),
+            json.dumps(self._indexes(source)), _ITEM_FIELDS_JSON,
         ]
+        stamps: dict[datetime, str] = {}  # a poll's items share first_seen and updated
+
+        def stamp(dt: datetime) -> str:
+            text = stamps.get(dt)
+            if text is None:
+                text = stamps[dt] = _ts(dt)
+            return text
+
         for item_id, item in by_id.items():
-            args += [k.item(item_id), item_id, item.content_hash, _ts(item.published),
-                     _ts(item.first_seen), _flat_json(item_to_hash(item))]
+            args.append(k.item(item_id))
+            args += _item_values(item, _ts(item.published), stamp(item.first_seen), stamp(item.updated))
         try:
             with self.r.pipeline(transaction=False) as p:
                 # EVALSHA rather than the Script object: a pipeline holding a Script first

@@ -1,11 +1,13 @@
 """The store against a real Redis: upsert semantics, indexes, retention, state, embedded."""
+import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import redis
 
 from aggregator.embedded import ensure_server, stop_server
 from aggregator.keys import Keys
-from aggregator.store import Store, state_from_hash, state_to_hash
+from aggregator.store import Store, item_from_hash, item_to_hash, state_from_hash, state_to_hash
 from aggregator.types import Item, Source, SourceState
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
@@ -31,6 +33,40 @@ def test_new_items_land_in_every_index_once(redis_client, keys):
     assert store.get_items(["id1"]) == [item(1)]
     assert redis_client.zscore(keys.schedule, "sky") == NOW.timestamp()
     assert int(redis_client.get(keys.outputs_version)) == 1
+
+
+def test_item_hash_is_pinned():
+    """The stored layout that group.py, the web and retention read (item_from_hash)."""
+    it = Item(id="abc", source="sky", url="https://example.org/1", guid=None, title='عنوان "1"',
+              summary_html="<p>x</p>", summary_text="x", published=NOW, first_seen=NOW,
+              updated=NOW + timedelta(seconds=1.5), author=None, categories=("العالم", 'a"b'),
+              image=None, language="ar", content_hash="h")
+    assert item_to_hash(it) == {
+        "id": "abc", "source": "sky", "url": "https://example.org/1", "guid": "", "title": 'عنوان "1"',
+        "summary_html": "<p>x</p>", "summary_text": "x", "published": "1795953600.0",
+        "first_seen": "1795953600.0", "updated": "1795953601.5", "author": "",
+        "categories": '["العالم", "a\\"b"]', "image": "", "language": "ar", "content_hash": "h",
+    }
+    assert item_to_hash(item(1))["categories"] == '["العالم"]'
+    assert item_to_hash(replace(item(1), categories=()))["categories"] == "[]"
+    assert item_from_hash(item_to_hash(it)) == it
+
+
+def test_stored_hashes_are_item_to_hash_new_and_updated(redis_client, keys):
+    store = Store(redis_client, keys)
+    indexes = json.dumps([keys.timeline, keys.source_timeline("sky"), keys.tag_timeline("gulf"),
+                          keys.tag_timeline("tv"), keys.country_timeline("AE")])
+    old = [item(1), item(2, first_seen=NOW - timedelta(days=1))]
+    store.save_poll(SRC, old, SourceState(), NOW)
+    for it in old:
+        assert redis_client.hgetall(keys.item(it.id)) == {**item_to_hash(it), "indexes": indexes}
+    assert redis_client.zscore(keys.first_seen, "id2") == (NOW - timedelta(days=1)).timestamp()
+    later = NOW + timedelta(hours=2)
+    retitled = item(2, title="محدث", published=later, first_seen=later)
+    store.save_poll(SRC, [retitled, item(1)], SourceState(), later)
+    kept = {f: item_to_hash(old[1])[f] for f in ("id", "source", "published", "first_seen")}
+    assert redis_client.hgetall(keys.item("id2")) == {**item_to_hash(retitled), **kept, "indexes": indexes}
+    assert redis_client.hgetall(keys.item("id1")) == {**item_to_hash(item(1)), "indexes": indexes}
 
 
 def test_a_poll_after_redis_forgot_its_scripts_is_stored_once(redis_client, keys):
