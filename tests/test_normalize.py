@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
@@ -323,6 +324,16 @@ CLEAN = [
 @pytest.mark.parametrize("value, want", CLEAN)
 def test_clean_text(value, want):
     assert clean_text(value) == want
+
+
+def test_clean_text_spaces_are_what_the_regex_meant():
+    """clean_text collapses spaces with str.split(); it used re.sub(r"\\s+", " ", s).strip().
+    The two agree on every code point, so on every string."""
+    space = re.compile(r"\s")
+    assert [hex(i) for i in range(sys.maxunicode + 1)
+            if bool(space.match(chr(i))) != chr(i).isspace()] == []
+    for text in ["a\u00a0b", " \u2003a \u3000 b\u2028", "a\x1cb\x85c", "\u200bx\u200b", "x\ty\n"]:
+        assert clean_text(text) == re.sub(r"\s+", " ", normalize_module._INVISIBLE_RE.sub("", text)).strip()
 
 
 # --------------------------------------------------------------------------- sanitize_html
