@@ -197,6 +197,17 @@ def _prepare(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str
     return text.encode("utf-8"), headers, note
 
 
+def _read_as_utf8_by_both(body: bytes, ctype: str) -> bool:
+    """Declared UTF-8 (by our rules, the header first) and read as UTF-8 by lxml too (no
+    BOM; no XML declaration, or one saying UTF-8)."""
+    if _declared_encoding(body, ctype) not in ("utf-8", "utf8"):
+        return False
+    m = _XML_DECL_ENCODING_RE.match(body)
+    if m is None:
+        return body[:1] in (b"<", b" ", b"\t", b"\r", b"\n")
+    return m.group(1).lower() in (b"utf-8", b"utf8")
+
+
 def _first_alternate(links) -> str | None:
     fallback = None
     for link in links or ():
@@ -280,6 +291,16 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) <= _BOZO_MAX else text[: _BOZO_MAX - 1] + "…"
 
 
+def _fast_parse(body: bytes, base: str, url: str) -> FeedData | None:
+    try:
+        feed = fast_parse(body, base)
+    except (Unsupported, etree.LxmlError, ValueError):
+        return None  # not plain, well-formed RSS/Atom: feedparser's tolerance is needed
+    if not feed.entries and not (feed.title or feed.link):
+        raise ParseError(f"{url}: not a feed (no entries, title or link)")
+    return feed
+
+
 def parse_feed(body: bytes, headers: Mapping[str, str], url: str,
                allow_fast: bool = True) -> FeedData:
     """Parse one fetched feed. `headers` are the response headers (any case), `url` the
@@ -289,16 +310,22 @@ def parse_feed(body: bytes, headers: Mapping[str, str], url: str,
         raise ParseError(f"{url}: empty body")
     if _declares_entities(body):
         raise ParseError("entity declarations refused")
-    body, fp_headers, note = _prepare(body, _headers_for_feedparser(headers, url))
+    fp_headers = _headers_for_feedparser(headers, url)
     # Content-Language sets feedparser's default entry language; rare, so left to it.
-    if allow_fast and note is None and "content-language" not in fp_headers:
-        try:
-            feed = fast_parse(body, fp_headers["content-location"])
-        except (Unsupported, etree.LxmlError, ValueError):
-            pass  # not plain, well-formed RSS/Atom: feedparser's tolerance is needed
-        else:
-            if not feed.entries and not (feed.title or feed.link):
-                raise ParseError(f"{url}: not a feed (no entries, title or link)")
+    allow_fast = allow_fast and "content-language" not in fp_headers
+    if allow_fast and _read_as_utf8_by_both(body, fp_headers["content-type"]):
+        # libxml2 refuses any byte sequence that is not UTF-8 (tests/test_fastparse.py), so
+        # a body it parses needs no repair: the whole-body decode of _prepare is skipped.
+        feed = _fast_parse(body, fp_headers["content-location"], url)
+        if feed is not None:
+            return feed
+        # Refused: _prepare gives back the same body (valid UTF-8, refused again) or a
+        # repaired one (note set, feedparser's): no second try.
+        allow_fast = False
+    body, fp_headers, note = _prepare(body, fp_headers)
+    if allow_fast and note is None:
+        feed = _fast_parse(body, fp_headers["content-location"], url)
+        if feed is not None:
             return feed
     try:
         # sanitize_html=False: nh3 in normalize is the sanitiser (and twice as fast).

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from lxml import etree
 
 from aggregator.fastparse import Unsupported, fast_parse
 from aggregator.normalize import normalize_feed
@@ -127,3 +128,49 @@ def test_crafted_entries_take_the_fast_path(name, body, headers):
     """The crafted corpus compares the fast path, not feedparser with itself."""
     feed = fast_parse(body, URL)
     assert len(feed.entries) == 1 and feed.entries[0].title
+
+
+# Byte sequences that are not UTF-8 (Python's strict decoder refuses each), in each place
+# of a document. parse_feed skips its own UTF-8 check before the fast path because libxml2
+# refuses these too; if a libxml2 ever took one, this fails.
+NOT_UTF8 = [b"\xc0\xaf", b"\xc1\xbf", b"\xe0\x80\xaf", b"\xf0\x80\x80\xaf", b"\xed\xa0\x80",
+            b"\xed\xbf\xbf", b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80", b"\xfe", b"\xff", b"\x80",
+            b"\xbf", b"\xd8", b"\xe2\x82", b"\xf0\x9f\x98", b"\xd8 ", b"\xe2\x82 ",
+            "مرحبا".encode("cp1256")]
+PLACES = {
+    "text": b"<title>a%sb</title>",
+    "attribute": b'<title x="a%sb">t</title>',
+    "cdata": b"<title><![CDATA[a%sb]]></title>",
+    "comment": b"<!-- a%sb --><title>t</title>",
+    "pi": b"<?x a%sb?><title>t</title>",
+}
+
+
+@pytest.mark.parametrize("place", PLACES)
+@pytest.mark.parametrize("seq", NOT_UTF8, ids=[s.hex() for s in NOT_UTF8])
+def test_lxml_refuses_what_is_not_utf8(seq, place):
+    body = (b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+            + PLACES[place] % seq + b"<item><title>x</title><link>http://a.test/1</link></item>"
+            b"</channel></rss>")
+    with pytest.raises(UnicodeDecodeError):
+        body.decode("utf-8")
+    with pytest.raises(etree.XMLSyntaxError):
+        fast_parse(body, URL)
+    feed = parse_feed(body, {"content-type": "application/rss+xml; charset=utf-8"}, URL)
+    assert "utf-8" in (feed.bozo or "").lower()  # repaired or feedparser's: not the fast path
+
+
+@pytest.mark.parametrize("xml_decl, ctype, fast", [
+    (b'<?xml version="1.0" encoding="utf-8"?>', "application/rss+xml; charset=utf-8", True),
+    (b'<?xml version="1.0"?>', "application/rss+xml", True),
+    (b"", "text/xml; charset=UTF-8", True),
+    # the header says UTF-8 but lxml would read the document's own declaration
+    (b'<?xml version="1.0" encoding="windows-1256"?>', "application/rss+xml; charset=utf-8", False),
+    (b'<?xml version="1.0" encoding="utf-8"?>', "application/rss+xml; charset=windows-1256", False),
+    (b"\xef\xbb\xbf", "application/rss+xml; charset=utf-8", False),
+])
+def test_the_unchecked_fast_path_needs_utf8_both_ways(xml_decl, ctype, fast):
+    from aggregator.parse import _read_as_utf8_by_both
+
+    body = xml_decl + b'<rss version="2.0"><channel><title>t</title></channel></rss>'
+    assert _read_as_utf8_by_both(body, ctype) is fast
