@@ -397,7 +397,9 @@ def parse_date(value: str | None) -> datetime | None:
 
 
 def _parse_date_general(value: str) -> datetime | None:
-    s = value.strip().translate(_DIGITS)
+    s = value.strip()
+    if not s.isascii():  # translate() walks every character through a dict
+        s = s.translate(_DIGITS)
     if not s:
         return None
     if _ISO_START_RE.match(s):
@@ -495,10 +497,22 @@ def clean_text(s: str | None) -> str:
         s = html.unescape(s)
     elif "&" in s:
         s = html.unescape(s)
+    if _is_plain(s):
+        return s  # most titles and summaries: one C scan instead of three passes
     s = _INVISIBLE_RE.sub("", s)
     if "\u200c" in s:
         s = _ZWNJ_RE.sub(_keep_meaningful_zwnj, s)
     return " ".join(s.split())  # str.split() and \s agree on what a space is
+
+
+def _is_plain(s: str) -> bool:
+    """Already one line of plain text: single ' ' between words, nothing invisible.
+
+    isprintable() is False for every character clean_text removes, collapses or looks at
+    (controls, format characters such as ZWNJ and bidi marks, every space but ' '), and
+    runs in C; tests/test_normalize.py checks that over all of Unicode.
+    """
+    return s.isprintable() and s != "" and s[0] != " " and s[-1] != " " and "  " not in s
 
 
 def _truncate_words(text: str, limit: int) -> str:

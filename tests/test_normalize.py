@@ -326,6 +326,18 @@ def test_clean_text(value, want):
     assert clean_text(value) == want
 
 
+def test_clean_text_shortcut_is_taken_only_for_what_it_would_leave_alone():
+    """clean_text returns a printable string with single inner spaces as it is: no
+    printable character is one it removes (invisible), looks at (ZWNJ) or collapses
+    (a space other than ' '), over all of Unicode."""
+    invisible = normalize_module._INVISIBLE_RE
+    assert [hex(i) for i in range(sys.maxunicode + 1) if chr(i).isprintable() and (
+        invisible.match(chr(i)) or chr(i) == "\u200c" or (chr(i).isspace() and chr(i) != " "))] == []
+    taken = [t for t in ["عنوان الخبر", " عنوان", "عنوان ", "عنوان  الخبر", "a\u200cb", "x\u00a0y", ""]
+             if normalize_module._is_plain(t)]
+    assert taken == ["عنوان الخبر"]
+
+
 def test_clean_text_spaces_are_what_the_regex_meant():
     """clean_text collapses spaces with str.split(); it used re.sub(r"\\s+", " ", s).strip().
     The two agree on every code point, so on every string."""
