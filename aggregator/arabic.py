@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from functools import lru_cache
 
 __all__ = [
     "normalize_for_matching",
@@ -195,7 +194,6 @@ def set_stemmer(name: str) -> None:
     global _stem, _stemmer_name
     _stem = _STEMMERS[name]()
     _stemmer_name = name
-    _stem_cached.cache_clear()
     _TOKEN_CACHE.clear()
 
 
@@ -203,11 +201,13 @@ def stemmer_name() -> str:
     return _stemmer_name
 
 
-_TOKEN_CACHE: dict[str, str] = {}  # word -> stem, "" when the word is dropped
+# word -> stem, "" when the word is dropped. A plain dict of strings, not lru_cache: the
+# garbage collector does not track it (lru_cache's links are lists it walks on every full
+# collection, which the grouper's profile showed).
+_TOKEN_CACHE: dict[str, str] = {}
 
 
-@lru_cache(maxsize=200_000)
-def _stem_cached(word: str) -> str:
+def _stem_word(word: str) -> str:
     if _stemmer_name not in ("light", "prefix", "none") and word.isascii():
         return word
     s = _stem(word)
@@ -220,22 +220,20 @@ def tokens(text: str | None) -> list[str]:
     One-letter tokens are dropped; numbers are kept (they identify events: casualty
     counts, years, scores).
     """
+    words = _words(text)
     cache = _TOKEN_CACHE
-    out = []
-    for w in _words(text):
-        s = cache.get(w)
-        if s is None:
-            s = _token(w)
-            if len(cache) > 500_000:
-                cache.clear()
-            cache[w] = s
-        if s:
-            out.append(s)
-    return out
+    stems = list(map(cache.get, words))  # C-level lookups: nearly every word is known
+    if None in stems:
+        if len(cache) > 500_000:
+            cache.clear()
+        for i, (w, s) in enumerate(zip(words, stems)):
+            if s is None:
+                s = stems[i] = cache[w] = _token(w)
+    return [s for s in stems if s]
 
 
 def _token(w: str) -> str:
     if (len(w) < 2 and not w.isdigit()) or w in STOP_WORDS:
         return ""
-    s = _stem_cached(w)
+    s = _stem_word(w)
     return s if s and s not in STOP_WORDS else ""

@@ -1,16 +1,18 @@
 """Story and topic grouping: every stored item joins a story (and its story a topic).
 
-Incremental, in the ingest path, with its whole state in Redis (keys: keys.py, "grouping").
+Incremental, in the ingest path. Redis holds the whole state (keys: keys.py, "grouping");
+the grouper works from an in-process copy of the window's matching state (_Window), which
+it rebuilds from Redis whenever someone else has written there since its own last batch.
 
 How a batch of pending items is placed (Grouper.process_pending), oldest published first:
   1. exact duplicates first: same canonical URL, same GUID, or the same normalised title +
      summary words (a wire copy) within the window -> the story of the earlier item;
-  2. candidates: each item's heaviest known terms (tf * IDF, so title words first;
-     document frequencies kept incrementally in Redis) are looked up in an inverted index
-     of the items published within +-window of it. A Lua script sums the IDF of the shared
-     query terms per hit and returns the top candidates with their matching records in
-     the same call: one round trip per item, pipelined for the whole batch, never
-     all-pairs. Earlier items of the same batch are found through a local index;
+  2. candidates: each item's heaviest terms that the window knows (tf * IDF, so title
+     words first; document frequencies of the window's items) are looked up in an
+     inverted index of the items published within +-window of it; hits are ranked by the
+     summed IDF of the query terms they share. Never all-pairs, and no round trip: the
+     index is the working set's, each decided item joins it at once (later items of the
+     same batch find it like any other);
   3. score: TF-IDF cosine of (title x3 + 20 lead tokens), minus 0.2 per day apart;
   4. join the story of the best-scoring member (story score = max over its members) when
      the score clears Params.story_threshold, else start a story; a new story joins the
@@ -18,31 +20,30 @@ How a batch of pending items is placed (Grouper.process_pending), oldest publish
 
 Every threshold is defined in `Params` with the evaluation figure behind it.
 
-Durability: an item's assignment, every index update it causes and its removal from
-group:pending are written in one MULTI/EXEC per batch. Story ids are derived from the id of
-the item that founded the story, so re-running a batch after a kill -9 before EXEC
-recomputes the same ids; items already assigned (group:is) are skipped, so re-running
-after EXEC assigns nothing twice. One grouper at a time (a SET NX lock; another caller
-gets [] and its items wait in group:pending).
+Durability: a batch is written by one fenced Lua call (_WRITE_LUA): assignments, stories,
+topics, the items' matching records and fingerprints, their removal from group:pending.
+Story ids are derived from the id of the item that founded the story, so re-running a
+batch after a kill -9 before the write recomputes the same ids; items already assigned
+(group:is) are skipped, so re-running after it assigns nothing twice. One grouper at a
+time (a SET NX lock; another caller gets [] and its items wait in group:pending), and a
+write is refused if anyone wrote grouping state since the batch began (group:gen).
 
-The index only covers the window: postings are trimmed by published time on every write
-and carry a TTL; matching records and duplicate fingerprints live in hour/day buckets that
-are deleted as the window moves. Cost per item therefore does not grow with history.
+The index only covers the window: matching records and duplicate fingerprints live in
+hour/day buckets in Redis that are deleted as the window moves, and the working set drops
+the same buckets. Cost per item therefore does not grow with history.
 
 Measured (python bench/grouping.py; gold window 2018-03-12/13, 403 items):
-  stories pairwise P 0.938 R 0.588 F1 0.723, BCubed F1 0.931; topics pairwise F1 0.697;
+  stories pairwise P 0.938 R 0.588 F1 0.723, BCubed F1 0.931; topics pairwise F1 0.698;
   order: 0-6 h delays agree 0.93, a full shuffle 0.89 (pairwise F1 against in-order);
   held out (--heldout --seeds 2, the two days apart, 3 orders): day 1 F1 0.712, day 2
   F1 0.716; pair level (--pairs): average precision 0.836 / 0.739 per day.
-Cost (python bench/grouping_cost.py --sizes 10000,100000 --measure 3000, AOF on, 2 shared
-cores): 410-450 items/s at 10k and 100k stored, ~2.3 ms/item. A third is Redis (the
-candidate script ~0.3 ms/item, half of it the posting range reads; the batch transaction
-with the index write ~0.45 ms/item), two thirds Python (decide ~0.45, building and packing
-the write ~0.4, tokenize ~0.2, candidate replies ~0.2, df ~0.2, story state ~0.1 ms/item).
+Cost: see bench/grouping_cost.py (numbers below are refreshed from its runs).
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
+import heapq
 import json
 import math
 import os
@@ -53,14 +54,12 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from datetime import datetime, timezone
 
 import redis
 
 from . import arabic
 from .keys import Keys
-from .store import Store
 from .types import Item, Story, Topic
 
 UTC = timezone.utc
@@ -183,50 +182,57 @@ DEFAULT_PARAMS = Params()
 
 # --- matching documents (pure) -------------------------------------------------------------
 
-@dataclass
+@dataclass(slots=True)
 class Doc:
     id: str
     source: str
     published: float
-    title_terms: list[str]
-    lead_terms: list[str]
+    title_terms: Sequence[str]
+    lead_terms: Sequence[str]
     story: str | None = None
     topic: str | None = None
     text_key: str | None = None
+    indexed: Sequence[str] | None = None  # the terms it is found under (Params.index_terms)
     _tf: dict[str, float] | None = field(default=None, repr=False)
 
     def tf(self, title_weight: float) -> dict[str, float]:
+        """Sublinear term frequency of (title x title_weight + lead)."""
         if self._tf is None:
-            c: Counter = Counter()
+            c: dict[str, float] = dict.fromkeys(self.lead_terms, 0.0)
+            get = c.get
             for t in self.title_terms:
-                c[t] += title_weight
+                c[t] = get(t, 0.0) + title_weight
             for t in self.lead_terms:
                 c[t] += 1.0
-            self._tf = {t: 1.0 + math.log(v) if v >= 1 else v for t, v in c.items()}
+            log = math.log
+            self._tf = {t: 1.0 + log(v) if v >= 1 else v for t, v in c.items()}
         return self._tf
 
     def record(self) -> str:
         return SEP.join((
             self.story or "", self.topic or "", self.source, repr(self.published),
-            " ".join(self.title_terms), " ".join(self.lead_terms),
+            " ".join(self.title_terms), " ".join(self.lead_terms), " ".join(self.indexed or ()),
         ))
 
     @classmethod
     def from_record(cls, item_id: str, rec: str) -> "Doc":
-        story, topic, source, pub, tt, lt = rec.split(SEP)
-        return cls(item_id, source, float(pub), tt.split(), lt.split(), story or None, topic or None)
+        story, topic, source, pub, tt, lt, *idx = rec.split(SEP)  # 6 fields before indexed
+        return cls(item_id, source, float(pub), tuple(tt.split()), tuple(lt.split()), story or None,
+                   topic or None, indexed=tuple(idx[0].split()) if idx else None)
 
 
-def make_doc(item: Item, params: Params = DEFAULT_PARAMS) -> Doc:
-    title = arabic.tokens(item.title)
-    summary = arabic.tokens(item.summary_text)
+def make_doc(item_id: str, source: str, title: str, summary: str, published: float,
+             params: Params = DEFAULT_PARAMS) -> Doc:
+    title_terms = arabic.tokens(title)
+    summary_terms = arabic.tokens(summary)
     doc = Doc(
-        id=item.id,
-        source=item.source,
-        published=item.published.timestamp(),
-        title_terms=title,
-        lead_terms=summary[: params.lead_tokens],
+        id=item_id,
+        source=source,
+        published=published,
+        title_terms=tuple(title_terms),
+        lead_terms=tuple(summary_terms[: params.lead_tokens]),
     )
+    title, summary = title_terms, summary_terms
     if len(title) + len(summary) >= params.text_dup_min_tokens:
         # wire copy: the same words in the same order once spelling, stop words and
         # clitics are normalised away
@@ -236,16 +242,18 @@ def make_doc(item: Item, params: Params = DEFAULT_PARAMS) -> Doc:
 
 
 class Idf(dict):
-    """IDF from document frequencies: idf(t) = ln((N + prior + 1) / (df(t) + 1)) + 1.
+    """IDF from the document frequencies of the window: idf(t) = ln((N + prior + 1) /
+    (df(t) + 1)) + 1.
 
     A dict of the values computed so far: idf[t] on a computed term is a C-level lookup
-    (the grouping asks ~200 values per item); idf(t) is the same."""
+    (the grouping asks ~200 values per item); idf(t) is the same. add() and remove() count
+    a document in or out and keep the values of its terms exact; the drift of N moves
+    every value a little, so the grouper clears them when N has moved 5 % (_Window)."""
 
     def __init__(self, df: dict[str, int], n: int, power: float = 1.0, prior: float = 0.0):
         super().__init__()
         self.power = power
         self.prior = prior
-        self._cache_n = n
         self.df = df
         self.n = n
 
@@ -259,18 +267,32 @@ class Idf(dict):
     def __call__(self, term: str) -> float:
         return self[term]
 
-    def add(self, terms: Iterable[str]) -> None:
-        """Count one more document (within a batch). Cached values of the added terms are
-        dropped; all of them only when N has grown by 5 % since they were computed (N
-        moves every value a little, df moves one term's value a lot)."""
-        self.n += 1
-        if self.n > self._cache_n * 1.05 + 1:
-            self.clear()
-            self._cache_n = self.n
+    def add(self, terms: Mapping[str, object]) -> None:
+        """Count in a document with these terms (the keys; e.g. its tf)."""
+        self._count(terms, 1)
+
+    def remove(self, terms: Mapping[str, object]) -> None:
+        self._count(terms, -1)
+
+    def _count(self, terms: Mapping[str, object], step: int) -> None:
+        self.n += step
         df = self.df
-        for t in terms:
-            df[t] = df.get(t, 0) + 1
-            self.pop(t, None)
+        cached = self.keys() & terms.keys()  # values to bring up to date (a C-level join)
+        if step > 0:
+            for t in terms:
+                df[t] = df.get(t, 0) + 1
+        else:
+            for t in terms:
+                c = df.get(t, 0) - 1
+                if c > 0:
+                    df[t] = c
+                else:
+                    df.pop(t, None)
+        if cached:
+            base, log, power = self.n + self.prior + 1, math.log, self.power
+            for t in cached:
+                v = log(base / (df.get(t, 0) + 1)) + 1.0
+                self[t] = v if power == 1.0 else v ** power
 
 
 def weights(doc: Doc, idf: Idf, params: Params) -> tuple[dict[str, float], float]:
@@ -283,15 +305,18 @@ def similarity(a: Doc, b: Doc, idf: Idf, params: Params = DEFAULT_PARAMS,
                wb: tuple[dict[str, float], float] | None = None) -> float:
     """TF-IDF cosine of (weighted title + lead), minus a time-distance penalty
     (params.time_penalty_per_day; pass a Params with 0 for the plain cosine)."""
-    va, na = wa or weights(a, idf, params)
-    vb, nb = wb or weights(b, idf, params)
-    if len(va) > len(vb):
-        va, vb = vb, va
-    # in the smaller vector's order: the sum is the same float whatever the hash seed
-    s = sum([x * vb[t] for t, x in va.items() if t in vb]) / (na * nb)
+    s = _cosine(wa or weights(a, idf, params), wb or weights(b, idf, params))
     if params.time_penalty_per_day:
         s -= params.time_penalty_per_day * abs(a.published - b.published) / 86400.0
     return s
+
+
+def _cosine(a: tuple[dict[str, float], float], b: tuple[dict[str, float], float]) -> float:
+    (va, na), (vb, nb) = a, b
+    if len(va) > len(vb):
+        va, vb = vb, va
+    # in the smaller vector's order: the sum is the same float whatever the hash seed
+    return sum([x * vb[t] for t, x in va.items() if t in vb]) / (na * nb)
 
 
 # --- ids and fingerprints ------------------------------------------------------------------
@@ -320,127 +345,100 @@ _WORD = re.compile(r"[\w\u0600-\u06ff]+")
 
 def label_terms(title: str) -> list[tuple[str, str]]:
     """(stem, surface word) pairs of a title, stop words out, in order."""
+    cache = _LABEL_STEMS
+    if cache.get("") != arabic.stemmer_name():  # the "" entry names the stemmer of the rest
+        cache.clear()
+        cache[""] = arabic.stemmer_name()
     out = []
     for w in _WORD.findall(title.replace("_", " ")):
-        st = _label_stem(w, arabic.stemmer_name())
+        st = cache.get(w)
+        if st is None:
+            if len(cache) > 100_000:
+                cache.clear()
+                cache[""] = arabic.stemmer_name()
+            ts = arabic.tokens(w)
+            st = cache[w] = ts[0] if ts and not ts[0].isdigit() and len(ts[0]) > 1 else ""
         if st:
             out.append((st, w))
     return out
 
 
-@lru_cache(maxsize=100_000)
-def _label_stem(word: str, stemmer: str) -> str:
-    ts = arabic.tokens(word)
-    return ts[0] if ts and not ts[0].isdigit() and len(ts[0]) > 1 else ""
+_LABEL_STEMS: dict[str, str] = {}  # word -> its label stem ("" when not a label word)
 
 
-# --- the Lua candidate query ------------------------------------------------------------------
+# --- the batch write -------------------------------------------------------------------------
 
-_CANDIDATES_LUA = """
-local min_ts, max_ts = ARGV[1], ARGV[2]
-local per_term, k, vprefix = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local min_score = tonumber(ARGV[6])
-local scores, ts = {}, {}
-for i, key in ipairs(KEYS) do
-  local w = tonumber(ARGV[6 + i])
-  local hits = redis.call('ZREVRANGEBYSCORE', key, max_ts, min_ts, 'LIMIT', 0, per_term)
-  for j = 1, #hits do
-    local id = hits[j]
-    scores[id] = (scores[id] or 0) + w
+# A batch is written by one script call, so it is atomic and fenced: nothing is written if
+# GS:gen has changed since the batch read it (another grouper or retention wrote
+# meanwhile), nor while another grouper holds the lock. A batch that outlived its lock
+# can therefore never write beside another grouper's. Python names every key (keys.py);
+# the script only applies the payload, JSON with every value a string (Lua numbers would
+# round them):
+#   trim: [buckets key, cutoff hour]  buckets that left the window are deleted first
+#   hset / hsetnx / zadd: [[key, arg, arg, ...], ...]
+#   expire: [[key, seconds], ...]
+#   zrem: [[key, member, ...]]   incrby: [[key, n], ...]   set: [[key, value], ...]
+# Returns 0 (lock lost, nothing written) or 1.
+_WRITE_LUA = r"""
+local lock = redis.call('GET', KEYS[1])
+if lock and lock ~= ARGV[1] then return 0 end
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[2] then return 0 end
+local p = cjson.decode(ARGV[3])
+local old = redis.call('ZRANGEBYSCORE', p.trim[1], '-inf', p.trim[2])
+for _, key in ipairs(old) do
+  redis.call('DEL', key)
+  redis.call('ZREM', p.trim[1], key)
+end
+local function apply(cmd, rows, step)
+  for _, row in ipairs(rows) do
+    for i = 2, #row, step do  -- in slices: unpack() has a stack limit
+      redis.call(cmd, row[1], unpack(row, i, math.min(i + step - 1, #row)))
+    end
   end
 end
-local arr = {}
-for id, s in pairs(scores) do
-  if s >= min_score then arr[#arr + 1] = {id, s} end
+apply('HSET', p.hset, 1000)
+apply('ZADD', p.zadd, 1000)
+apply('ZREM', p.zrem, 1000)
+for _, row in ipairs(p.hsetnx) do
+  for i = 2, #row, 2 do redis.call('HSETNX', row[1], row[i], row[i + 1]) end
 end
-table.sort(arr, function(a, b)
-  if a[2] == b[2] then return a[1] < b[1] end
-  return a[2] > b[2]
-end)
-local out = {}
-for i = 1, math.min(#arr, k) do
-  local member = arr[i][1]  -- "<hour>|<item id>": the hour names the record's bucket
-  local bar = string.find(member, "|", 1, true)
-  local id = string.sub(member, bar + 1)
-  local rec = redis.call('HGET', vprefix .. string.sub(member, 1, bar - 1), id)
-  if rec then
-    out[#out + 1] = id
-    out[#out + 1] = rec
-  end
-end
-return out
+for _, row in ipairs(p.expire) do redis.call('EXPIRE', row[1], row[2]) end
+for _, row in ipairs(p.incrby) do redis.call('INCRBY', row[1], row[2]) end
+for _, row in ipairs(p.set) do redis.call('SET', row[1], row[2]) end
+return 1
 """
 
-# One call writes a batch's matching index: postings (trimmed to the window, TTL
-# refreshed), document frequencies, matching records in hour buckets. Payload lines:
-# id TAB published TAB hour TAB record TAB indexed terms TAB all unique terms (for df).
-_INDEX_LUA = r"""
-local prefix, cutoff, ttl, payload = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local touched, hours, n = {}, {}, 0
-for line in string.gmatch(payload, "[^\n]+") do
-  local id, pub, hour, rec, idx, terms = string.match(line, "^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$")
-  for t in string.gmatch(idx, "%S+") do
-    redis.call('ZADD', prefix .. 'post:' .. t, pub, hour .. '|' .. id)
-    touched[t] = true
-  end
-  for t in string.gmatch(terms, "%S+") do
-    redis.call('HINCRBY', prefix .. 'df', t, 1)
-  end
-  redis.call('HSET', prefix .. 'vec:' .. hour, id, rec)
-  hours[hour] = true
-  n = n + 1
-end
-for t in pairs(touched) do
-  local key = prefix .. 'post:' .. t
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff)
-  redis.call('EXPIRE', key, ttl)
-end
-for h in pairs(hours) do
-  redis.call('EXPIRE', prefix .. 'vec:' .. h, ttl)
-  redis.call('ZADD', prefix .. 'buckets', tonumber(h), prefix .. 'vec:' .. h)
-end
-redis.call('INCRBY', prefix .. 'ndocs', n)
-return n
-"""
 
 # The single-grouper lock lives LOCK_TTL_MS after a crash: short, so a worker restarted
 # after a kill -9 mid-batch groups again within seconds (a batch of 500 takes well under a
-# second). Correctness does not rest on the TTL: the batch's final transaction WATCHes the
-# lock and is discarded if it is no longer ours (see _process), so a batch that outlives
-# its lock can never write beside another grouper's.
+# second). Correctness does not rest on the TTL: the batch's write is refused if anyone
+# wrote grouping state since the batch began (GS:gen, see _WRITE_LUA), so a batch that
+# outlives its lock can never write beside another grouper's.
 LOCK_TTL_MS = 8_000
 
 
 class LockLost(Exception):
-    """The batch outlived its lock; nothing was written and its items stay pending."""
+    """Someone else wrote grouping state during the batch; nothing was written and its
+    items stay pending."""
 
 
 class LockBusy(Exception):
     """Retention could not get the grouping lock in time; the items are kept for now."""
 
 
-# Before the final write: keep the lock if it is ours, take it back if it expired unowned
-# (a slow batch on a busy machine, nobody else waiting), refuse if another grouper has it.
-_KEEP_LOCK_LUA = """
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-if not v then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-
 # Retention (Store.trim calls Grouper.forget before it deletes the items): the trimmed
 # items leave their stories; a story left without members goes (hash, members, timeline,
 # topic membership), and a topic left without stories goes. A story that keeps members
 # gets its earliest remaining one as lead if its lead went, and its new size. Run before the
 # items are deleted and idempotent, so a crash in between is mended by the next run.
-# KEYS: is, story timeline, then per story: story, members, topic, topic stories.
-# ARGV: per story, in the same order: story id, number of trimmed ids, the ids.
+# It also sets a new GS:gen token, so every grouper's working set reloads.
+# KEYS: is, story timeline, gen, then per story: story, members, topic, topic stories.
+# ARGV: the new gen token, then per story, in the same order: story id, number of trimmed
+# ids, the ids.
 _FORGET_LUA = """
-local a, gone = 1, 0
-for s = 3, #KEYS, 4 do
+redis.call('SET', KEYS[3], ARGV[1])
+local a, gone = 2, 0
+for s = 4, #KEYS, 4 do
   local story, members, topic, topic_stories = KEYS[s], KEYS[s + 1], KEYS[s + 2], KEYS[s + 3]
   local sid, n = ARGV[a], tonumber(ARGV[a + 1])
   local lead = redis.call('HGET', story, 'lead')
@@ -471,6 +469,25 @@ _UNLOCK_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+# --- what a batch reads of a pending item -------------------------------------------------
+
+_ITEM_FIELDS = ("source", "url", "guid", "title", "summary_text", "published", "first_seen")
+
+
+class _PendingItem:
+    """The fields of a stored item (Store's hash) that grouping uses; times as epoch floats."""
+
+    __slots__ = ("id", "source", "url", "guid", "title", "summary_text", "published", "first_seen")
+
+    def __init__(self, item_id: str, source: str, url: str | None, guid: str | None, title: str | None,
+                 summary_text: str | None, published: str, first_seen: str | None):
+        self.id, self.source = item_id, source
+        self.url, self.guid = url or None, guid or None
+        self.title, self.summary_text = title or "", summary_text or ""
+        self.published = float(published)
+        self.first_seen = float(first_seen) if first_seen else None
 
 
 # --- story state (in memory while a batch is decided) ---------------------------------------
@@ -535,7 +552,152 @@ class _StoryState:
         return " ".join(v[1] for _, v in ranked)
 
 
+# --- the working set (in this process) ------------------------------------------------------
+
+_MAX_MEMBER = (float("inf"),)
+
+
+class _Window:
+    """A grouper's working set: the matching state of the window, held in this process.
+
+    Redis keeps the durable copy (the window's matching records, fingerprints, stories,
+    topics); this copy is valid while GS:gen holds the token of our own last write.
+    Anything else that changes grouping state (another process's grouper, retention) sets
+    a new token and the next batch reloads from Redis (Grouper._load). Retrieval and
+    scoring therefore cost no round trip: an item's candidates are found and scored here,
+    and a batch needs three round trips whatever its size (pending ids, items, the write)
+    plus one for stories not yet in the working set.
+
+    Document frequencies are those of the window's items (N = items in the window): they
+    follow the items in and out, so they need no storage of their own and a reload gives
+    the same values. On the gold window (two days, inside the window) this is the same as
+    counting every item ever grouped; a corpus-wide IDF scored worse there (Params).
+    """
+
+    def __init__(self, gen: str | None, params: Params):
+        self.gen = gen
+        self.params = params
+        self.df: dict[str, int] = {}
+        self.idf = Idf(self.df, 0, params.idf_power, params.idf_prior_docs)
+        self.epoch_n = 0
+        self.docs: dict[str, Doc] = {}  # "<hour>|<id>" (its index member) -> doc
+        # term -> (published times, members), both in (published, member) order: a time
+        # range is two bisections, and equal times order like members of a Redis sorted set
+        self.post: dict[str, tuple[list[float], list[str]]] = {}
+        self.fps: dict[str, list[tuple[float, int, str, str]]] = {}  # published, day, story, topic
+        self.wcache: dict[str, tuple[dict[str, float], float]] = {}  # doc id -> weights
+        self.stories: dict[str, _StoryState] = {}
+        self.topics: dict[str, tuple[float, str]] = {}  # topic id -> (updated, label)
+        # what each hour / day bucket added, so pruning costs what it removes
+        self.hours: dict[int, list[Doc]] = {}
+        self.days: dict[int, list[str]] = {}
+        self.pruned_hour = -math.inf
+
+    def add(self, doc: Doc, fps: Iterable[str] = (), wd: dict[str, float] | None = None) -> None:
+        """Count the item in (df, N) and index it under its heaviest terms (by `wd`, its
+        tf-idf weights when it was decided, if given)."""
+        P = self.params
+        if doc.indexed is None:
+            if wd is None:
+                wd = weights(doc, self.idf, P)[0]
+            doc.indexed = tuple(t for _, t in sorted([(-v, t) for t, v in wd.items()])[: P.index_terms])
+        self.idf.add(doc.tf(P.title_weight))
+        hour = int(doc.published // 3600)
+        member = f"{hour}|{doc.id}"
+        pub = doc.published
+        self.docs[member] = doc
+        self.hours.setdefault(hour, []).append(doc)
+        post = self.post
+        for t in doc.indexed:
+            entry = post.get(t)
+            if entry is None:
+                post[t] = ([pub], [member])
+                continue
+            pubs, members = entry
+            if pub > pubs[-1] or (pub == pubs[-1] and member > members[-1]):
+                pubs.append(pub)  # the usual case: items arrive roughly in published order
+                members.append(member)
+            else:
+                i = bisect.bisect_left(pubs, pub)
+                while i < len(pubs) and pubs[i] == pub and members[i] < member:
+                    i += 1
+                pubs.insert(i, pub)
+                members.insert(i, member)
+        day = int(pub // 86400)
+        for f in fps:
+            vals = self.fps.setdefault(f, [])
+            if all(v[1] != day for v in vals):  # per day the first fingerprint wins (HSETNX)
+                vals.append((pub, day, doc.story or "", doc.topic or ""))
+                vals.sort()
+                self.days.setdefault(day, []).append(f)
+
+    def candidates(self, doc: Doc, query: Sequence[tuple[float, str]], params: Params) -> list[Doc]:
+        """The inverted-index lookup for `query` ((IDF, term) pairs): per term, the
+        `per_term_limit` latest items published within +-window of `doc`; each hit scores
+        the IDF of the terms it shares; the best `candidates` that share at least
+        `min_shared` of the query's IDF."""
+        win = params.window_hours * 3600.0
+        lo_t, hi_t = doc.published - win, doc.published + win
+        post, per_term = self.post, params.per_term_limit
+        scores: dict[str, float] = {}
+        get = scores.get
+        bl, br = bisect.bisect_left, bisect.bisect_right
+        total = 0.0
+        for w, t in query:
+            total += w
+            entry = post.get(t)
+            if entry is None:
+                continue
+            pubs, members = entry
+            hi = br(pubs, hi_t)
+            lo = bl(pubs, lo_t, 0, hi)
+            if hi - lo > per_term:
+                lo = hi - per_term
+            for m in members[lo:hi]:
+                scores[m] = get(m, 0.0) + w
+        floor = params.min_shared * total
+        best = heapq.nsmallest(params.candidates, [(-v, m) for m, v in scores.items() if v >= floor])
+        docs = self.docs
+        return [docs[m] for _, m in best]
+
+    def prune(self, cutoff_hour: float) -> None:
+        """Drop what Redis drops (_WRITE_LUA's trim): hour and day buckets at or before the
+        cutoff hour."""
+        keep_from = (math.floor(cutoff_hour) + 1) * 3600.0
+        post, docs, tw = self.post, self.docs, self.params.title_weight
+        for h in [h for h in self.hours if h <= cutoff_hour]:
+            for d in self.hours.pop(h):
+                member = f"{h}|{d.id}"
+                docs.pop(member, None)
+                self.wcache.pop(d.id, None)
+                self.idf.remove(d.tf(tw))
+                for t in d.indexed or ():
+                    entry = post.get(t)
+                    if entry and entry[0][0] < keep_from:
+                        pubs, members = entry
+                        cut = bisect.bisect_left(pubs, keep_from)
+                        if cut == len(pubs):
+                            del post[t]
+                        else:
+                            del pubs[:cut], members[:cut]
+        for day in [d for d in self.days if d * 24 <= cutoff_hour]:
+            for f in self.days.pop(day):
+                vals = [v for v in self.fps.get(f, ()) if v[1] != day]
+                if vals:
+                    self.fps[f] = vals
+                else:
+                    self.fps.pop(f, None)
+        if cutoff_hour - self.pruned_hour >= 24:  # stories: a sweep, once a day of data
+            for sid in [s for s, st in self.stories.items() if st.last < keep_from]:
+                del self.stories[sid]
+            self.pruned_hour = cutoff_hour
+
+
 # --- the grouper ----------------------------------------------------------------------------
+
+def _flat(mapping: Mapping[str, str]) -> list[str]:
+    return [x for kv in mapping.items() for x in kv]
+
 
 class Grouper:
     def __init__(
@@ -548,36 +710,44 @@ class Grouper:
     ):
         self.r = client
         self.keys = keys
-        self.store = Store(client, keys)
         self.source_rank = dict(source_rank or {})
         self.params = replace(params or DEFAULT_PARAMS, window_hours=window_hours)
-        self._candidates = client.register_script(_CANDIDATES_LUA)
         self._unlock = client.register_script(_UNLOCK_LUA)
-        self._keep_lock = client.register_script(_KEEP_LOCK_LUA)
         self._forget = client.register_script(_FORGET_LUA)
-        self._index = client.register_script(_INDEX_LUA)
-        self.last_scores: list[tuple[str, str, float]] = []  # (item, best candidate, score)
-        self.timings: dict[str, float] = {}
-        # process-local caches (see _process): document frequencies and candidate weights
-        self._df_cache: dict[str, int] = {}
-        self._wcache: dict[str, tuple[dict[str, float], float]] = {}
-        self._docs: dict[str, Doc] = {}
-        self._idf: Idf | None = None  # IDF values, kept like the df cache (see _process)
-        self._epoch_n = 0
-
-    def _fetch_df(self, terms: Iterable[str]) -> None:
-        missing = [t for t in terms if t not in self._df_cache]
-        if missing:
-            for t, v in zip(missing, self.r.hmget(self.keys.group_df, missing)):
-                self._df_cache[t] = int(v) if v else 0
-
-    def _reset_caches(self) -> None:
-        self._df_cache.clear()
-        self._wcache.clear()
-        self._idf = None
+        self._write = client.register_script(_WRITE_LUA)
+        self.timings: dict[str, float] = {}  # cumulative seconds per phase (bench/profiling)
+        self._window: _Window | None = None  # loaded by the first batch (readers never need it)
 
     def _rank(self, source: str) -> int:
         return self.source_rank.get(source, 1 << 20)
+
+    def _load(self, gen: str | None) -> _Window:
+        """The working set from Redis' copy: the window's records (their terms give df and
+        N) and fingerprints. Stories and topics are read when a batch first touches them."""
+        k = self.keys
+        buckets = self.r.zrange(k.group_buckets, 0, -1)
+        with self.r.pipeline(transaction=False) as p:
+            for key in buckets:
+                p.hgetall(key)
+            rows = p.execute()
+        w = _Window(gen, self.params)
+        docs = []
+        vec, dup = k.group_vec_prefix, k.group_dup_prefix
+        for key, h in zip(buckets, rows):
+            if key.startswith(vec):
+                docs.extend(Doc.from_record(i, rec) for i, rec in h.items())
+            elif key.startswith(dup):
+                day = int(key[len(dup):])
+                for f, v in h.items():
+                    pub, story, topic = v.split(SEP)
+                    w.fps.setdefault(f, []).append((float(pub), day, story, topic))
+                    w.days.setdefault(day, []).append(f)
+        for vals in w.fps.values():
+            vals.sort()
+        for d in sorted(docs, key=lambda d: (d.published, d.id)):
+            w.add(d)  # a record written before indexed terms were kept gets them here
+        w.epoch_n = w.idf.n
+        return w
 
     # -- the batch ----------------------------------------------------------------------
     def process_pending(self, now: datetime, limit: int = 1000) -> list[tuple[str, str, str]]:
@@ -585,17 +755,17 @@ class Grouper:
 
         Returns (item_id, story_id, topic_id) for every item assigned by this call.
         """
-        k, p_ = self.keys, self.params
+        k = self.keys
         token = uuid.uuid4().hex
         if not self.r.set(k.group_lock, token, nx=True, px=LOCK_TTL_MS):
             return []  # another grouper is at work; its items will not be lost
         try:
             return self._process(now, limit, token)
-        except (LockLost, redis.WatchError):
-            self._reset_caches()
+        except LockLost:
+            self._window = None  # it holds the decisions of a batch that was not written
             return []  # the items stay pending for the next pass
         except BaseException:
-            self._reset_caches()  # they may hold increments of a batch that was not written
+            self._window = None
             raise
         finally:
             self._unlock(keys=[k.group_lock], args=[token])
@@ -604,163 +774,80 @@ class Grouper:
         k, P = self.keys, self.params
         t_last = [time.perf_counter()]
 
-        def _tick(name: str) -> None:  # cumulative seconds per phase (bench/profiling)
+        def _tick(name: str) -> None:
             t = time.perf_counter()
             self.timings[name] = self.timings.get(name, 0.0) + t - t_last[0]
             t_last[0] = t
-        ids = self.r.zrange(k.group_pending, 0, limit - 1)
+        # RT: what is pending, and whether our working set is still Redis' state
+        with self.r.pipeline(transaction=False) as p:
+            p.zrange(k.group_pending, 0, limit - 1)
+            p.get(k.group_gen)
+            ids, seen_gen = p.execute()
         if not ids:
             return []
+        w = self._window
+        if w is None or w.gen != seen_gen:
+            w = self._window = self._load(seen_gen)
         _tick("load")
         # RT: the items and whether they already have a story (a re-run after a crash).
         with self.r.pipeline(transaction=False) as p:
             for i in ids:
-                p.hgetall(k.item(i))
+                p.hmget(k.item(i), _ITEM_FIELDS)
             p.hmget(k.group_is, ids)
             rows = p.execute()
-        assigned = rows[-1]
-        items: list[Item] = []
+        items: list[_PendingItem] = []
         gone: list[str] = []
-        from .store import item_from_hash
-        for i, h, s in zip(ids, rows[:-1], assigned):
-            if s is not None or not h:
+        for i, row, s in zip(ids, rows[:-1], rows[-1]):
+            if s is not None or row[0] is None:
                 gone.append(i)  # already grouped, or trimmed by retention meanwhile
             else:
-                items.append(item_from_hash(h))
+                items.append(_PendingItem(i, *row))
         if not items:
             self.r.zrem(k.group_pending, *gone)
             return []
-        items.sort(key=lambda it: (it.published.timestamp(), self._rank(it.source), it.id))
-        docs = [make_doc(it, P) for it in items]
-        win = P.window_hours * 3600.0
-
-        _tick("tokenize")
-        # RT: document frequencies of the batch's terms.
-        # A process-local cache holds them between batches (IDF only needs to be about
-        # right); it is dropped whenever N has grown by 5 % since it was filled. So are
-        # the IDF values computed from it (~60 per item otherwise recomputed every batch).
-        n = int(self.r.get(k.group_ndocs) or 0)
-        if n < self._epoch_n or n > self._epoch_n * 1.05 + 20:
-            self._reset_caches()
-            self._epoch_n = n
-        df = self._df_cache
-        terms = {t for d in docs for t in (*d.title_terms, *d.lead_terms)}
-        self._fetch_df(terms)
-        if self._idf is None:
-            self._idf = Idf(df, n, P.idf_power, P.idf_prior_docs)
-        else:
-            self._idf.n = n  # values cached under an N within 5 % stay, as within a batch
-        idf = self._idf
-
-        _tick("df")
-        # RT: candidates of every item (Lua, pipelined) and duplicate fingerprints.
+        items.sort(key=lambda it: (it.published, self._rank(it.source), it.id))
+        docs = [make_doc(it.id, it.source, it.title, it.summary_text, it.published, P) for it in items]
         fps = [fingerprints(it, d, P) for it, d in zip(items, docs)]
-        queries = []
-        for d in docs:
-            # the item's heaviest terms (tf * idf, so title words first) that are in the
-            # index at all: a term no earlier item had cannot retrieve anything
-            tf = d.tf(P.title_weight)
-            known = [t for t in tf if df.get(t)]
-            known.sort(key=lambda t: (-tf[t] * idf[t], t))
-            queries.append(known[: P.query_terms])
-        days = sorted({int(d.published // 86400) + o for d in docs for o in range(-3, 4)})
-        all_fps = sorted({f for fl in fps for f in fl})
-        with self.r.pipeline(transaction=False) as p:
-            for d, q in zip(docs, queries):
-                if q:
-                    self._candidates(
-                        keys=[k.group_posting(t) for t in q],
-                        args=[repr(d.published - win), repr(d.published + win), P.per_term_limit,
-                              P.candidates, k.group_vec_prefix,
-                              repr(P.min_shared * sum(idf[t] for t in q)),
-                              *(repr(idf[t]) for t in q)],
-                        client=p,
-                    )
-            if all_fps:
-                for day in days:
-                    p.hmget(k.group_dup(day), all_fps)
-            res = p.execute()
-        docs_cache = self._docs
-        if len(docs_cache) > 100_000:
-            docs_cache.clear()
-        cand_rows = iter(res[: sum(1 for q in queries if q)])
-        remote: list[list[Doc]] = []
-        for q in queries:
-            row = next(cand_rows) if q else []
-            cs = []
-            for j in range(0, len(row), 2):
-                c = docs_cache.get(row[j])  # records never change: parse each once
-                if c is None:
-                    c = docs_cache[row[j]] = Doc.from_record(row[j], row[j + 1])
-                cs.append(c)
-            remote.append(cs)
-        dup_hits: dict[str, list[str]] = {}
-        if all_fps:
-            for day, vals in zip(days, res[len(res) - len(days):]):
-                for f, v in zip(all_fps, vals):
-                    if v:
-                        dup_hits.setdefault(f, []).append(v)
+        _tick("tokenize")
+        win = P.window_hours * 3600.0
+        horizon = min(max(d.published for d in docs), now.timestamp())
+        cutoff = horizon - win - 6 * 3600
+        w.prune(cutoff / 3600.0)
+        idf, df = w.idf, w.df
+        if abs(idf.n - w.epoch_n) > w.epoch_n * 0.05 + 20:
+            # N moves every IDF value a little: recompute the cached values and candidate
+            # weights once N has moved 5 % (a term's own df change drops its value at once)
+            idf.clear()
+            w.wcache.clear()
+            w.epoch_n = idf.n
+        _tick("prune")
 
-        _tick("candidates")
-        # RT: document frequencies of candidate terms we have not fetched.
-        self._fetch_df({t for cs in remote for c in cs for t in (*c.title_terms, *c.lead_terms)})
-
-        _tick("df2")
-        # Decide, item by item, in published order; earlier items of the batch are
-        # candidates for later ones through a local index.
-        local_post: dict[str, list[Doc]] = {}
-        local_fp: dict[str, Doc] = {}
-        decided: list[tuple[Item, Doc, bool]] = []  # (item, doc, founded a story)
-        self.last_scores = []
-        P_raw = replace(P, time_penalty_per_day=0.0)
-        wcache = self._wcache  # candidate weights, kept while the IDF epoch lasts
-        if len(wcache) > 200_000:
-            wcache.clear()
-        for it, d, q, cands, fl in zip(items, docs, queries, remote, fps):
+        # Decide, item by item in published order; each decided item joins the working set
+        # at once, so later items of the batch find it like any earlier one.
+        decided: list[tuple[_PendingItem, Doc, bool]] = []  # (item, doc, founded a story)
+        wcache = w.wcache
+        for it, d, fl in zip(items, docs, fps):
             story = topic = None
             # 1. exact duplicates
             for f in fl:
-                if f in local_fp:
-                    story, topic = local_fp[f].story, local_fp[f].topic
-                    break
-                for v in dup_hits.get(f, ()):
-                    other_pub, s_, t_ = v.split(SEP)
-                    if abs(float(other_pub) - d.published) <= win:
+                for other_pub, _, s_, t_ in w.fps.get(f, ()):
+                    if abs(other_pub - d.published) <= win:
                         story, topic = s_, t_
                         break
                 if story:
                     break
-            best_score, best = -1.0, None
+            wd = weights(d, idf, P)
             topic_score, topic_best = -1.0, None
             if story is None:
-                # 2. candidates: remote + earlier items of this batch
-                seen = {c.id for c in cands}
-                lw: Counter = Counter()
-                if local_post:
-                    # the query as it stands now that earlier batch items are counted
-                    tf = d.tf(P.title_weight)
-                    q = sorted((t for t in tf if df.get(t)), key=lambda t: (-tf[t] * idf[t], t))
-                    q = q[: P.query_terms]
-                local_by_id: dict[str, Doc] = {}
-                for t in q:
-                    w_t = idf[t]
-                    for c in local_post.get(t, ()):
-                        if c.id not in seen and abs(c.published - d.published) <= win:
-                            lw[c.id] += w_t
-                            local_by_id[c.id] = c
-                floor = P.min_shared * sum(idf[t] for t in q)
-                extra = [local_by_id[i] for i, w in sorted(lw.items(), key=lambda kv: (-kv[1], kv[0]))
-                         if w >= floor][: P.candidates]
-                wd = weights(d, idf, P)
-                topic_score, topic_best = -1.0, None
+                # 2. candidates from the inverted index, queried with the item's heaviest
+                # terms that any item of the window has; 3. score; 4. the best story
+                heaviest = sorted([(-v, t) for t, v in wd[0].items() if t in df])[: P.query_terms]
                 per_story: dict[str, tuple[float, Doc]] = {}
-                for c in (*cands, *extra):
-                    if c.id == d.id or not c.story:
-                        continue
+                for c in w.candidates(d, [(idf[t], t) for _, t in heaviest], P):
                     wc = wcache.get(c.id)
                     if wc is None:
                         wc = wcache[c.id] = weights(c, idf, P)
-                    raw = similarity(d, c, idf, P_raw, wd, wc)
+                    raw = _cosine(wd, wc)
                     s = raw - P.time_penalty_per_day * abs(d.published - c.published) / 86400.0
                     if c.story not in per_story or s > per_story[c.story][0]:
                         per_story[c.story] = (s, c)
@@ -770,7 +857,6 @@ class Grouper:
                     sid, (best_score, best) = max(per_story.items(), key=lambda kv: (kv[1][0], kv[0]))
                     if best_score >= P.story_threshold:
                         story, topic = best.story, best.topic
-                self.last_scores.append((d.id, best.id if best else "", best_score))
             founded = story is None
             if founded:
                 story = story_id_for(d.id)
@@ -779,37 +865,37 @@ class Grouper:
                 else:
                     topic = topic_id_for(story)
             d.story, d.topic = story, topic
-            for f in fl:
-                local_fp.setdefault(f, d)
-            for t in set(d.title_terms) | set(d.lead_terms):
-                local_post.setdefault(t, []).append(d)
-            idf.add(set(d.title_terms) | set(d.lead_terms))
+            w.add(d, fl, wd[0])
+            wcache[d.id] = wd  # as a later item's candidate (values of this IDF epoch)
             decided.append((it, d, founded))
 
         _tick("decide")
-        # RT: current state of the existing stories (and topics) that items joined.
-        existing = sorted({d.story for _, d, f in decided if not f} - {story_id_for(d.id) for _, d, f in decided if f})
-        topics_touched = sorted({d.topic for _, d, _ in decided})
-        with self.r.pipeline(transaction=False) as p:
-            for sid in existing:
-                p.hgetall(k.group_story(sid))
-            for tid in topics_touched:
-                p.hgetall(k.group_topic(tid))
-            res = p.execute()
-        stories: dict[str, _StoryState] = {}
-        for sid, h in zip(existing, res[: len(existing)]):
-            if h:
-                stories[sid] = _StoryState.from_hash(sid, h)
-        topic_rows = dict(zip(topics_touched, res[len(existing):]))
-
+        # RT (only for stories and topics the working set does not hold yet)
+        need = sorted({d.story for _, d, f in decided if not f} - w.stories.keys()
+                      - {d.story for _, d, f in decided if f})
+        need_topics = sorted({d.topic for _, d, _ in decided} - w.topics.keys())
+        if need or need_topics:
+            with self.r.pipeline(transaction=False) as p:
+                for sid in need:
+                    p.hgetall(k.group_story(sid))
+                for tid in need_topics:
+                    p.hgetall(k.group_topic(tid))
+                res = p.execute()
+            for sid, h in zip(need, res):
+                if h:
+                    w.stories[sid] = _StoryState.from_hash(sid, h)
+            for tid, h in zip(need_topics, res[len(need):]):
+                w.topics[tid] = (float(h.get("updated") or 0), h.get("label") or "")
+        touched: dict[str, _StoryState] = {}
+        members: dict[str, dict[str, float]] = {}
         for it, d, founded in decided:
             pub = d.published
             # our clock, not the feed's: a future-dated item must not pin its story on top
-            seen_ts = it.first_seen.timestamp() if it.first_seen else pub
+            seen_ts = it.first_seen if it.first_seen is not None else pub
             key = (pub, self._rank(it.source), it.id)
-            st = stories.get(d.story)
+            st = w.stories.get(d.story)
             if st is None:
-                st = stories[d.story] = _StoryState(
+                st = w.stories[d.story] = _StoryState(
                     id=d.story, lead=it.id, lead_key=key, first=pub, last=pub,
                     updated=seen_ts, sources=[], topic=d.topic, terms={}, new=True,
                 )
@@ -821,69 +907,80 @@ class Grouper:
                 st.sources.append(it.source)
             st.n += 1
             st.add_title(it.title)
-            st.changed = True
+            touched[st.id] = st
+            members.setdefault(d.story, {})[d.id] = pub
 
         _tick("stories")
-        # RT: one transaction: assignments, stories, topics, index, df, pending removal.
-        horizon = min(max(d.published for d in docs), now.timestamp())
-        cutoff = horizon - win - 6 * 3600
-        ttl = int(win + 6 * 3600) * 2
-        old_buckets = self.r.zrangebyscore(k.group_buckets, "-inf", cutoff / 3600.0)
-        out: list[tuple[str, str, str]] = []
-        if not self._keep_lock(keys=[k.group_lock], args=[token, LOCK_TTL_MS]):
-            raise LockLost
-        with self.r.pipeline(transaction=True) as p:
-            p.watch(k.group_lock)  # fencing: EXEC fails if the lock changed hands
-            if p.get(k.group_lock) != token:
-                raise LockLost
-            p.multi()
-            p.hset(k.group_is, mapping={d.id: d.story for _, d, _ in decided})
-            for it, d, _ in decided:
-                p.zadd(k.group_story_items(d.story), {d.id: d.published})
-                out.append((d.id, d.story, d.topic))
-            topic_updates: dict[str, tuple[float, str]] = {}
-            for st in stories.values():
-                p.hset(k.group_story(st.id), mapping=st.to_hash(idf))
-                p.zadd(k.group_story_timeline, {st.id: st.updated})
-                p.zadd(k.group_topic_stories(st.topic), {st.id: st.updated})
-                prev = topic_updates.get(st.topic)
-                if prev is None or st.updated > prev[0]:
-                    topic_updates[st.topic] = (st.updated, st.label(idf) if st.new else "")
-            for tid, (upd, lab) in topic_updates.items():
-                row = topic_rows.get(tid) or {}
-                mapping = {"updated": repr(max(upd, float(row.get("updated") or 0)))}
-                if not row.get("label"):
-                    mapping["label"] = lab or next(
-                        (s.label(idf) for s in stories.values() if s.topic == tid), "")
-                p.hset(k.group_topic(tid), mapping=mapping)
-            # the matching index (one Lua call) and the duplicate fingerprints
-            lines = []
-            dup_days: dict[int, dict[str, str]] = {}
-            for (it, d, _), fl in zip(decided, fps):
-                uniq = set(d.title_terms) | set(d.lead_terms)
-                tf = d.tf(P.title_weight)
-                indexed = sorted(uniq, key=lambda t: (-tf[t] * idf[t], t))[: P.index_terms]
-                lines.append(f"{d.id}\t{d.published!r}\t{int(d.published // 3600)}\t{d.record()}"
-                             f"\t{' '.join(indexed)}\t{' '.join(uniq)}")
-                day = int(d.published // 86400)
+        # RT: one fenced script call: assignments, stories, topics, the durable matching
+        # state, pending removal, and our token in GS:gen (our working set is Redis' state).
+        new_gen = uuid.uuid4().hex
+        topic_updates: dict[str, tuple[float, str]] = {}
+        for st in touched.values():
+            prev = topic_updates.get(st.topic)
+            if prev is None or st.updated > prev[0]:
+                topic_updates[st.topic] = (st.updated, st.label(idf) if st.new else "")
+        topics: dict[str, tuple[float, str]] = {}
+        for tid, (upd, lab) in topic_updates.items():
+            old_upd, old_label = w.topics.get(tid, (0.0, ""))
+            label = old_label or lab or next(
+                (s.label(idf) for s in touched.values() if s.topic == tid), "")
+            topics[tid] = (max(upd, old_upd), label)
+
+        ttl = str(int(win + 6 * 3600) * 2)
+        assigned = [k.group_is]
+        records: dict[int, list[str]] = {}
+        dups: dict[int, list[str]] = {}
+        for (it, d, _), fl in zip(decided, fps):
+            assigned += (d.id, d.story)
+            records.setdefault(int(d.published // 3600), []).extend((d.id, d.record()))
+            if fl:
+                fp_value = SEP.join((repr(d.published), d.story, d.topic))
+                day = dups.setdefault(int(d.published // 86400), [])
                 for f in fl:
-                    dup_days.setdefault(day, {}).setdefault(f, SEP.join((repr(d.published), d.story, d.topic)))
-            self._index(keys=[], args=[k.group_index_prefix, repr(cutoff), ttl, "\n".join(lines)], client=p)
-            for day, m in dup_days.items():
-                dk = k.group_dup(day)
-                # first fingerprint wins (earlier published, or arrived first)
-                for f, v in m.items():
-                    p.hsetnx(dk, f, v)
-                p.expire(dk, ttl)
-                p.zadd(k.group_buckets, {dk: day * 24})
-            if old_buckets:
-                p.delete(*old_buckets)
-                p.zrem(k.group_buckets, *old_buckets)
-            p.zrem(k.group_pending, *[d.id for _, d, _ in decided], *gone)
-            p.incr(k.outputs_version)
-            p.execute()
+                    day += (f, fp_value)
+        by_topic: dict[str, list[str]] = {}
+        stl = [k.group_story_timeline]
+        hset = [assigned]
+        for st in touched.values():
+            hset.append([k.group_story(st.id), *_flat(st.to_hash(idf))])
+            upd = repr(st.updated)
+            stl += (upd, st.id)
+            by_topic.setdefault(st.topic, [k.group_topic_stories(st.topic)]).extend((upd, st.id))
+        for tid, (upd, label) in topics.items():
+            hset.append([k.group_topic(tid), "updated", repr(upd), "label", label])
+        zadd = [stl, *by_topic.values()]
+        for sid, m in members.items():
+            row = [k.group_story_items(sid)]
+            for item_id, pub in m.items():
+                row += (repr(pub), item_id)
+            zadd.append(row)
+        expire = []
+        for hour, fields in records.items():
+            hset.append([k.group_vec(hour), *fields])
+            zadd.append([k.group_buckets, str(hour), k.group_vec(hour)])
+            expire.append([k.group_vec(hour), ttl])
+        for day in dups:
+            zadd.append([k.group_buckets, str(day * 24), k.group_dup(day)])
+            expire.append([k.group_dup(day), ttl])
+        payload = {
+            "trim": [k.group_buckets, repr(cutoff / 3600.0)],
+            "hset": hset,
+            "hsetnx": [[k.group_dup(day), *fields] for day, fields in dups.items()],
+            "zadd": zadd,
+            "zrem": [[k.group_pending, *[d.id for _, d, _ in decided], *gone]],
+            "expire": expire,
+            "incrby": [[k.outputs_version, "1"]],
+            "set": [[k.group_gen, new_gen]],
+        }
+        if not self._write(keys=[k.group_lock, k.group_gen],
+                           args=[token, seen_gen or "", json.dumps(payload, ensure_ascii=False)]):
+            raise LockLost
+        w.gen = new_gen
+        w.topics.update(topics)
+        for st in touched.values():
+            st.new = False
         _tick("write")
-        return out
+        return [(d.id, d.story, d.topic) for _, d, _ in decided]
 
     def forget(self, item_ids: Sequence[str], wait: float = 30.0) -> int:
         """Retention: take items about to be deleted out of their stories (_FORGET_LUA),
@@ -911,7 +1008,7 @@ class Grouper:
                 for sid in sids:
                     p.hget(k.group_story(sid), "topic")
                 topics = p.execute()
-            keys, args = [k.group_is, k.group_story_timeline], []
+            keys, args = [k.group_is, k.group_story_timeline, k.group_gen], [uuid.uuid4().hex]
             for sid, tid in zip(sids, topics):
                 tid = tid or topic_id_for(sid)
                 keys += [k.group_story(sid), k.group_story_items(sid), k.group_topic(tid),
@@ -1016,6 +1113,8 @@ def run_cli(lines: Iterable[str], client: redis.Redis, keys: Keys, out=sys.stdou
     """Store the items in arrival order, batching per run of one source (as a poll would),
     group through Grouper.process_pending, and print one result line per input line."""
     from .types import Source, SourceState
+
+    from .store import Store
 
     store = Store(client, keys)
     grouper = Grouper(client, keys, params=params)

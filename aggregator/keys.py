@@ -28,13 +28,17 @@ Layout (P = prefix, default "agg"):
     GS:topic:<topic_id>:stories zset   story_id -> updated ts
     GS:df                       hash   term -> number of grouped items containing it
     GS:ndocs                    string number of grouped items (the IDF denominator)
-    GS:post:<term>              zset   item_id -> published ts; inverted index of the window,
-                                       trimmed by score on write and given a TTL
-    GS:vec:<hour>               hash   item_id -> matching record of items published in that
-                                       hour (UTC epoch hours); whole buckets expire/are trimmed
-    GS:dup:<day>                hash   url/guid/text fingerprint -> item_id, per published day
+    GS:vec:<hour>               hash   item_id -> matching record (story, topic, source,
+                                       published, terms, indexed terms) of items published in
+                                       that hour (UTC epoch hours): the durable copy of the
+                                       matching index; whole buckets expire/are trimmed
+    GS:dup:<day>                hash   url/guid/text fingerprint -> published, story, topic of
+                                       the first item with it, per published day
     GS:buckets                  zset   vec/dup bucket key -> its hour (trimming walks it)
     GS:lock                     string single-grouper lock (SET NX PX), token value
+    GS:gen                      string token of the last write to grouping state: a grouper
+                                       whose in-process working set was not built from
+                                       that write reloads it (group.py, _Window)
   metrics (aggregator/metrics.py: shared by every process, read by the web's /metrics)
     P:metrics:polls             hash   outcome -> polls
     P:metrics:latency           hash   bucket upper bound ("0.25", ..., "+Inf") -> polls whose
@@ -135,17 +139,10 @@ class Keys:
     def group_ndocs(self) -> str:
         return f"{self.prefix}:group:ndocs"
 
-    def group_posting(self, term: str) -> str:
-        return f"{self.prefix}:group:post:{term}"
-
     @property
     def group_index_prefix(self) -> str:
-        """Prefix of the index keys built inside Lua (post:<term>, df, vec:<hour>, ...)."""
+        """Prefix of the index keys built inside Lua (df, ndocs, vec:<hour>, dup:<day>, ...)."""
         return f"{self.prefix}:group:"
-
-    @property
-    def group_posting_prefix(self) -> str:
-        return f"{self.prefix}:group:post:"
 
     def group_vec(self, hour: int) -> str:
         return f"{self.prefix}:group:vec:{hour}"
@@ -158,12 +155,20 @@ class Keys:
         return f"{self.prefix}:group:dup:{day}"
 
     @property
+    def group_dup_prefix(self) -> str:
+        return f"{self.prefix}:group:dup:"
+
+    @property
     def group_buckets(self) -> str:
         return f"{self.prefix}:group:buckets"
 
     @property
     def group_lock(self) -> str:
         return f"{self.prefix}:group:lock"
+
+    @property
+    def group_gen(self) -> str:
+        return f"{self.prefix}:group:gen"
 
     # --- metrics and alerts (aggregator/metrics.py, aggregator/alerts.py) ---------------
     @property

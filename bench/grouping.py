@@ -233,7 +233,8 @@ def _average_precision(scored: list[tuple[float, bool]]) -> tuple[float, float]:
 
 def pair_separability(rows, stories, params) -> None:
     halves = day_halves(rows)
-    docs = [G.make_doc(G._item_from_json(r), params) for r in rows]
+    docs = [G.make_doc(it.id, it.source, it.title, it.summary_text, it.published.timestamp(), params)
+            for it in map(G._item_from_json, rows)]
     df: dict[str, int] = {}
     for d in docs:
         for t in set(d.title_terms) | set(d.lead_terms):
