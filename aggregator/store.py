@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from json.encoder import encode_basestring as _encode_basestring
 from typing import TYPE_CHECKING
 
 import redis
@@ -56,7 +57,10 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromtimestamp(float(value), UTC)
 
 
-_encode_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps builds one per call
+def _json_strings(values: Sequence[str]) -> str:
+    """json.dumps(list(values), ensure_ascii=False) for strings, without building an
+    encoder per call."""
+    return "[" + ", ".join(map(_encode_basestring, values)) + "]"
 
 
 # The fields of an item's hash, in the order of _item_values.
@@ -70,7 +74,7 @@ def _item_values(item: Item, published: str, first_seen: str, updated: str) -> l
     return [
         item.id, item.source, item.url or "", item.guid or "", item.title, item.summary_html,
         item.summary_text, published, first_seen, updated, item.author or "",
-        _encode_json(list(item.categories)) if item.categories else "[]",
+        _json_strings(item.categories),
         item.image or "", item.language, item.content_hash,
     ]
 
@@ -154,10 +158,9 @@ local names = cjson.decode(ARGV[11])
 local at = {}
 for f, name in ipairs(names) do at[name] = f end
 local keep = {id = true, first_seen = true, published = true, source = true}
-local new, updated = {}, {}
+local new, updated, scores, seens = {}, {}, {}, {}
 for i = 12, #ARGV, #names + 1 do
   local key, id, hash = ARGV[i], ARGV[i + at.id], ARGV[i + at.content_hash]
-  local score, seen = ARGV[i + at.published], ARGV[i + at.first_seen]
   local old = redis.call('HGET', key, 'content_hash')
   if not old then
     local fields = {'indexes', indexes_json}
@@ -166,10 +169,8 @@ for i = 12, #ARGV, #names + 1 do
       fields[#fields + 1] = ARGV[i + f]
     end
     redis.call('HSET', key, unpack(fields))
-    for _, index in ipairs(indexes) do redis.call('ZADD', index, score, id) end
-    redis.call('ZADD', ARGV[8], seen, id)
-    redis.call('ZADD', ARGV[9], score, id)
     new[#new + 1] = id
+    scores[#new], seens[#new] = ARGV[i + at.published], ARGV[i + at.first_seen]
   elseif old ~= hash then
     local changed = {'updated', now}
     for f = 1, #names do
@@ -182,6 +183,20 @@ for i = 12, #ARGV, #names + 1 do
     updated[#updated + 1] = id
   end
 end
+-- the new items into each index: one ZADD per index and 1000 items, not one per item
+local function index_new(key, by)
+  local args = {}
+  for j = 1, #new do
+    args[#args + 1], args[#args + 2] = by[j], new[j]
+    if #args == 2000 or j == #new then
+      redis.call('ZADD', key, unpack(args))
+      args = {}
+    end
+  end
+end
+for _, index in ipairs(indexes) do index_new(index, scores) end
+index_new(ARGV[8], seens)
+index_new(ARGV[9], scores)
 redis.call('HSET', ARGV[3], unpack(cjson.decode(ARGV[7])))
 if ARGV[6] == '' then
   redis.call('ZREM', ARGV[4], ARGV[5])

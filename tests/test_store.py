@@ -1,5 +1,6 @@
 """The store against a real Redis: upsert semantics, indexes, retention, state, embedded."""
 import json
+import random
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -52,6 +53,17 @@ def test_item_hash_is_pinned():
     assert item_from_hash(item_to_hash(it)) == it
 
 
+def test_categories_json_is_json_dumps():
+    from aggregator.store import _json_strings
+
+    rng = random.Random(7)
+    alphabet = ["a", '"', "\\", "\x00", "\x1f", "\x7f", "ع", "\u2028", "\ud800", "😀", "/", " ", "\n"]
+    for _ in range(5000):
+        values = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+                  for _ in range(rng.randint(0, 4))]
+        assert _json_strings(values) == json.dumps(values, ensure_ascii=False), values
+
+
 def test_stored_hashes_are_item_to_hash_new_and_updated(redis_client, keys):
     store = Store(redis_client, keys)
     indexes = json.dumps([keys.timeline, keys.source_timeline("sky"), keys.tag_timeline("gulf"),
@@ -67,6 +79,18 @@ def test_stored_hashes_are_item_to_hash_new_and_updated(redis_client, keys):
     kept = {f: item_to_hash(old[1])[f] for f in ("id", "source", "published", "first_seen")}
     assert redis_client.hgetall(keys.item("id2")) == {**item_to_hash(retitled), **kept, "indexes": indexes}
     assert redis_client.hgetall(keys.item("id1")) == {**item_to_hash(item(1)), "indexes": indexes}
+
+
+def test_a_poll_of_thousands_is_indexed_whole(redis_client, keys):
+    """New items are indexed in ZADDs of up to 1000: more than that spans several."""
+    store = Store(redis_client, keys)
+    many = [item(n) for n in range(4567)]  # unpack() takes at most ~8000 values
+    assert len(store.save_poll(SRC, many, SourceState(), NOW).new) == 4567
+    for index in (keys.timeline, keys.source_timeline("sky"), keys.tag_timeline("gulf"),
+                  keys.country_timeline("AE"), keys.group_pending):
+        assert redis_client.zcard(index) == 4567, index
+        assert redis_client.zscore(index, "id4566") == item(4566).published.timestamp()
+    assert redis_client.zscore(keys.first_seen, "id1999") == NOW.timestamp()
 
 
 def test_a_poll_after_redis_forgot_its_scripts_is_stored_once(redis_client, keys):
