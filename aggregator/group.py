@@ -593,13 +593,12 @@ class _Window:
         self.days: dict[int, list[str]] = {}
         self.pruned_hour = -math.inf
 
-    def add(self, doc: Doc, fps: Iterable[str] = (), wd: dict[str, float] | None = None) -> None:
-        """Count the item in (df, N) and index it under its heaviest terms (by `wd`, its
-        tf-idf weights when it was decided, if given)."""
+    def add(self, doc: Doc, fps: Iterable[str] = ()) -> None:
+        """Count the item in (df, N) and index it under its heaviest terms (doc.indexed, or
+        by tf * idf now when not set)."""
         P = self.params
         if doc.indexed is None:
-            if wd is None:
-                wd = weights(doc, self.idf, P)[0]
+            wd = weights(doc, self.idf, P)[0]
             doc.indexed = tuple(t for _, t in sorted([(-v, t) for t, v in wd.items()])[: P.index_terms])
         self.idf.add(doc.tf(P.title_weight))
         hour = int(doc.published // 3600)
@@ -837,13 +836,15 @@ class Grouper:
                 if story:
                     break
             wd = weights(d, idf, P)
+            ranked = [t for _, t in sorted([(-v, t) for t, v in wd[0].items()])]  # heaviest first
+            d.indexed = tuple(ranked[: P.index_terms])
             topic_score, topic_best = -1.0, None
             if story is None:
                 # 2. candidates from the inverted index, queried with the item's heaviest
                 # terms that any item of the window has; 3. score; 4. the best story
-                heaviest = sorted([(-v, t) for t, v in wd[0].items() if t in df])[: P.query_terms]
+                query = [(idf[t], t) for t in ranked if t in df][: P.query_terms]
                 per_story: dict[str, tuple[float, Doc]] = {}
-                for c in w.candidates(d, [(idf[t], t) for _, t in heaviest], P):
+                for c in w.candidates(d, query, P):
                     wc = wcache.get(c.id)
                     if wc is None:
                         wc = wcache[c.id] = weights(c, idf, P)
@@ -865,7 +866,7 @@ class Grouper:
                 else:
                     topic = topic_id_for(story)
             d.story, d.topic = story, topic
-            w.add(d, fl, wd[0])
+            w.add(d, fl)
             wcache[d.id] = wd  # as a later item's candidate (values of this IDF epoch)
             decided.append((it, d, founded))
 
