@@ -21,7 +21,9 @@ feedparser does the parsing; this module decides what it is given and what we ke
   iso-8859-2 fallbacks that turn Arabic into mojibake. The repair is recorded in bozo.
 - Fast path: well-formed plain RSS 2.0 / Atom 1.0 in its declared encoding is read with
   lxml (aggregator/fastparse.py, ~10× faster); tests/test_fastparse.py shows both paths
-  give the same items over the fixture corpus.
+  give the same items over the fixture corpus. A body declared and read as UTF-8 goes to
+  lxml before any decode in Python: libxml2 refuses bytes that are not UTF-8, and only a
+  refused body is checked and repaired as above.
 - Bozo policy: a feed that is not well-formed keeps every entry that parsed and records
   the complaint in FeedData.bozo. No entries and no sign of a feed (no RSS/Atom version,
   or neither title nor link) → ParseError (outcome not-a-feed). A valid feed with no
