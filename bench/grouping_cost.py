@@ -12,8 +12,10 @@ A text therefore recurs only every ~62k items (~21 days), outside the 72 h windo
 One Redis (embedded, or REDIS_URL with prefix "cost") grows through the sizes: it is
 filled to N items through Store.save_poll + Grouper.process_pending (the production path),
 then --measure further items are stored and grouped in batches of --batch (a poll's
-worth), AOF on, and only process_pending is timed; then filling goes on to the next size. Reported: items/s, mean per-item time, p50/p95 per batch,
-Redis memory per stored item (total, and the grouping keys alone, by sampling).
+worth), AOF on, and only process_pending is timed; then filling goes on to the next size.
+Reported: items/s, mean per-item time, p50/p95 per batch, Redis memory per stored item
+(total, and the grouping keys alone, by sampling), and the grouper's in-process working
+set (items of the window it holds; this process's peak RSS, which includes the texts).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import gzip
 import json
 import os
 import random
+import resource
 import statistics
 import sys
 import tempfile
@@ -141,6 +144,8 @@ def measure(r, keys, store, grouper, texts, start, measure_n, batch, gap, t0, tm
         "p95_ms": 1000 * per_item_batch[int(len(per_item_batch) * 0.95)],
         "mem_per_item": used / stored, "group_mem_per_item": gmem / stored,
         "group_detail": detail, "load": load,
+        "window_items": len(grouper._window.docs) if grouper._window else 0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
@@ -210,6 +215,8 @@ def main(argv=None):
               f"{res['group_mem_per_item']:,.0f} B/item; fill {res['fill_items_per_s']:,.0f} items/s; "
               f"load average before measuring {res['load']:.1f} (2 cores)",
               flush=True)
+        print(f"    working set: {res['window_items']:,} items of the window in process; "
+              f"peak RSS of this process {res['peak_rss_mb']:,.0f} MB", flush=True)
         print("    grouping keys (count, bytes):", {k: v for k, v in sorted(res["group_detail"].items())},
               flush=True)
     if len(results) > 1:
