@@ -697,9 +697,11 @@ class _Window:
                     self.fps[f] = vals
                 else:
                     self.fps.pop(f, None)
-        if cutoff_hour - self.pruned_hour >= 24:  # stories: a sweep, once a day of data
+        if cutoff_hour - self.pruned_hour >= 24:  # stories, topics: a sweep, once a day of data
             for sid in [s for s, st in self.stories.items() if st.last < keep_from]:
                 del self.stories[sid]
+            live = {st.topic for st in self.stories.values()}
+            self.topics = {t: v for t, v in self.topics.items() if t in live}
             self.pruned_hour = cutoff_hour
 
 
@@ -739,7 +741,8 @@ class Grouper:
         with self.r.pipeline(transaction=False) as p:
             for key in buckets:
                 p.hgetall(key)
-            rows = p.execute()
+            p.delete(*k.group_retired)
+            rows = p.execute()[:-1]
         w = _Window(gen, self.params)
         docs = []
         vec, dup = k.group_vec_prefix, k.group_dup_prefix

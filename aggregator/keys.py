@@ -170,6 +170,13 @@ class Keys:
     def group_gen(self) -> str:
         return f"{self.prefix}:group:gen"
 
+    @property
+    def group_retired(self) -> tuple[str, ...]:
+        """Keys earlier versions wrote and nothing reads now (document frequencies over all
+        time); a grouper deletes them when it loads. Their postings (GS:post:<term>) expire
+        by their TTL."""
+        return (f"{self.prefix}:group:df", f"{self.prefix}:group:ndocs")
+
     # --- metrics and alerts (aggregator/metrics.py, aggregator/alerts.py) ---------------
     @property
     def metrics_polls(self) -> str:

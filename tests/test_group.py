@@ -257,6 +257,20 @@ def test_window_bounds_matching(redis_client, keys):
     # index records of the old hour are trimmed once the window has moved on
     old = keys.group_vec(int(a.published.timestamp() // 3600))
     assert not redis_client.exists(old)
+    # and so is the working set: the old item, its postings, its counts, its story
+    w = g._window
+    assert [d.id for d in w.docs.values()] == [b.id] and w.idf.n == 1
+    assert all(m.endswith(b.id) for _, members in w.post.values() for m in members)
+    assert set(w.df) == set(w.docs[next(iter(w.docs))].tf(3.0)) and set(w.df.values()) == {1}
+    assert set(w.stories) == {g.story_of(b.id)} and set(w.topics) == {w.stories[g.story_of(b.id)].topic}
+
+
+def test_a_grouper_deletes_the_keys_earlier_versions_kept(redis_client, keys):
+    for key in keys.group_retired:
+        redis_client.set(key, "1")
+    save(redis_client, keys, CRASH[:1])
+    Grouper(redis_client, keys).process_pending(T0)
+    assert not any(redis_client.exists(key) for key in keys.group_retired)
 
 
 def test_story_timeline_newest_first_with_cursor(redis_client, keys):
