@@ -187,7 +187,8 @@ end
 local function index_new(key, by)
   local args = {}
   for j = 1, #new do
-    args[#args + 1], args[#args + 2] = by[j], new[j]
+    args[#args + 1] = by[j]
+    args[#args + 1] = new[j]
     if #args == 2000 or j == #new then
       redis.call('ZADD', key, unpack(args))
       args = {}
