@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor as Pool
 from concurrent.futures import as_completed
 from datetime import datetime, timedelta, timezone
@@ -32,7 +32,7 @@ from .metrics import Recorder
 from .schedule import for_url, initial_poll, skip_reason
 from .settings import Settings
 from .store import Store, connect
-from .types import Outcome, PollReport, Source
+from .types import Outcome, PollReport, Source, SourceState
 from .update import Pipeline, update_source
 
 log = logging.getLogger(__name__)
@@ -153,11 +153,14 @@ class HostLimiter:
 
 def poll_once(sources: list[Source], pipe: Pipeline, settings: Settings,
               grouping: GroupingLoop | None = None,
-              now: Callable[[], datetime] = utcnow) -> Iterator[PollReport]:
+              now: Callable[[], datetime] = utcnow,
+              states: Mapping[str, SourceState] | None = None) -> Iterator[PollReport]:
     """Poll every source once, concurrently, grouping as items arrive; yield reports as
-    they complete. Returns once every new item is grouped."""
+    they complete. Returns once every new item is grouped. `states`: the sources' states
+    if the caller has just read them (one pipelined read otherwise)."""
     limiter = HostLimiter(settings.per_host_limit)
-    states = pipe.store.load_states([s.id for s in sources])
+    if states is None:
+        states = pipe.store.load_states([s.id for s in sources])
     stop = threading.Event()
     thread = None
     if grouping is not None:
@@ -370,7 +373,7 @@ def run_once(settings: Settings, out=sys.stdout) -> int:
         from tqdm import tqdm
 
         bar = tqdm(total=len(sources), unit="feed", file=sys.stderr)
-    for report in poll_once(sources, pipe, settings, grouping):
+    for report in poll_once(sources, pipe, settings, grouping, states=states):
         reports.append(report)
         if bar is not None:
             bar.write(format_report(report))

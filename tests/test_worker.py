@@ -237,3 +237,20 @@ def test_once_respects_410_and_retry_after_and_a_url_edit_revives(server, env, t
     out = subprocess.run([sys.executable, str(ROOT / "worker.py"), "--once"], cwd=ROOT,
                          env=env, check=True, capture_output=True, text=True, timeout=60).stdout
     assert re.search(r"^cnn\s+ok 200\s+new\s+16", out, re.M), out
+
+
+def test_once_reads_the_sources_states_once(server, env, redis_client, keys, monkeypatch):
+    # run_once reads every state for its 410/Retry-After skips; the polls reuse that read
+    import io
+
+    from aggregator.runner import run_once
+    from aggregator.settings import Settings
+
+    Path(env["AGG_FEEDS"]).write_text(feeds_yaml(server, OUTLETS[:2]), encoding="utf-8")
+    reads = []
+    real = Store.load_states
+    monkeypatch.setattr(Store, "load_states", lambda self, ids: reads.append(list(ids)) or real(self, ids))
+    out = io.StringIO()
+    assert run_once(Settings.from_env(env), out=out) == 0
+    assert reads == [["skynews", "alarabia"]]
+    assert "2/2 sources ok" in out.getvalue() and len(stored_ids(redis_client, keys)) > 0
