@@ -51,7 +51,6 @@ import re
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -513,7 +512,7 @@ class _StoryState:
     updated: float
     sources: list[str]
     topic: str
-    terms: dict[str, list]  # stem -> [count, surface, first position]
+    terms: dict[str, tuple[int, str, int]]  # stem -> (count, surface, first position)
     n: int = 0
     new: bool = False
     changed: bool = False
@@ -540,7 +539,8 @@ class _StoryState:
             lead_key=(float(h["lead_pub"]), int(h["lead_rank"]), h["lead"]),
             first=float(h["first"]), last=float(h["last"]), updated=float(h["updated"]),
             sources=h["sources"].split(SEP) if h.get("sources") else [],
-            topic=h["topic"], terms=json.loads(h.get("terms") or "{}"), n=int(h.get("n") or 0),
+            topic=h["topic"], n=int(h.get("n") or 0),
+            terms={t: tuple(v) for t, v in json.loads(h.get("terms") or "{}").items()},
         )
 
     def add_title(self, title: str) -> None:
@@ -549,10 +549,9 @@ class _StoryState:
             if stem in seen:
                 continue
             seen.add(stem)
-            if stem in self.terms:
-                self.terms[stem][0] += 1
-            else:
-                self.terms[stem] = [1, surface, pos]
+            old = self.terms.get(stem)
+            # tuples, not lists: the collector stops tracking tuples of plain values
+            self.terms[stem] = (old[0] + 1, old[1], old[2]) if old else (1, surface, pos)
         if len(self.terms) > 16:  # keep the hash small: the label needs the top few
             keep = sorted(self.terms.items(), key=lambda kv: (-kv[1][0], kv[1][2]))[:12]
             self.terms = dict(keep)
