@@ -30,6 +30,11 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=Fals
 _RELATIVE_REF = re.compile(r"""(?:href|src)\s*=\s*["']?(?!\s*(?:https?:|mailto:|#))""", re.I)
 
 
+# A URI with a scheme (http:, urn:, tag:, ...). feedparser resolves an id without one
+# against the feed's URL (an RSS guid unless isPermaLink="false"; any atom:id).
+_HAS_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
 class Unsupported(Exception):
     """Not something the fast path handles; use feedparser."""
 
@@ -95,12 +100,15 @@ def _flat_image(thumbs, media, enclosures, is_atom: bool) -> str | None:
 
 _THUMB, _MEDIA_CONTENT = f"{MEDIA}thumbnail", f"{MEDIA}content"
 _DC_SUBJECT = f"{DC}subject"
-# Children read by their first occurrence (what item.find(tag) returns).
+# Children read by their first occurrence (what item.find(tag) returns). Of these
+# feedparser keeps the last occurrence instead: an entry repeating one goes to it.
 _RSS_FIRST = frozenset({"guid", "link", "author", f"{DC}creator", f"{CONTENT}encoded",
                         "description", "title", "pubDate", f"{DC}date"})
 _ATOM_FIRST = frozenset({f"{ATOM}{n}" for n in
                          ("id", "title", "summary", "content", "published", "updated", "author")})
 _ATOM_LINK, _ATOM_CATEGORY, _ATOM_AUTHOR = f"{ATOM}link", f"{ATOM}category", f"{ATOM}author"
+_RSS_LAST_WINS = frozenset({"guid", "pubDate", f"{DC}date"})
+_ATOM_LAST_WINS = frozenset({f"{ATOM}{n}" for n in ("id", "published", "updated", "author")})
 
 
 def _rss_entry(item, base: str) -> EntryData:
@@ -113,6 +121,8 @@ def _rss_entry(item, base: str) -> EntryData:
         if tag in _RSS_FIRST:
             if tag not in first:
                 first[tag] = el
+            elif tag in _RSS_LAST_WINS:
+                raise Unsupported(f"repeated {tag}")
         elif tag == "category" or tag == _DC_SUBJECT:
             tagged.append(el)
         elif tag == "enclosure":
@@ -126,8 +136,11 @@ def _rss_entry(item, base: str) -> EntryData:
     get = first.get
     guid_el = get("guid")
     guid = _text(guid_el)
+    permalink = guid is not None and guid_el.get("isPermaLink", "true").lower() != "false"
+    if permalink and not _HAS_SCHEME.match(guid):
+        raise Unsupported("relative permalink guid")
     link = _abs(base, _text(get("link")))
-    if link is None and guid and guid_el.get("isPermaLink", "true").lower() != "false":
+    if link is None and permalink:
         link = _abs(base, guid)
     author = _text(get("author")) or _text(get(f"{DC}creator"))
     if author and "@" in author:
@@ -169,6 +182,8 @@ def _atom_entry(entry, base: str, feed_lang: str | None) -> EntryData:
         if tag in _ATOM_FIRST:
             if tag not in first:
                 first[tag] = el
+            elif tag in _ATOM_LAST_WINS:
+                raise Unsupported(f"repeated {tag}")
         elif tag == _ATOM_LINK:
             links.append(el)
         elif tag == _ATOM_CATEGORY:
@@ -197,8 +212,11 @@ def _atom_entry(entry, base: str, feed_lang: str | None) -> EntryData:
     # The language in effect at the title, as feedparser reports it: xml:lang inherits.
     language = (title_el.get(XML_LANG) if title_el is not None else None) \
         or entry.get(XML_LANG) or feed_lang
+    guid = _text(get(f"{ATOM}id"))
+    if guid and not _HAS_SCHEME.match(guid):
+        raise Unsupported("relative atom:id")
     return EntryData(
-        guid=_text(get(f"{ATOM}id")),
+        guid=guid,
         link=_abs(base, link),
         title=_atom_text(title_el),
         summary=_atom_text(get(f"{ATOM}summary")),

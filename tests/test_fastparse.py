@@ -45,8 +45,8 @@ _ATOM = (b'<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/
          b'<link href="http://127.0.0.1:1/"/><id>urn:x</id><updated>2018-03-13T10:00:00Z</updated>'
          b'%s</feed>')
 # Entries that the fast path reads child by child: images flat and nested (media:group)
-# in every place it looks, optional elements empty or absent. (A repeated title, guid,
-# pubDate or atom:id is not here: feedparser keeps the last, the fast path the first.)
+# in every place it looks, optional elements empty or absent, repeats where feedparser
+# keeps the first too. (Repeats where it keeps the last are declined: QUIRKS below.)
 CRAFTED_RSS = [
     b'<item><title>t</title><link>http://a.test/1</link><guid>http://a.test/g1</guid>'
     b'<description>d1</description><content:encoded>&lt;p&gt;c&lt;/p&gt;</content:encoded>'
@@ -174,3 +174,42 @@ def test_the_unchecked_fast_path_needs_utf8_both_ways(xml_decl, ctype, fast):
 
     body = xml_decl + b'<rss version="2.0"><channel><title>t</title></channel></rss>'
     assert _read_as_utf8_by_both(body, ctype) is fast
+
+
+# feedparser's quirks the fast path does not copy: it declines these entries, so
+# parse_feed's answer is feedparser's (of a repeated guid, pubDate, dc:date, atom:id,
+# published, updated or author it keeps the last; an id without a scheme is resolved
+# against the feed URL). Each fails if the fast path reads it its own way.
+QUIRKS = {
+    "repeated guid": b'<rss version="2.0"><channel><title>t</title><item><title>A</title>'
+    b'<guid>http://example.com/g1</guid><guid>http://example.com/g2</guid></item></channel></rss>',
+    "repeated title and pubDate": b'<rss version="2.0"><channel><title>t</title><item>'
+    b'<title>C1</title><title>C2</title><guid>http://example.com/c</guid>'
+    b'<pubDate>Mon, 12 Mar 2018 10:00:00 GMT</pubDate><pubDate>Tue, 13 Mar 2018 10:00:00 GMT'
+    b'</pubDate></item></channel></rss>',
+    "relative permalink guid": b'<rss version="2.0"><channel><title>t</title><item>'
+    b'<title>B</title><guid>x-1</guid></item></channel></rss>',
+    "relative atom:id": b'<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+    b'<entry><id>rel/1</id><title>A</title></entry></feed>',
+    "two atom authors": b'<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title><entry>'
+    b'<id>tag:example.com,2018:1</id><title>A</title><author><name>X</name></author>'
+    b'<author><name>Y</name></author></entry></feed>',
+}
+
+
+@pytest.mark.parametrize("name", QUIRKS)
+def test_feedparser_quirks_are_left_to_feedparser(name):
+    body = QUIRKS[name]
+    with pytest.raises(Unsupported):
+        fast_parse(body, URL)
+    headers = {"content-type": "application/xml"}
+    a = normalize_feed(SOURCE, parse_feed(body, headers, URL, allow_fast=False), NOW, NOW)
+    b = normalize_feed(SOURCE, parse_feed(body, headers, URL), NOW, NOW)
+    assert a == b and len(a) == 1
+
+
+def test_a_guid_that_is_not_a_permalink_stays_on_the_fast_path():
+    body = (b'<rss version="2.0"><channel><title>t</title><item><title>A</title>'
+            b'<guid isPermaLink="false">12345</guid><link>http://example.com/a</link>'
+            b'</item></channel></rss>')
+    assert fast_parse(body, URL).entries[0].guid == "12345"
