@@ -329,6 +329,11 @@ def similarity(a: Doc, b: Doc, idf: Idf, params: Params = DEFAULT_PARAMS,
     return s
 
 
+def _by_weight(vector: Mapping[str, float]) -> list[str]:
+    """Terms heaviest first, ties by term (the order is the same whatever the hash seed)."""
+    return [t for _, t in sorted([(-v, t) for t, v in vector.items()])]
+
+
 def _cosine(a: tuple[dict[str, float], float], b: tuple[dict[str, float], float]) -> float:
     (va, na), (vb, nb) = a, b
     if len(va) > len(vb):
@@ -523,9 +528,8 @@ class _StoryState:
     terms: dict[str, tuple[int, str, int]]  # stem -> (count, surface, first position)
     n: int = 0
     new: bool = False
-    changed: bool = False
 
-    def to_hash(self, idf: Idf) -> dict[str, str]:
+    def to_hash(self, label: str) -> dict[str, str]:
         return {
             "lead": self.lead,
             "lead_pub": repr(self.lead_key[0]),
@@ -537,7 +541,7 @@ class _StoryState:
             "topic": self.topic,
             "n": str(self.n),
             "terms": json.dumps(self.terms, ensure_ascii=False),
-            "label": self.label(idf),
+            "label": label,
         }
 
     @classmethod
@@ -572,7 +576,10 @@ class _StoryState:
 
 # --- the working set (in this process) ------------------------------------------------------
 
-_MAX_MEMBER = (float("inf"),)
+def _member(doc: Doc) -> tuple[int, str]:
+    """The item's published hour and its index member "<hour>|<id>" (hits tie on it)."""
+    hour = int(doc.published // 3600)
+    return hour, f"{hour}|{doc.id}"
 
 
 class _Window:
@@ -616,11 +623,9 @@ class _Window:
         by tf * idf now when not set)."""
         P = self.params
         if doc.indexed is None:
-            wd = weights(doc, self.idf, P)[0]
-            doc.indexed = tuple(t for _, t in sorted([(-v, t) for t, v in wd.items()])[: P.index_terms])
+            doc.indexed = tuple(_by_weight(weights(doc, self.idf, P)[0])[: P.index_terms])
         self.idf.add(doc.tf(P.title_weight))
-        hour = int(doc.published // 3600)
-        member = f"{hour}|{doc.id}"
+        hour, member = _member(doc)
         pub = doc.published
         self.docs[member] = doc
         self.hours.setdefault(hour, []).append(doc)
@@ -684,8 +689,7 @@ class _Window:
         post, docs, tw = self.post, self.docs, self.params.title_weight
         for h in [h for h in self.hours if h <= cutoff_hour]:
             for d in self.hours.pop(h):
-                member = f"{h}|{d.id}"
-                docs.pop(member, None)
+                docs.pop(_member(d)[1], None)
                 self.wcache.pop(d.id, None)
                 self.idf.remove(d.tf(tw))
                 for t in d.indexed or ():
@@ -734,7 +738,7 @@ class Grouper:
         self._unlock = client.register_script(_UNLOCK_LUA)
         self._forget = client.register_script(_FORGET_LUA)
         self._write = client.register_script(_WRITE_LUA)
-        self.timings: dict[str, float] = {}  # cumulative seconds per phase (bench/profiling)
+        self.timings: dict[str, float] = {}  # seconds per phase, summed (bench/grouping_cost.py)
         self._window: _Window | None = None  # loaded by the first batch (readers never need it)
 
     def _rank(self, source: str) -> int:
@@ -857,7 +861,7 @@ class Grouper:
                 if story:
                     break
             wd = weights(d, idf, P)
-            ranked = [t for _, t in sorted([(-v, t) for t, v in wd[0].items()])]  # heaviest first
+            ranked = _by_weight(wd[0])
             d.indexed = tuple(ranked[: P.index_terms])
             topic_score, topic_best = -1.0, None
             if story is None:
@@ -936,16 +940,17 @@ class Grouper:
         # RT: one fenced script call: assignments, stories, topics, the durable matching
         # state, pending removal, and our token in GS:gen (our working set is Redis' state).
         new_gen = uuid.uuid4().hex
+        labels = {sid: st.label(idf) for sid, st in touched.items()}
         topic_updates: dict[str, tuple[float, str]] = {}
         for st in touched.values():
             prev = topic_updates.get(st.topic)
             if prev is None or st.updated > prev[0]:
-                topic_updates[st.topic] = (st.updated, st.label(idf) if st.new else "")
+                topic_updates[st.topic] = (st.updated, labels[st.id] if st.new else "")
         topics: dict[str, tuple[float, str]] = {}
         for tid, (upd, lab) in topic_updates.items():
             old_upd, old_label = w.topics.get(tid, (0.0, ""))
             label = old_label or lab or next(
-                (s.label(idf) for s in touched.values() if s.topic == tid), "")
+                (labels[s.id] for s in touched.values() if s.topic == tid), "")
             topics[tid] = (max(upd, old_upd), label)
 
         ttl = str(int(win + 6 * 3600) * 2)
@@ -964,7 +969,7 @@ class Grouper:
         stl = [k.group_story_timeline]
         hset = [assigned]
         for st in touched.values():
-            hset.append([k.group_story(st.id), *_flat(st.to_hash(idf))])
+            hset.append([k.group_story(st.id), *_flat(st.to_hash(labels[st.id]))])
             upd = repr(st.updated)
             stl += (upd, st.id)
             by_topic.setdefault(st.topic, [k.group_topic_stories(st.topic)]).extend((upd, st.id))

@@ -26,8 +26,6 @@ Layout (P = prefix, default "agg"):
     GS:stl                      zset   story_id -> updated ts (story timeline, newest last)
     GS:topic:<topic_id>         hash   label, updated
     GS:topic:<topic_id>:stories zset   story_id -> updated ts
-    GS:df                       hash   term -> number of grouped items containing it
-    GS:ndocs                    string number of grouped items (the IDF denominator)
     GS:vec:<hour>               hash   item_id -> matching record (story, topic, source,
                                        published, terms, indexed terms) of items published in
                                        that hour (UTC epoch hours): the durable copy of the
@@ -39,6 +37,8 @@ Layout (P = prefix, default "agg"):
     GS:gen                      string token of the last write to grouping state: a grouper
                                        whose in-process working set was not built from
                                        that write reloads it (group.py, _Window)
+    GS:df, GS:ndocs, GS:post:*  retired: all-time document frequencies and postings of
+                                       earlier versions (group_retired)
   metrics (aggregator/metrics.py: shared by every process, read by the web's /metrics)
     P:metrics:polls             hash   outcome -> polls
     P:metrics:latency           hash   bucket upper bound ("0.25", ..., "+Inf") -> polls whose
@@ -131,28 +131,15 @@ class Keys:
     def group_topic_stories(self, topic_id: str) -> str:
         return f"{self.prefix}:group:topic:{topic_id}:stories"
 
-    @property
-    def group_df(self) -> str:
-        return f"{self.prefix}:group:df"
-
-    @property
-    def group_ndocs(self) -> str:
-        return f"{self.prefix}:group:ndocs"
-
-    @property
-    def group_index_prefix(self) -> str:
-        """Prefix of the index keys built inside Lua (df, ndocs, vec:<hour>, dup:<day>, ...)."""
-        return f"{self.prefix}:group:"
-
     def group_vec(self, hour: int) -> str:
-        return f"{self.prefix}:group:vec:{hour}"
+        return f"{self.group_vec_prefix}{hour}"
 
     @property
     def group_vec_prefix(self) -> str:
         return f"{self.prefix}:group:vec:"
 
     def group_dup(self, day: int) -> str:
-        return f"{self.prefix}:group:dup:{day}"
+        return f"{self.group_dup_prefix}{day}"
 
     @property
     def group_dup_prefix(self) -> str:

@@ -14,8 +14,10 @@ filled to N items through Store.save_poll + Grouper.process_pending (the product
 then --measure further items are stored and grouped in batches of --batch (a poll's
 worth), AOF on, and only process_pending is timed; then filling goes on to the next size.
 Reported: items/s, mean per-item time, p50/p95 per batch, Redis memory per stored item
-(total, and the grouping keys alone, by sampling), and the grouper's in-process working
-set (items of the window it holds; this process's peak RSS, which includes the texts).
+(total, and the grouping keys alone, by sampling), the time per item of each phase of a
+batch (Grouper.timings: wall time, a round trip counted in the phase that makes it), and
+the grouper's in-process working set (items of the window it holds; this process's peak
+RSS, which includes the texts).
 """
 from __future__ import annotations
 
@@ -127,6 +129,7 @@ def measure(r, keys, store, grouper, texts, start, measure_n, batch, gap, t0, tm
                 r.info("persistence").get("aof_rewrite_scheduled", 0)):
             time.sleep(0.5)
     load = os.getloadavg()[0]
+    grouper.timings.clear()
     timings = store_and_group(store, grouper, items_from(texts, start, measure_n, t0, gap), batch,
                               timed=True)
     if tmp:
@@ -144,6 +147,7 @@ def measure(r, keys, store, grouper, texts, start, measure_n, batch, gap, t0, tm
         "p95_ms": 1000 * per_item_batch[int(len(per_item_batch) * 0.95)],
         "mem_per_item": used / stored, "group_mem_per_item": gmem / stored,
         "group_detail": detail, "load": load,
+        "phases": {k: 1000 * v / grouped for k, v in grouper.timings.items()},
         "window_items": len(grouper._window.docs) if grouper._window else 0,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -215,6 +219,8 @@ def main(argv=None):
               f"{res['group_mem_per_item']:,.0f} B/item; fill {res['fill_items_per_s']:,.0f} items/s; "
               f"load average before measuring {res['load']:.1f} (2 cores)",
               flush=True)
+        print("    ms/item by phase of process_pending:",
+              ", ".join(f"{k} {v:.3f}" for k, v in res["phases"].items()), flush=True)
         print(f"    working set: {res['window_items']:,} items of the window in process; "
               f"peak RSS of this process {res['peak_rss_mb']:,.0f} MB", flush=True)
         print("    grouping keys (count, bytes):", {k: v for k, v in sorted(res["group_detail"].items())},
