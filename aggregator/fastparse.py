@@ -61,27 +61,9 @@ def _abs(base: str, href: str | None) -> str | None:
     return href if href.startswith(("http://", "https://")) else urljoin(base, href)
 
 
-def _image(item, is_atom: bool) -> str | None:
-    for thumb in item.iter(f"{MEDIA}thumbnail"):
-        if thumb.get("url"):
-            return thumb.get("url")
-    for media in item.iter(f"{MEDIA}content"):
-        if media.get("url") and (media.get("medium") == "image"
-                                 or (media.get("type") or "").startswith("image/")):
-            return media.get("url")
-    if is_atom:
-        for link in item.iterfind(f"{ATOM}link"):
-            if link.get("rel") == "enclosure" and (link.get("type") or "").startswith("image/"):
-                return link.get("href")
-    else:
-        for enc in item.iterfind("enclosure"):
-            if (enc.get("type") or "").startswith("image/") and enc.get("url"):
-                return enc.get("url")
-    return None
-
-
-def _flat_image(thumbs, media, enclosures, is_atom: bool) -> str | None:
-    """_image over children already collected (an entry whose children have none)."""
+def _image(thumbs, media, enclosures, is_atom: bool) -> str | None:
+    """The first usable media:thumbnail, then image media:content, then image enclosure
+    (an Atom link rel="enclosure")."""
     for thumb in thumbs:
         if thumb.get("url"):
             return thumb.get("url")
@@ -111,28 +93,50 @@ _RSS_LAST_WINS = frozenset({"guid", "pubDate", f"{DC}date"})
 _ATOM_LAST_WINS = frozenset({f"{ATOM}{n}" for n in ("id", "published", "updated", "author")})
 
 
-def _rss_entry(item, base: str) -> EntryData:
-    # One walk over the children instead of a dozen find() calls (~3x faster per item).
+def _children(entry, once: frozenset, last_wins: frozenset, collect: dict,
+              childful: str | None = None) -> tuple[dict, dict, bool]:
+    """One walk over an entry's children instead of a dozen find() calls (~3x faster).
+
+    Returns the first child of each tag in `once` (a repeat of a `last_wins` tag is
+    feedparser's to read), the children of each `collect` tag in lists by its value, and
+    whether media may be nested (a child with children; `childful` names a tag whose
+    children are never media unless they are)."""
     first: dict = {}
-    tagged, enclosures, thumbs, media = [], [], [], []
-    deep = False  # a child with children: media elements may be nested (media:group)
-    for el in item:
+    lists: dict = {key: [] for key in collect.values()}
+    deep = False
+    for el in entry:
         tag = el.tag
-        if tag in _RSS_FIRST:
+        if tag in once:
             if tag not in first:
                 first[tag] = el
-            elif tag in _RSS_LAST_WINS:
+            elif tag in last_wins:
                 raise Unsupported(f"repeated {tag}")
-        elif tag == "category" or tag == _DC_SUBJECT:
-            tagged.append(el)
-        elif tag == "enclosure":
-            enclosures.append(el)
-        elif tag == _THUMB:
-            thumbs.append(el)
-        elif tag == _MEDIA_CONTENT:
-            media.append(el)
+        else:
+            key = collect.get(tag)
+            if key is not None:
+                lists[key].append(el)
         if not deep and len(el):
-            deep = True
+            deep = tag != childful or next(el.iter(_THUMB, _MEDIA_CONTENT), None) is not None
+    return first, lists, deep
+
+
+def _entry_image(entry, lists: dict, deep: bool, is_atom: bool) -> str | None:
+    if deep:  # media may sit in media:group: search the whole subtree
+        return _image(entry.iter(_THUMB), entry.iter(_MEDIA_CONTENT),
+                      entry.iterfind(_ATOM_LINK if is_atom else "enclosure"), is_atom)
+    return _image(lists["thumbs"], lists["media"], lists["links" if is_atom else "enclosures"], is_atom)
+
+
+_RSS_COLLECT = {"category": "tagged", _DC_SUBJECT: "tagged", "enclosure": "enclosures",
+                _THUMB: "thumbs", _MEDIA_CONTENT: "media"}
+# atom:author always has children (name, email); media is never among them
+_ATOM_COLLECT = {_ATOM_LINK: "links", _ATOM_CATEGORY: "categories", _THUMB: "thumbs",
+                 _MEDIA_CONTENT: "media"}
+
+
+def _rss_entry(item, base: str) -> EntryData:
+    first, lists, deep = _children(item, _RSS_FIRST, _RSS_LAST_WINS, _RSS_COLLECT)
+    tagged = lists["tagged"]
     get = first.get
     guid_el = get("guid")
     guid = _text(guid_el)
@@ -160,7 +164,7 @@ def _rss_entry(item, base: str) -> EntryData:
         updated=None,
         author=author,
         categories=categories,
-        image=_image(item, is_atom=False) if deep else _flat_image(thumbs, media, enclosures, False),
+        image=_entry_image(item, lists, deep, is_atom=False),
         language=None,
     )
 
@@ -174,27 +178,9 @@ def _atom_text(el) -> str | None:
 
 
 def _atom_entry(entry, base: str, feed_lang: str | None) -> EntryData:
-    first: dict = {}
-    links, category_els, thumbs, media = [], [], [], []
-    deep = False
-    for el in entry:
-        tag = el.tag
-        if tag in _ATOM_FIRST:
-            if tag not in first:
-                first[tag] = el
-            elif tag in _ATOM_LAST_WINS:
-                raise Unsupported(f"repeated {tag}")
-        elif tag == _ATOM_LINK:
-            links.append(el)
-        elif tag == _ATOM_CATEGORY:
-            category_els.append(el)
-        elif tag == _THUMB:
-            thumbs.append(el)
-        elif tag == _MEDIA_CONTENT:
-            media.append(el)
-        if not deep and len(el):
-            # atom:author always has children (name, email); media is never among them
-            deep = tag != _ATOM_AUTHOR or next(el.iter(_THUMB, _MEDIA_CONTENT), None) is not None
+    first, lists, deep = _children(entry, _ATOM_FIRST, _ATOM_LAST_WINS, _ATOM_COLLECT,
+                                   childful=_ATOM_AUTHOR)
+    links, category_els = lists["links"], lists["categories"]
     get = first.get
     link = None
     for el in links:
@@ -225,7 +211,7 @@ def _atom_entry(entry, base: str, feed_lang: str | None) -> EntryData:
         updated=_text(get(f"{ATOM}updated")),
         author=_text(author_el.find(f"{ATOM}name")) if author_el is not None else None,
         categories=categories,
-        image=_image(entry, is_atom=True) if deep else _flat_image(thumbs, media, links, True),
+        image=_entry_image(entry, lists, deep, is_atom=True),
         language=language,
     )
 
