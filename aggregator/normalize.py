@@ -78,28 +78,29 @@ _URL_JUNK_RE = re.compile(r"[\t\n\r]")  # WHATWG: removed anywhere in a URL
 _HOST_OK_RE = re.compile(r"^[a-z0-9._-]+$")
 
 
+# Escaped unreserved characters (- . 0-9 A-Z _ a-z ~), which RFC 3986 normalisation decodes.
+_UNRESERVED_ESCAPE = r"2[DE]|3[0-9]|4[1-9A-F]|5[0-9AF]|6[1-9A-F]|7[0-9AE]"
 # Only escapes that RFC 3986 normalisation changes: lower-case hex digits, or an escaped
 # unreserved character. Matching just these keeps Arabic paths (hundreds of %XX each,
 # already canonical) off the Python callback.
-_PCT_TO_FIX_RE = re.compile(
-    r"%(?:[0-9A-Fa-f][a-f]|[a-f][0-9A-F]|2[DE]|3[0-9]|4[1-9A-F]|5[0-9AF]|6[1-9A-F]|7[0-9AE])")
+_PCT_TO_FIX_RE = re.compile(rf"%(?:[0-9A-Fa-f][a-f]|[a-f][0-9A-F]|{_UNRESERVED_ESCAPE})")
 
 
 # A URL that canonical_url would return unchanged: lower-case http(s) scheme and host, no
 # userinfo/port/query/fragment, a path of RFC 3986 characters and upper-case escapes.
 # Most feed links are like this: checking one costs ~2-5 µs, rebuilding it ~20-60 µs.
-_ALREADY_CANONICAL_RE = re.compile(
-    r"https?://[a-z0-9-]+(?:\.[a-z0-9-]+)*/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*\Z")
+_CANONICAL_ORIGIN = r"https?://[a-z0-9-]+(?:\.[a-z0-9-]+)*"
+_ALREADY_CANONICAL_RE = re.compile(rf"{_CANONICAL_ORIGIN}/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*\Z")
 # ...unless it has a stray or lower-case escape, an escape that normalisation decodes
 # (unreserved characters are %2D-%7E), or dot segments to remove.
-_ESCAPE_TO_FIX_RE = re.compile(r"%(?:(?![0-9A-F]{2})|2[DE]|3[0-9]|4[1-9A-F]|5[0-9AF]|6[1-9A-F]|7[0-9AE])")
+_ESCAPE_TO_FIX_RE = re.compile(rf"%(?:(?![0-9A-F]{{2}})|{_UNRESERVED_ESCAPE})")
 # Escapes of UTF-8 bytes (%80-%FF, all of an Arabic slug) never need fixing: a quicker
 # first look.
 _NOT_UTF8_ESCAPE_RE = re.compile(r"%(?![89A-F][0-9A-F])")
 # The same with raw non-ASCII and no '%' (Al Arabiya's IRIs): canonical once the
 # non-ASCII runs are UTF-8 percent-encoded.
 _RAW_IRI_RE = re.compile(
-    r"(https?://[a-z0-9-]+(?:\.[a-z0-9-]+)*)(/[A-Za-z0-9\-._~!$&'()*+,;=:@/\u0080-\U0010ffff]*)\Z")
+    rf"({_CANONICAL_ORIGIN})(/[A-Za-z0-9\-._~!$&'()*+,;=:@/\u0080-\U0010ffff]*)\Z")
 _NON_ASCII_RE = re.compile(r"[^\x00-\x7f]+")
 _DOT_SEGMENT_RE = re.compile(r"/\.\.?(?:/|\Z)")
 
