@@ -639,10 +639,10 @@ class _Window:
             if pub > pubs[-1] or (pub == pubs[-1] and member > members[-1]):
                 pubs.append(pub)  # the usual case: items arrive roughly in published order
                 members.append(member)
-            else:
-                i = bisect.bisect_left(pubs, pub)
-                while i < len(pubs) and pubs[i] == pub and members[i] < member:
-                    i += 1
+            else:  # among equal times, by member: bisected, as wire copies and date-only
+                # pubDates bring hundreds of items with the same published time
+                lo = bisect.bisect_left(pubs, pub)
+                i = bisect.bisect_left(members, member, lo, bisect.bisect_right(pubs, pub, lo))
                 pubs.insert(i, pub)
                 members.insert(i, member)
         day = int(pub // 86400)
