@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import threading
+from dataclasses import replace
 
 from .settings import Settings
 
@@ -103,10 +104,11 @@ def cmd_poll(args, settings: Settings) -> int:
         return 2
     if args.dry_run:
         return dry_run(source, settings)
-    pipe = build_pipeline(settings)
+    pipe = build_pipeline(replace(settings, parse_processes=0))  # one feed: no pool to start
     report = update_source(source, pipe, utcnow())
     GroupingLoop(make_grouper(pipe.store, config.sources), monitor=pipe.monitor).drain()
     pipe.monitor.close()
+    pipe.close()
     print(format_report(report))
     return 0 if report.outcome.is_success else 1
 

@@ -29,6 +29,7 @@ from .errors import StoreError
 from .fetch import Fetcher
 from .keys import Keys
 from .metrics import Recorder
+from .parsepool import ParsePool
 from .schedule import for_url, initial_poll, skip_reason
 from .settings import Settings
 from .store import Store, connect
@@ -47,7 +48,9 @@ def utcnow() -> datetime:
 def build_pipeline(settings: Settings) -> Pipeline:
     store = Store(connect(settings), Keys(settings.key_prefix))
     fetcher = Fetcher(settings, maxsize=max(settings.per_host_limit, settings.pool_size))
-    return Pipeline(store=store, fetcher=fetcher, monitor=build_monitor(store, settings))
+    parser = ParsePool(settings.parse_processes) if settings.parse_processes else None
+    return Pipeline(store=store, fetcher=fetcher, parser=parser,
+                    monitor=build_monitor(store, settings))
 
 
 def build_monitor(store: Store, settings: Settings) -> Monitor:
@@ -341,7 +344,7 @@ class Worker:
         self.grouping.notify()
         self._grouping_thread.join(timeout=60)
         self.monitor.close()
-        self.pipe.fetcher.close()
+        self.pipe.close()
 
 
 def format_report(r: PollReport) -> str:
@@ -383,7 +386,7 @@ def run_once(settings: Settings, out=sys.stdout) -> int:
     if bar is not None:
         bar.close()
     pipe.monitor.close()
-    pipe.fetcher.close()
+    pipe.close()
     ok = sum(r.outcome.is_success for r in reports)
     print(f"{ok}/{len(reports)} sources ok, {sum(r.new for r in reports)} new items",
           file=out, flush=True)

@@ -9,6 +9,13 @@ from . import __version__
 PROJECT_URL = "https://github.com/arabic-news-aggregator/aggregator"
 
 
+def default_parse_processes() -> int:
+    """One per core on a multi-core machine (at most 8); none on one core, where reading
+    feeds in another process would only add the cost of shipping bytes and items."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 0 if cores < 2 else min(cores, 8)
+
+
 def _bool(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -26,6 +33,7 @@ class Settings:
     fetch_timeout: float = 20.0
     pool_size: int = 16  # polls at once
     per_host_limit: int = 2  # polls at once against one host
+    parse_processes: int = 0  # processes reading feeds (parsepool.py); 0: the polling threads
     timezone: str = "Asia/Riyadh"  # display only; stored times are UTC
     user_agent: str = field(
         default=f"ArabicNewsAggregator/{__version__} (+{PROJECT_URL})"
@@ -43,6 +51,7 @@ class Settings:
             retention_days=int(env.get("AGG_RETENTION_DAYS", "30")),
             retention_max_items=int(env.get("AGG_RETENTION_MAX_ITEMS", "200000")),
             pool_size=int(env.get("AGG_POOL_SIZE", "16")),
+            parse_processes=int(env.get("AGG_PARSE_PROCESSES") or default_parse_processes()),
             timezone=env.get("AGG_TIMEZONE", "Asia/Riyadh"),
         )
         values.update(overrides)

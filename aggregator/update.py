@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -28,6 +28,7 @@ from .types import FetchResult, Item, Outcome, PollReport, Source, SourceState
 
 if TYPE_CHECKING:
     from .alerts import Monitor
+    from .parsepool import ParsePool
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,12 @@ class Pipeline:
     notify_grouping: Callable[[], None] | None = None  # wakes the grouping consumer
     rng: random.Random = field(default_factory=random.Random)
     monitor: Monitor | None = None  # metrics, alerts, our-outage schedule (aggregator/alerts.py)
+    parser: ParsePool | None = None  # reads feeds in processes (parsepool.py); None: here
+
+    def close(self) -> None:
+        if self.parser is not None:
+            self.parser.close()
+        self.fetcher.close()
 
 
 @dataclass(frozen=True)
@@ -51,16 +58,26 @@ class Fetched:
     error: str | None
 
 
-def fetch_items(source: Source, state: SourceState, fetcher: Fetcher, now: datetime) -> Fetched:
+def read_feed(source: Source, body: bytes, headers: Mapping[str, str], url: str,
+              now: datetime) -> tuple[list[Item], Outcome, str | None]:
+    """Parse → normalise one fetched body: (items, OK, None), or ([], NOT_A_FEED, why).
+    Pure, so a ParsePool can run it in another process."""
+    try:
+        feed = parse_feed(body, headers, url)
+    except ParseError as e:
+        return [], Outcome.NOT_A_FEED, str(e)[:500]
+    return normalize_feed(source, feed, first_seen=now, now=now), Outcome.OK, None
+
+
+def fetch_items(source: Source, state: SourceState, fetcher: Fetcher, now: datetime,
+                parser: ParsePool | None = None) -> Fetched:
     """Conditional fetch → parse → normalise, with no writes."""
     result = fetcher.fetch(source.url, state, now)
     if result.outcome is not Outcome.OK:
         return Fetched(result, result.outcome, [], result.error)
-    try:
-        feed = parse_feed(result.body, result.headers, result.final_url)
-    except ParseError as e:
-        return Fetched(result, Outcome.NOT_A_FEED, [], str(e)[:500])
-    return Fetched(result, Outcome.OK, normalize_feed(source, feed, first_seen=now, now=now), None)
+    read = read_feed if parser is None else parser.read
+    items, outcome, error = read(source, result.body, result.headers, result.final_url, now)
+    return Fetched(result, outcome, items, error)
 
 
 def update_source(source: Source, pipe: Pipeline, now: datetime,
@@ -70,7 +87,7 @@ def update_source(source: Source, pipe: Pipeline, now: datetime,
     if state is None:
         state = pipe.store.load_state(source.id)
     state = for_url(source, state)
-    fetched = fetch_items(source, state, pipe.fetcher, now)
+    fetched = fetch_items(source, state, pipe.fetcher, now, pipe.parser)
     new_state = after_poll(source, state, fetched.result, now, pipe.rng, outcome=fetched.outcome)
     if fetched.error:
         new_state = replace(new_state, last_error=fetched.error)

@@ -5,7 +5,9 @@ ANT news on 127.0.0.1; the system polls every feed once (cold: all 200s, everyth
 and again (warm: 304s, except Al Arabiya's clones which ignore validators and answer 200
 with the same bytes). Reported: feeds/s and items/s per pass, and ratios to the limit.
 
-  (a) ours:   aggregator.runner.poll_once — fetch, parse, normalise, store in Redis, group
+  (a) ours:   aggregator.runner.poll_once — fetch, parse, normalise, store in Redis, group;
+              feeds read in the worker's parse processes (--parse-processes, default one
+              per core; 0 reads them in the polling threads)
   (b) reader: reader.Reader.update_feeds(workers=C) into a fresh SQLite file
   (c) limit:  bare conditional GET (urllib3, same concurrency) + lxml parse, nothing stored
 
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,9 +85,10 @@ def run_limit(urls, concurrency):
 
 
 # (a) ours ----------------------------------------------------------------------------
-def run_ours(urls, concurrency, redis_url, group=True):
+def run_ours(urls, concurrency, redis_url, parse_processes, group=True):
     from aggregator.fetch import Fetcher
     from aggregator.keys import Keys
+    from aggregator.parsepool import ParsePool
     from aggregator.runner import GroupingLoop, make_grouper, poll_once
     from aggregator.settings import Settings
     from aggregator.store import Store, connect
@@ -94,16 +98,22 @@ def run_ours(urls, concurrency, redis_url, group=True):
     data_dir = tempfile.mkdtemp(prefix="bench-ingest-")
     settings = Settings(redis_url=redis_url, data_dir=data_dir, allow_private_networks=True,
                         key_prefix=f"bench{uuid.uuid4().hex[:8]}", pool_size=concurrency,
-                        per_host_limit=concurrency)  # every feed is on 127.0.0.1 here
+                        per_host_limit=concurrency,  # every feed is on 127.0.0.1 here
+                        parse_processes=parse_processes)
     sources = [Source(id=f"f{i}", url=u, title=f"f{i}", rank=i) for i, u in enumerate(urls)]
     store = Store(connect(settings), Keys(settings.key_prefix))
-    pipe = Pipeline(store, Fetcher(settings, maxsize=concurrency), rng=random.Random(0))
+    parser = ParsePool(parse_processes) if parse_processes else None
+    pipe = Pipeline(store, Fetcher(settings, maxsize=concurrency), rng=random.Random(0),
+                    parser=parser)
     grouping = GroupingLoop(make_grouper(store, sources)) if group else None
 
     def once():  # returns when every new item is stored and grouped
         return sum(r.new for r in poll_once(sources, pipe, settings, grouping))
 
+    if parser is not None:  # started, as in a running worker: the first poll does not pay it
+        parser.read(sources[0], b"", {}, urls[0], datetime.now(timezone.utc))
     passes = [timed(once), timed(once)]
+    pipe.close()
     stored = store.count_items()
     for key in store.r.scan_iter(f"{settings.key_prefix}:*", count=5000):
         store.r.delete(key)
@@ -140,11 +150,17 @@ def main():
     ap.add_argument("--feeds", type=int, default=500)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--parse-processes", type=int, default=None,
+                    help="ours: processes reading feeds (default: the worker's, one per core)")
     ap.add_argument("--skip-reader", action="store_true")
     ap.add_argument("--no-group", action="store_true",
                     help="also run ours without grouping (ingest alone), as 'ours-ng'")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.parse_processes is None:
+        from aggregator.settings import default_parse_processes
+
+        args.parse_processes = default_parse_processes()
     clones = -(-args.feeds // 5)
     results = {}
     with newsroom(args.shared, clones) as listing:
@@ -152,19 +168,22 @@ def main():
         results["limit"] = run_limit(urls, args.concurrency)
     with newsroom(args.shared, clones) as listing:
         passes, stored = run_ours(clone_urls(listing, args.feeds), args.concurrency,
-                                  os.environ.get("REDIS_URL"))
+                                  os.environ.get("REDIS_URL"), args.parse_processes)
         results["ours"] = passes
     if args.no_group:
         with newsroom(args.shared, clones) as listing:
             results["ours-ng"], _ = run_ours(clone_urls(listing, args.feeds), args.concurrency,
-                                             os.environ.get("REDIS_URL"), group=False)
+                                             os.environ.get("REDIS_URL"), args.parse_processes,
+                                             group=False)
     if not args.skip_reader:
         with newsroom(args.shared, clones) as listing:
             results["reader"] = run_reader(clone_urls(listing, args.feeds), args.concurrency)
 
     n = len(urls)
-    out = {"feeds": n, "concurrency": args.concurrency, "stored_items": stored}
-    print(f"{n} feeds, concurrency {args.concurrency}; ours stored {stored} items")
+    out = {"feeds": n, "concurrency": args.concurrency, "parse_processes": args.parse_processes,
+           "stored_items": stored}
+    print(f"{n} feeds, concurrency {args.concurrency}, ours reading in {args.parse_processes} "
+          f"processes; ours stored {stored} items")
     print(f"{'system':<8} {'pass':<5} {'seconds':>8} {'feeds/s':>9} {'items/s':>9} {'× limit':>8}")
     for system, passes in results.items():
         for label, (seconds, items) in zip(("cold", "warm"), passes):
