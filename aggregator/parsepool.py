@@ -3,23 +3,24 @@
 A cold poll spends two thirds of its CPU in feedparser/lxml and normalisation: pure
 functions of the fetched bytes (update.read_feed). Threads fetch and store; these
 processes read, so a many-core machine reads many feeds at once. It also keeps the C
-parsers at arm's length: a body that crashes libxml2 kills one pool process, not the
-worker, and that feed's poll fails as `error` while the others go on.
+parsers at arm's length: a body that crashes libxml2 or hangs it kills one pool process,
+not the worker, and only that feed's poll fails (as `error`).
 
-Processes come from a fork server that has imported the parsing modules once: forking the
-worker itself would copy its threads' locks (APScheduler, Redis connections) mid-use. They
-exit with the worker, however it ends (kill -9 included): each watches a pipe whose only
-writer is the worker.
+Each process serves one read at a time over its own pipe: a polling thread borrows an idle
+process, sends the body and waits for the items. concurrent.futures' process pool cost the
+worker ~1 ms of CPU per read in its queue threads, and a process dying there broke every
+read in flight. Processes come from a fork server that has imported the parsing modules
+once (forking the worker would copy its threads' locks mid-use); one blocked on its pipe
+sees end-of-file when the worker ends, however it ends, and exits.
 """
 from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
+import pickle
+import queue
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 
 from .types import Item, Outcome, Source
@@ -29,78 +30,98 @@ log = logging.getLogger(__name__)
 Reader = Callable[[Source, bytes, Mapping[str, str], str, datetime],
                   tuple[list[Item], Outcome, str | None]]
 CRASHED = "the parser process died while reading this feed"
+READ_TIMEOUT = 60.0  # seconds; the slowest real feed reads in well under one
 
 
-def _exit_with(lifeline) -> None:
-    """Pool-process initializer: end this process when the worker's end of `lifeline`
-    closes. A pool process blocks on a queue it also holds the writing end of, so it would
-    never notice on its own."""
-
-    def watch() -> None:
+def _serve(conn, reader: Reader | None) -> None:
+    """A pool process: read what arrives until the worker's end of the pipe closes."""
+    if reader is None:
+        from .update import read_feed as reader
+    while True:
         try:
-            lifeline.recv_bytes()
+            args = conn.recv()
         except (EOFError, OSError):
-            pass
-        os._exit(0)
+            return
+        try:
+            reply = (True, reader(*args))
+        except Exception as e:  # a bug in reading: raised again in the polling thread
+            reply = (False, e)
+        try:
+            conn.send(reply)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            conn.send((False, RuntimeError(repr(reply[1])[:1000])))
 
-    threading.Thread(target=watch, name="lifeline", daemon=True).start()
+
+class _Process:
+    def __init__(self, context, reader: Reader | None):
+        ours, theirs = context.Pipe()
+        self.process = context.Process(target=_serve, args=(theirs, reader),
+                                       name="feed-reader", daemon=True)
+        self.process.start()
+        theirs.close()  # only the process holds its end: our exit is its end-of-file
+        self.conn = ours
+
+    def stop(self, kill: bool = False) -> None:
+        self.conn.close()
+        if kill:
+            self.process.kill()
+        self.process.join(5)
 
 
 class ParsePool:
-    """read() has read_feed's signature and result; the work runs in `processes` processes.
+    """read() has read_feed's signature and result; the work runs in `processes` processes,
+    one read each at a time. A read that kills its process, or runs past `timeout`
+    seconds, fails alone as Outcome.ERROR and the process is replaced."""
 
-    A process that dies breaks every read in flight on the pool, not only the culprit's.
-    Those reads are tried again one at a time in a one-process quarantine pool, so the
-    feed that fails is the one that kills a process on its own."""
-
-    def __init__(self, processes: int, reader: Reader | None = None):
+    def __init__(self, processes: int, reader: Reader | None = None,
+                 timeout: float = READ_TIMEOUT):
         if processes < 1:
             raise ValueError("a ParsePool needs at least one process")
-        if reader is None:
-            from .update import read_feed as reader
         self.processes = processes
-        self._reader = reader
+        self.timeout = timeout
+        self._reader = reader  # None: update.read_feed, imported in the process
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(["aggregator.update"])
-        # the worker keeps the writing end and never writes: it closes when the worker ends
-        self._lifeline, self._lifeline_w = self._context.Pipe(duplex=False)
+        self._idle: queue.SimpleQueue[_Process] = queue.SimpleQueue()
+        self._all: list[_Process] = []
         self._lock = threading.Lock()
-        self._executor = self._new_executor(processes)
-        self._quarantine_lock = threading.Lock()
-        self._quarantine: ProcessPoolExecutor | None = None
+        for _ in range(processes):
+            self._idle.put(self._start())
 
-    def _new_executor(self, processes: int) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(processes, mp_context=self._context,
-                                   initializer=_exit_with, initargs=(self._lifeline,))
+    def _start(self) -> _Process:
+        proc = _Process(self._context, self._reader)
+        with self._lock:
+            self._all.append(proc)
+        return proc
+
+    def _replace(self, proc: _Process) -> _Process:
+        proc.stop(kill=True)
+        with self._lock:
+            self._all.remove(proc)
+        return self._start()
 
     def read(self, source: Source, body: bytes, headers: Mapping[str, str], url: str,
              now: datetime) -> tuple[list[Item], Outcome, str | None]:
-        args = (source, body, headers, url, now)
-        executor = self._executor
+        proc = self._idle.get()
         try:
-            return executor.submit(self._reader, *args).result()
-        except BrokenProcessPool:
-            self._replace(executor)
-        with self._quarantine_lock:
-            if self._quarantine is None:
-                self._quarantine = self._new_executor(1)
-            try:
-                return self._quarantine.submit(self._reader, *args).result()
-            except BrokenProcessPool:
-                self._quarantine.shutdown(wait=False, cancel_futures=True)
-                self._quarantine = None
-        log.error("%s: %s", source.id, CRASHED)
-        return [], Outcome.ERROR, CRASHED
-
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
-        with self._lock:
-            if self._executor is broken:  # the first read to notice replaces it
-                broken.shutdown(wait=False, cancel_futures=True)
-                self._executor = self._new_executor(self.processes)
+            proc.conn.send((source, body, headers, url, now))
+            if not proc.conn.poll(self.timeout):
+                proc = self._replace(proc)
+                log.error("%s: reading the feed took longer than %ss", source.id, self.timeout)
+                return [], Outcome.ERROR, f"reading the feed took longer than {self.timeout:g} s"
+            ok, value = proc.conn.recv()
+        except (EOFError, OSError):
+            proc = self._replace(proc)
+            log.error("%s: %s", source.id, CRASHED)
+            return [], Outcome.ERROR, CRASHED
+        finally:
+            self._idle.put(proc)
+        if not ok:
+            raise value
+        return value
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        with self._quarantine_lock:
-            if self._quarantine is not None:
-                self._quarantine.shutdown(wait=True)
-                self._quarantine = None
+        with self._lock:
+            procs, self._all = self._all, []
+        for proc in procs:
+            proc.stop()

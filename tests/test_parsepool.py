@@ -88,6 +88,7 @@ def _dies_on_poison(source, body, headers, url, now):
 
 
 def test_a_process_that_dies_fails_only_the_feed_that_killed_it():
+    # one process, seven reads at once: the poisoned one kills it mid-queue
     pool = ParsePool(1, reader=_dies_on_poison)
     body = next(b for name, b, _ in fixture_feeds() if name == "bbc")
     headers = {"content-type": "application/xml"}
@@ -107,13 +108,33 @@ def test_a_process_that_dies_fails_only_the_feed_that_killed_it():
     assert after[1] is Outcome.OK and len(after[0]) == 10
 
 
+def _hangs_on_slow(source, body, headers, url, now):
+    if source.id == "slow":
+        time.sleep(600)
+    return read_feed(source, body, headers, url, now)
+
+
+def test_a_read_that_hangs_is_cut_off_and_its_process_replaced():
+    pool = ParsePool(1, reader=_hangs_on_slow, timeout=1.0)
+    body = next(b for name, b, _ in fixture_feeds() if name == "bbc")
+    slow = Source(id="slow", url="http://127.0.0.1/s.xml", title="x")
+    fine = Source(id="fine", url="http://127.0.0.1/f.xml", title="x")
+    try:
+        hung = pool.read(slow, body, {}, slow.url, NOW)
+        after = pool.read(fine, body, {}, fine.url, NOW)
+    finally:
+        pool.close()
+    assert hung == ([], Outcome.ERROR, "reading the feed took longer than 1 s")
+    assert after[1] is Outcome.OK and len(after[0]) == 10
+
+
 def _pid(source, body, headers, url, now):
     return os.getpid()
 
 
 def test_pool_processes_end_with_a_worker_killed_with_sigkill(tmp_path):
-    # a pool process waits on a queue whose writing end it holds itself; without the
-    # lifeline it would outlive a kill -9 of the worker for ever
+    # a pool process blocked on its pipe must see end-of-file when the worker dies: with
+    # a copy of the worker's end (a forked pool, concurrent.futures' queues) it waits for ever
     script = (
         "import sys, time\n"
         f"sys.path[:0] = [{os.path.dirname(__file__)!r}, {os.path.dirname(os.path.dirname(__file__))!r}]\n"
