@@ -228,6 +228,30 @@ def test_exact_duplicates_join_whatever_their_wording(redis_client, keys):
     assert story["u1"] != story["w1"]
 
 
+def test_a_copy_joins_its_story_without_entering_the_index(redis_client, keys):
+    # a wire copy (same words, another outlet) and a repost (same URL) add no words: they
+    # join the story but are not indexed, counted in df or kept as matching records, in
+    # this grouper's working set as in one rebuilt from Redis
+    orig = CRASH[1]
+    wire = make_item("cnn-copy", "CNN", orig.title, orig.summary_text, orig.published + timedelta(minutes=5))
+    first = make_item("f24-first", "france24", OTHER.title, OTHER.summary_text, orig.published,
+                      url="https://f24.example/a")
+    repost = make_item("f24-repost", "france24", "عنوان جديد", "نص آخر", orig.published + timedelta(hours=1),
+                       url="https://f24.example/a")
+    save(redis_client, keys, [orig, wire, repost, first])
+    g = Grouper(redis_client, keys)
+    story = {i: s for i, s, _ in g.process_pending(orig.published + timedelta(hours=2))}
+    assert story[wire.id] == story[orig.id] and story[repost.id] == story[first.id] != story[orig.id]
+    for w in (g._window, g._load(g._window.gen)):
+        assert {d.id for d in w.docs.values()} == {orig.id, first.id}
+        assert w.idf.n == 2 and set(w.df.values()) <= {1, 2}
+    records = {i for key in redis_client.zrange(keys.group_buckets, 0, -1)
+               if key.startswith(keys.group_vec_prefix) for i in redis_client.hkeys(key)}
+    assert records == {orig.id, first.id}
+    (st,) = g.get_stories([story[orig.id]])
+    assert set(st.sources) == {"france24", "CNN"} and len(st.items) == 2
+
+
 def test_same_outlet_update_joins_its_story(redis_client, keys):
     first = CRASH[0]
     update = make_item("sky-2", "skynews", "ارتفاع عدد قتلى تحطم طائرة الركاب البنغالية في مطار كاتمندو بنيبال",
