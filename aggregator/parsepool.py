@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import pickle
 import queue
+import signal
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -34,7 +35,13 @@ READ_TIMEOUT = 60.0  # seconds; the slowest real feed reads in well under one
 
 
 def _serve(conn, reader: Reader | None) -> None:
-    """A pool process: read what arrives until the worker's end of the pipe closes."""
+    """A pool process: read what arrives until the worker's end of the pipe closes.
+
+    Ctrl-C and a service manager's SIGTERM reach the whole process group: the worker then
+    finishes its in-flight polls, which need these processes, so they ignore both and end
+    with the worker's pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if reader is None:
         from .update import read_feed as reader
     while True:

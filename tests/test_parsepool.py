@@ -166,3 +166,20 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ")[-1][0] != "Z"  # a zombie has ended
     except FileNotFoundError:
         return False
+
+
+def test_pool_processes_outlast_ctrl_c_and_sigterm_sent_to_the_process_group():
+    # the worker finishes in-flight polls after Ctrl-C or SIGTERM: their reads still need
+    # the pool, which gets the same signal from the terminal or the service manager
+    import signal
+
+    pool = ParsePool(1, reader=_pid)
+    s = Source(id="x", url="http://127.0.0.1/x", title="x")
+    try:
+        pid = pool.read(s, b"", {}, s.url, NOW)
+        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
+        time.sleep(0.5)
+        assert pool.read(s, b"", {}, s.url, NOW) == pid
+    finally:
+        pool.close()
