@@ -34,6 +34,14 @@ CRASHED = "the parser process died while reading this feed"
 READ_TIMEOUT = 60.0  # seconds; the slowest real feed reads in well under one
 
 
+def worker_processes():
+    """The multiprocessing context of the worker's helper processes (feed readers, the
+    grouping process): forked from a server that has imported their modules once."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["aggregator.update", "aggregator.runner", "aggregator.group"])
+    return context
+
+
 def _serve(conn, reader: Reader | None) -> None:
     """A pool process: read what arrives until the worker's end of the pipe closes.
 
@@ -87,8 +95,7 @@ class ParsePool:
         self.processes = processes
         self.timeout = timeout
         self._reader = reader  # None: update.read_feed, imported in the process
-        self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["aggregator.update"])
+        self._context = worker_processes()
         self._idle: queue.SimpleQueue[_Process] = queue.SimpleQueue()
         self._all: list[_Process] = []
         self._lock = threading.Lock()

@@ -11,7 +11,8 @@ PROJECT_URL = "https://github.com/arabic-news-aggregator/aggregator"
 
 def default_parse_processes() -> int:
     """One per core on a multi-core machine (at most 8); none on one core, where reading
-    feeds in another process would only add the cost of shipping bytes and items."""
+    feeds in another process would only add the cost of shipping bytes and items. Grouping
+    gets a process of its own by default on the same condition."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return 0 if cores < 2 else min(cores, 8)
 
@@ -34,6 +35,7 @@ class Settings:
     pool_size: int = 16  # polls at once
     per_host_limit: int = 2  # polls at once against one host
     parse_processes: int = 0  # processes reading feeds (parsepool.py); 0: the polling threads
+    grouping_process: bool = False  # group in a process of its own (runner.GroupingProcess)
     timezone: str = "Asia/Riyadh"  # display only; stored times are UTC
     user_agent: str = field(
         default=f"ArabicNewsAggregator/{__version__} (+{PROJECT_URL})"
@@ -52,6 +54,8 @@ class Settings:
             retention_max_items=int(env.get("AGG_RETENTION_MAX_ITEMS", "200000")),
             pool_size=int(env.get("AGG_POOL_SIZE", "16")),
             parse_processes=int(env.get("AGG_PARSE_PROCESSES") or default_parse_processes()),
+            grouping_process=(_bool(env["AGG_GROUPING_PROCESS"]) if env.get("AGG_GROUPING_PROCESS")
+                              else default_parse_processes() > 0),
             timezone=env.get("AGG_TIMEZONE", "Asia/Riyadh"),
         )
         values.update(overrides)

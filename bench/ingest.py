@@ -7,7 +7,8 @@ with the same bytes). Reported: feeds/s and items/s per pass, and ratios to the 
 
   (a) ours:   aggregator.runner.poll_once — fetch, parse, normalise, store in Redis, group;
               feeds read in the worker's parse processes (--parse-processes, default one
-              per core; 0 reads them in the polling threads)
+              per core; 0 reads them in the polling threads), grouping in its own process
+              as the worker does on a multi-core machine (--grouping-process 0: a thread)
   (b) reader: reader.Reader.update_feeds(workers=C) into a fresh SQLite file
   (c) limit:  bare conditional GET (urllib3, same concurrency) + lxml parse, nothing stored
 
@@ -85,11 +86,11 @@ def run_limit(urls, concurrency):
 
 
 # (a) ours ----------------------------------------------------------------------------
-def run_ours(urls, concurrency, redis_url, parse_processes, group=True):
+def run_ours(urls, concurrency, redis_url, parse_processes, group=True, grouping_process=False):
     from aggregator.fetch import Fetcher
     from aggregator.keys import Keys
     from aggregator.parsepool import ParsePool
-    from aggregator.runner import GroupingLoop, make_grouper, poll_once
+    from aggregator.runner import make_grouping, poll_once
     from aggregator.settings import Settings
     from aggregator.store import Store, connect
     from aggregator.types import Source
@@ -99,13 +100,13 @@ def run_ours(urls, concurrency, redis_url, parse_processes, group=True):
     settings = Settings(redis_url=redis_url, data_dir=data_dir, allow_private_networks=True,
                         key_prefix=f"bench{uuid.uuid4().hex[:8]}", pool_size=concurrency,
                         per_host_limit=concurrency,  # every feed is on 127.0.0.1 here
-                        parse_processes=parse_processes)
+                        parse_processes=parse_processes, grouping_process=grouping_process)
     sources = [Source(id=f"f{i}", url=u, title=f"f{i}", rank=i) for i, u in enumerate(urls)]
     store = Store(connect(settings), Keys(settings.key_prefix))
     parser = ParsePool(parse_processes) if parse_processes else None
     pipe = Pipeline(store, Fetcher(settings, maxsize=concurrency), rng=random.Random(0),
                     parser=parser)
-    grouping = GroupingLoop(make_grouper(store, sources)) if group else None
+    grouping = make_grouping(settings, pipe, sources) if group else None
 
     def once():  # returns when every new item is stored and grouped
         return sum(r.new for r in poll_once(sources, pipe, settings, grouping))
@@ -152,6 +153,9 @@ def main():
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     ap.add_argument("--parse-processes", type=int, default=None,
                     help="ours: processes reading feeds (default: the worker's, one per core)")
+    ap.add_argument("--grouping-process", type=int, choices=(0, 1), default=None,
+                    help="ours: group in a process of its own (default: the worker's, 1 "
+                         "on a multi-core machine)")
     ap.add_argument("--skip-reader", action="store_true")
     ap.add_argument("--no-group", action="store_true",
                     help="also run ours without grouping (ingest alone), as 'ours-ng'")
@@ -161,6 +165,10 @@ def main():
         from aggregator.settings import default_parse_processes
 
         args.parse_processes = default_parse_processes()
+    if args.grouping_process is None:
+        from aggregator.settings import default_parse_processes
+
+        args.grouping_process = int(default_parse_processes() > 0)
     clones = -(-args.feeds // 5)
     results = {}
     with newsroom(args.shared, clones) as listing:
@@ -168,7 +176,8 @@ def main():
         results["limit"] = run_limit(urls, args.concurrency)
     with newsroom(args.shared, clones) as listing:
         passes, stored = run_ours(clone_urls(listing, args.feeds), args.concurrency,
-                                  os.environ.get("REDIS_URL"), args.parse_processes)
+                                  os.environ.get("REDIS_URL"), args.parse_processes,
+                                  grouping_process=bool(args.grouping_process))
         results["ours"] = passes
     if args.no_group:
         with newsroom(args.shared, clones) as listing:
@@ -181,9 +190,11 @@ def main():
 
     n = len(urls)
     out = {"feeds": n, "concurrency": args.concurrency, "parse_processes": args.parse_processes,
+           "grouping_process": args.grouping_process,
            "stored_items": stored}
     print(f"{n} feeds, concurrency {args.concurrency}, ours reading in {args.parse_processes} "
-          f"processes; ours stored {stored} items")
+          f"processes, grouping in {'its own process' if args.grouping_process else 'a thread'}; "
+          f"ours stored {stored} items")
     print(f"{'system':<8} {'pass':<5} {'seconds':>8} {'feeds/s':>9} {'items/s':>9} {'× limit':>8}")
     for system, passes in results.items():
         for label, (seconds, items) in zip(("cold", "warm"), passes):

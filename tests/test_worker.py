@@ -46,7 +46,8 @@ def env(redis_url, keys, tmp_path):
         "REDIS_URL": redis_url, "AGG_KEY_PREFIX": keys.prefix,
         "AGG_FEEDS": str(tmp_path / "feeds.yaml"), "AGG_ALLOW_PRIVATE_NETWORKS": "1",
         "AGG_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1",
-        "AGG_PARSE_PROCESSES": "2",  # feeds read in the pool, whatever this machine's cores
+        # the pool and the grouping process, whatever this machine's cores
+        "AGG_PARSE_PROCESSES": "2", "AGG_GROUPING_PROCESS": "1",
     }
 
 

@@ -1,0 +1,117 @@
+"""Grouping in a process of its own (runner.GroupingProcess), against the real Redis: it
+groups what the polls queue, stops after a last pass, is started again if it dies, and
+ends with its owner."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+
+from aggregator.group import Grouper
+from aggregator.runner import GroupingProcess
+from aggregator.settings import Settings
+from aggregator.types import Source
+from test_group import CRASH, OTHER, T0, make_item, save
+
+SOURCES = [Source(id=s, url=f"https://{s}.example/feed", title=s, rank=i)
+           for i, s in enumerate(["skynews", "france24", "alarabia", "BBC", "CNN"])]
+
+
+def settings(redis_url, keys) -> Settings:
+    return Settings(redis_url=redis_url, key_prefix=keys.prefix, grouping_process=True)
+
+
+def test_groups_the_queue_and_drains_it_when_stopped(redis_client, redis_url, keys):
+    save(redis_client, keys, CRASH + [OTHER])
+    grouping = GroupingProcess(settings(redis_url, keys), SOURCES)
+    stop = threading.Event()
+    thread = grouping.start(stop)
+    grouping.notify()
+    stop.set()  # at once: the last pass still groups everything queued
+    thread.join(60)
+    assert not thread.is_alive()
+    g = Grouper(redis_client, keys)
+    stories = {it.id: g.story_of(it.id) for it in CRASH + [OTHER]}
+    assert len({stories[it.id] for it in CRASH}) == 1
+    assert stories[OTHER.id] not in {stories[it.id] for it in CRASH}
+    assert redis_client.zcard(keys.group_pending) == 0
+
+
+def test_a_grouping_process_that_dies_is_started_again(redis_client, redis_url, keys):
+    grouping = GroupingProcess(settings(redis_url, keys), SOURCES)
+    grouping.RESTART_AFTER = 0.2
+    stop = threading.Event()
+    thread = grouping.start(stop)
+    try:
+        first = grouping.pid
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while grouping.pid == first and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert grouping.pid != first
+        later = make_item("late-1", "BBC", OTHER.title, OTHER.summary_text, T0 + timedelta(hours=2))
+        save(redis_client, keys, [later])
+        grouping.notify()
+        while not redis_client.hget(keys.group_is, later.id) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert redis_client.hget(keys.group_is, later.id)
+    finally:
+        stop.set()
+        thread.join(60)
+
+
+def test_ctrl_c_and_sigterm_to_the_process_group_leave_grouping_to_the_worker(redis_client, redis_url, keys):
+    # the worker stops grouping after its in-flight polls, whose items must be grouped
+    grouping = GroupingProcess(settings(redis_url, keys), SOURCES)
+    stop = threading.Event()
+    thread = grouping.start(stop)
+    try:
+        pid = grouping.pid
+        time.sleep(1.0)  # started and waiting
+        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
+        save(redis_client, keys, [OTHER])
+        grouping.notify()
+        deadline = time.monotonic() + 20
+        while not redis_client.hget(keys.group_is, OTHER.id) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert redis_client.hget(keys.group_is, OTHER.id) and grouping.pid == pid
+    finally:
+        stop.set()
+        thread.join(60)
+
+
+def test_the_grouping_process_ends_with_an_owner_killed_with_sigkill(redis_url, keys):
+    script = (
+        "import sys, threading, time\n"
+        f"sys.path[:0] = [{os.path.dirname(__file__)!r}, {os.path.dirname(os.path.dirname(__file__))!r}]\n"
+        "from aggregator.runner import GroupingProcess\n"
+        "from aggregator.settings import Settings\n"
+        f"g = GroupingProcess(Settings(redis_url={redis_url!r}, key_prefix={keys.prefix!r}), [])\n"
+        "g.start(threading.Event())\n"
+        "print(g.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(proc.stdout.readline())
+        os.kill(child, 0)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.1)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False
