@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import timedelta
@@ -15,6 +13,7 @@ from aggregator.group import Grouper
 from aggregator.runner import GroupingProcess
 from aggregator.settings import Settings
 from aggregator.types import Source
+from processes import ends_with_its_owner_killed
 from test_group import CRASH, OTHER, T0, make_item, save
 
 SOURCES = [Source(id=s, url=f"https://{s}.example/feed", title=s, rank=i)
@@ -86,9 +85,8 @@ def test_ctrl_c_and_sigterm_to_the_process_group_leave_grouping_to_the_worker(re
 
 
 def test_the_grouping_process_ends_with_an_owner_killed_with_sigkill(redis_url, keys):
-    script = (
-        "import sys, threading, time\n"
-        f"sys.path[:0] = [{os.path.dirname(__file__)!r}, {os.path.dirname(os.path.dirname(__file__))!r}]\n"
+    assert ends_with_its_owner_killed(
+        "import threading, time\n"
         "from aggregator.runner import GroupingProcess\n"
         "from aggregator.settings import Settings\n"
         f"g = GroupingProcess(Settings(redis_url={redis_url!r}, key_prefix={keys.prefix!r}), [])\n"
@@ -96,22 +94,3 @@ def test_the_grouping_process_ends_with_an_owner_killed_with_sigkill(redis_url, 
         "print(g.pid, flush=True)\n"
         "time.sleep(60)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        child = int(proc.stdout.readline())
-        os.kill(child, 0)
-    finally:
-        proc.kill()
-        proc.wait()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and _alive(child):
-        time.sleep(0.1)
-    assert not _alive(child)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][0] != "Z"
-    except FileNotFoundError:
-        return False

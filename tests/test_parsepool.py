@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -20,6 +18,7 @@ from aggregator.store import Store
 from aggregator.types import Outcome, Source
 from aggregator.update import Pipeline, read_feed, update_source
 from feedserver import Feed, FeedServer, ant_items
+from processes import ends_with_its_owner_killed
 
 FEEDS = os.path.join(os.path.dirname(__file__), "data", "feeds")
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
@@ -132,12 +131,11 @@ def _pid(source, body, headers, url, now):
     return os.getpid()
 
 
-def test_pool_processes_end_with_a_worker_killed_with_sigkill(tmp_path):
+def test_pool_processes_end_with_a_worker_killed_with_sigkill():
     # a pool process blocked on its pipe must see end-of-file when the worker dies: with
     # a copy of the worker's end (a forked pool, concurrent.futures' queues) it waits for ever
-    script = (
-        "import sys, time\n"
-        f"sys.path[:0] = [{os.path.dirname(__file__)!r}, {os.path.dirname(os.path.dirname(__file__))!r}]\n"
+    assert ends_with_its_owner_killed(
+        "import time\n"
         "from datetime import datetime, timezone\n"
         "from aggregator.parsepool import ParsePool\n"
         "from aggregator.types import Source\n"
@@ -147,25 +145,6 @@ def test_pool_processes_end_with_a_worker_killed_with_sigkill(tmp_path):
         "print(pool.read(s, b'', {}, s.url, datetime.now(timezone.utc)), flush=True)\n"
         "time.sleep(60)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        child = int(proc.stdout.readline())
-        os.kill(child, 0)  # alive while the worker is
-    finally:
-        proc.kill()
-        proc.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(child):
-        time.sleep(0.1)
-    assert not _alive(child)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][0] != "Z"  # a zombie has ended
-    except FileNotFoundError:
-        return False
 
 
 def test_pool_processes_outlast_ctrl_c_and_sigterm_sent_to_the_process_group():
