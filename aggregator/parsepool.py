@@ -9,21 +9,18 @@ not the worker, and only that feed's poll fails (as `error`).
 Each process serves one read at a time over its own pipe: a polling thread borrows an idle
 process, sends the body and waits for the items. concurrent.futures' process pool cost the
 worker ~1 ms of CPU per read in its queue threads, and a process dying there broke every
-read in flight. Processes come from a fork server that has imported the parsing modules
-once (forking the worker would copy its threads' locks mid-use); one blocked on its pipe
-sees end-of-file when the worker ends, however it ends, and exits.
+read in flight. How the processes start, end and take signals: helpers.py.
 """
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import pickle
 import queue
-import signal
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
+from .helpers import Helper
 from .types import Item, Outcome, Source
 
 log = logging.getLogger(__name__)
@@ -34,22 +31,8 @@ CRASHED = "the parser process died while reading this feed"
 READ_TIMEOUT = 60.0  # seconds; the slowest real feed reads in well under one
 
 
-def worker_processes():
-    """The multiprocessing context of the worker's helper processes (feed readers, the
-    grouping process): forked from a server that has imported their modules once."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["aggregator.update", "aggregator.runner", "aggregator.group"])
-    return context
-
-
 def _serve(conn, reader: Reader | None) -> None:
-    """A pool process: read what arrives until the worker's end of the pipe closes.
-
-    Ctrl-C and a service manager's SIGTERM reach the whole process group: the worker then
-    finishes its in-flight polls, which need these processes, so they ignore both and end
-    with the worker's pipe."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """A pool process: read what arrives until the worker's end of the pipe closes."""
     if reader is None:
         from .update import read_feed as reader
     while True:
@@ -67,22 +50,6 @@ def _serve(conn, reader: Reader | None) -> None:
             conn.send((False, RuntimeError(repr(reply[1])[:1000])))
 
 
-class _Process:
-    def __init__(self, context, reader: Reader | None):
-        ours, theirs = context.Pipe()
-        self.process = context.Process(target=_serve, args=(theirs, reader),
-                                       name="feed-reader", daemon=True)
-        self.process.start()
-        theirs.close()  # only the process holds its end: our exit is its end-of-file
-        self.conn = ours
-
-    def stop(self, kill: bool = False) -> None:
-        self.conn.close()
-        if kill:
-            self.process.kill()
-        self.process.join(5)
-
-
 class ParsePool:
     """read() has read_feed's signature and result; the work runs in `processes` processes,
     one read each at a time. A read that kills its process, or runs past `timeout`
@@ -95,20 +62,19 @@ class ParsePool:
         self.processes = processes
         self.timeout = timeout
         self._reader = reader  # None: update.read_feed, imported in the process
-        self._context = worker_processes()
-        self._idle: queue.SimpleQueue[_Process] = queue.SimpleQueue()
-        self._all: list[_Process] = []
+        self._idle: queue.SimpleQueue[Helper] = queue.SimpleQueue()
+        self._all: list[Helper] = []
         self._lock = threading.Lock()
         for _ in range(processes):
             self._idle.put(self._start())
 
-    def _start(self) -> _Process:
-        proc = _Process(self._context, self._reader)
+    def _start(self) -> Helper:
+        proc = Helper(_serve, (self._reader,), name="feed-reader")
         with self._lock:
             self._all.append(proc)
         return proc
 
-    def _replace(self, proc: _Process) -> _Process:
+    def _replace(self, proc: Helper) -> Helper:
         proc.stop(kill=True)
         with self._lock:
             self._all.remove(proc)

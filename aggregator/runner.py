@@ -29,7 +29,8 @@ from .errors import StoreError
 from .fetch import Fetcher
 from .keys import Keys
 from .metrics import Recorder
-from .parsepool import ParsePool, worker_processes
+from .helpers import Helper
+from .parsepool import ParsePool
 from .schedule import for_url, initial_poll, skip_reason
 from .settings import Settings
 from .store import Store, connect
@@ -96,8 +97,10 @@ class GroupingLoop:
 
     def set_sources(self, sources: Iterable[Source]) -> None:
         """A new config: the outlet ranking breaks lead ties (a fresh grouper reloads)."""
+        from .group import Grouper
+
         g = self.grouper
-        self.grouper = type(g)(g.r, g.keys, source_rank={s.id: s.rank for s in sources})
+        self.grouper = Grouper(g.r, g.keys, source_rank={s.id: s.rank for s in sources})
 
     def drain(self) -> int:
         total = 0
@@ -152,20 +155,14 @@ class GroupingLoop:
         return thread
 
 
-def _grouping_main(settings: Settings, ranks: dict[str, int], conn, log_level: int) -> None:
-    """The grouping process: GroupingLoop.run over its own Redis connection, woken and
-    stopped through `conn`. End-of-file (the worker gone, kill -9 included) stops it too;
-    the final pass drains what is queued. Ctrl-C and SIGTERM reach the whole process group:
-    the worker decides when grouping stops, so both are ignored here."""
-    from .group import Grouper
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def _grouping_main(conn, settings: Settings, sources: list[Source], log_level: int) -> None:
+    """The grouping process: GroupingLoop.run over its own Redis connection, woken through
+    `conn` (a new source list when the config changes). End-of-file, when the worker stops
+    it or ends, stops it after a last pass over what is queued."""
     logging.basicConfig(level=log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = Store(connect(settings), Keys(settings.key_prefix))
-    loop = GroupingLoop(Grouper(store.r, store.keys, source_rank=ranks),
-                        monitor=Recorder(store.r, store.keys))
+    loop = GroupingLoop(make_grouper(store, sources), monitor=Recorder(store.r, store.keys))
     stop = threading.Event()
 
     def listen() -> None:
@@ -173,8 +170,6 @@ def _grouping_main(settings: Settings, ranks: dict[str, int], conn, log_level: i
             try:
                 message = conn.recv()
             except (EOFError, OSError):
-                message = "stop"
-            if message == "stop":
                 stop.set()
                 loop.notify()
                 return
@@ -191,16 +186,15 @@ class GroupingProcess:
     the polls' fetch and store use two cores instead of taking turns at one GIL: in a cold
     start of 500 feeds grouping was most of the worker's CPU. Same interface as
     GroupingLoop. A grouping process that dies is started again; the queue is in Redis,
-    so nothing is lost meanwhile."""
+    so nothing is lost meanwhile. How it starts, ends and takes signals: helpers.py."""
 
     RESTART_AFTER = 5.0  # seconds: a process that dies at once must not spin
 
     def __init__(self, settings: Settings, sources: Iterable[Source]):
         self.settings = settings
         self._sources = list(sources)
-        self._context = worker_processes()
         self._lock = threading.Lock()
-        self._conn = None
+        self._helper: Helper | None = None
         self.pid: int | None = None  # of the grouping process now running (ps, kill)
 
     def notify(self) -> None:
@@ -212,44 +206,38 @@ class GroupingProcess:
 
     def _send(self, message) -> None:
         with self._lock:
-            if self._conn is not None:
+            if self._helper is not None:
                 try:
-                    self._conn.send(message)
+                    self._helper.conn.send(message)
                 except OSError:
                     pass  # the process has died: the supervisor starts another
 
-    def _spawn(self):
-        ours, theirs = self._context.Pipe()
-        ranks = {s.id: s.rank for s in self._sources}
-        proc = self._context.Process(
-            target=_grouping_main, name="grouping",
-            args=(self.settings, ranks, theirs, logging.getLogger().getEffectiveLevel()))
-        proc.start()
-        theirs.close()  # only the process holds its end: our exit is its end-of-file
+    def _spawn(self) -> Helper:
+        helper = Helper(_grouping_main, (self.settings, self._sources,
+                                         logging.getLogger().getEffectiveLevel()),
+                        name="grouping")
         with self._lock:
-            self._conn = ours
-        self.pid = proc.pid
-        return proc, ours
+            self._helper = helper
+        self.pid = helper.pid
+        return helper
 
     def start(self, stop: threading.Event) -> threading.Thread:
         """Start the process and a thread that keeps it running until `stop`, then lets
         it finish its last pass. Join the thread to wait for that."""
-        proc, conn = self._spawn()
+        helper = self._spawn()
 
         def supervise() -> None:
-            nonlocal proc, conn
+            nonlocal helper
             while not stop.wait(1.0):
-                if proc.exitcode is not None:
+                if helper.process.exitcode is not None:
                     log.error("grouping process ended (exit code %s); starting another",
-                              proc.exitcode)
-                    conn.close()
+                              helper.process.exitcode)
+                    helper.stop()
                     stop.wait(self.RESTART_AFTER)
-                    proc, conn = self._spawn()
-            self._send("stop")
-            proc.join()
+                    helper = self._spawn()
             with self._lock:
-                self._conn = None
-            conn.close()
+                self._helper = None
+            helper.stop(timeout=None)  # end-of-file: the last pass, then it exits
 
         thread = threading.Thread(target=supervise, name="grouping-supervisor", daemon=True)
         thread.start()

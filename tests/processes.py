@@ -33,3 +33,18 @@ def ends_with_its_owner_killed(script: str, timeout: float = 20.0) -> bool:
     while time.monotonic() < deadline and alive(helper):
         time.sleep(0.1)
     return not alive(helper)
+
+
+def ends_when_its_owner_exits(script: str, timeout: float = 20.0) -> bool:
+    """Run `script` (it starts a helper, prints its pid and exits without stopping it) and
+    say whether the owner and then the helper ended within `timeout` seconds each."""
+    try:
+        out = subprocess.run([sys.executable, "-c", PREAMBLE + script], capture_output=True,
+                             text=True, timeout=timeout).stdout
+    except subprocess.TimeoutExpired:
+        return False  # the owner waited for its helper at exit
+    helper = int(out.split()[0])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive(helper):
+        time.sleep(0.1)
+    return not alive(helper)

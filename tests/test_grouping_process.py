@@ -13,7 +13,7 @@ from aggregator.group import Grouper
 from aggregator.runner import GroupingProcess
 from aggregator.settings import Settings
 from aggregator.types import Source
-from processes import ends_with_its_owner_killed
+from processes import ends_when_its_owner_exits, ends_with_its_owner_killed
 from test_group import CRASH, OTHER, T0, make_item, save
 
 SOURCES = [Source(id=s, url=f"https://{s}.example/feed", title=s, rank=i)
@@ -93,4 +93,17 @@ def test_the_grouping_process_ends_with_an_owner_killed_with_sigkill(redis_url, 
         "g.start(threading.Event())\n"
         "print(g.pid, flush=True)\n"
         "time.sleep(60)\n"
+    )
+
+
+def test_a_worker_leaving_without_stopping_grouping_still_exits(redis_url, keys):
+    assert ends_when_its_owner_exits(
+        "import threading, time\n"
+        "from aggregator.runner import GroupingProcess\n"
+        "from aggregator.settings import Settings\n"
+        f"g = GroupingProcess(Settings(redis_url={redis_url!r}, key_prefix={keys.prefix!r}), [])\n"
+        "g.start(threading.Event())\n"
+        "print(g.pid, flush=True)\n"
+        "time.sleep(1.5)  # up and ignoring SIGTERM\n"
+        "raise RuntimeError('a bug before stop')\n"
     )

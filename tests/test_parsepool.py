@@ -18,7 +18,7 @@ from aggregator.store import Store
 from aggregator.types import Outcome, Source
 from aggregator.update import Pipeline, read_feed, update_source
 from feedserver import Feed, FeedServer, ant_items
-from processes import ends_with_its_owner_killed
+from processes import ends_when_its_owner_exits, ends_with_its_owner_killed
 
 FEEDS = os.path.join(os.path.dirname(__file__), "data", "feeds")
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
@@ -144,6 +144,21 @@ def test_pool_processes_end_with_a_worker_killed_with_sigkill():
         "s = Source(id='x', url='http://127.0.0.1/x', title='x')\n"
         "print(pool.read(s, b'', {}, s.url, datetime.now(timezone.utc)), flush=True)\n"
         "time.sleep(60)\n"
+    )
+
+
+def test_a_worker_leaving_without_closing_the_pool_still_exits():
+    # an exception before Pipeline.close(): multiprocessing's exit handler joins the pool
+    # processes, which ignore its SIGTERM and wait for end-of-file on their pipes
+    assert ends_when_its_owner_exits(
+        "from datetime import datetime, timezone\n"
+        "from aggregator.parsepool import ParsePool\n"
+        "from aggregator.types import Source\n"
+        "from test_parsepool import _pid\n"
+        "pool = ParsePool(1, reader=_pid)\n"
+        "s = Source(id='x', url='http://127.0.0.1/x', title='x')\n"
+        "print(pool.read(s, b'', {}, s.url, datetime.now(timezone.utc)), flush=True)\n"
+        "raise RuntimeError('a bug before close()')\n"
     )
 
 
