@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -111,8 +110,6 @@ def run_ours(urls, concurrency, redis_url, parse_processes, group=True, grouping
     def once():  # returns when every new item is stored and grouped
         return sum(r.new for r in poll_once(sources, pipe, settings, grouping))
 
-    if parser is not None:  # started, as in a running worker: the first poll does not pay it
-        parser.read(sources[0], b"", {}, urls[0], datetime.now(timezone.utc))
     passes = [timed(once), timed(once)]
     pipe.close()
     stored = store.count_items()
@@ -161,14 +158,13 @@ def main():
                     help="also run ours without grouping (ingest alone), as 'ours-ng'")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    from aggregator.settings import Settings
+
+    worker = Settings.from_env({})  # the worker's defaults on this machine
     if args.parse_processes is None:
-        from aggregator.settings import default_parse_processes
-
-        args.parse_processes = default_parse_processes()
+        args.parse_processes = worker.parse_processes
     if args.grouping_process is None:
-        from aggregator.settings import default_parse_processes
-
-        args.grouping_process = int(default_parse_processes() > 0)
+        args.grouping_process = int(worker.grouping_process)
     clones = -(-args.feeds // 5)
     results = {}
     with newsroom(args.shared, clones) as listing:
