@@ -245,22 +245,48 @@ class Doc:
 
 def make_doc(item_id: str, source: str, title: str, summary: str, published: float,
              params: Params = DEFAULT_PARAMS) -> Doc:
-    title_terms = arabic.tokens(title)
-    summary_terms = arabic.tokens(summary)
-    doc = Doc(
+    title_terms, summary_terms, text_key = _text_terms(title, summary, params.text_dup_min_tokens)
+    return Doc(
         id=item_id,
         source=source,
         published=published,
-        title_terms=tuple(title_terms),
-        lead_terms=tuple(summary_terms[: params.lead_tokens]),
+        title_terms=title_terms,
+        lead_terms=summary_terms[: params.lead_tokens],
+        text_key=text_key,
     )
-    title, summary = title_terms, summary_terms
-    if len(title) + len(summary) >= params.text_dup_min_tokens:
+
+
+def _text_terms(title: str, summary: str, dup_min_tokens: int) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
+    """Title tokens, summary tokens and the wire-copy key of one text; an identical text
+    (the same report in several feeds of an outlet, reposts, wire copies) is tokenised
+    once while it is in _TEXT_TERMS."""
+    cache = _TEXT_TERMS
+    if cache.get(None) != (arabic.stemmer_name(), dup_min_tokens):  # None names what the rest used
+        cache.clear()
+        cache[None] = (arabic.stemmer_name(), dup_min_tokens)
+    key = (title, summary)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    title_terms = tuple(arabic.tokens(title))
+    summary_terms = tuple(arabic.tokens(summary))
+    text_key = None
+    if len(title_terms) + len(summary_terms) >= dup_min_tokens:
         # wire copy: the same words in the same order once spelling, stop words and
         # clitics are normalised away
-        text = " ".join(title) + "|" + " ".join(summary)
-        doc.text_key = hashlib.sha1(text.encode()).hexdigest()[:16]
-    return doc
+        text = " ".join(title_terms) + "|" + " ".join(summary_terms)
+        text_key = hashlib.sha1(text.encode()).hexdigest()[:16]
+    if len(cache) > _TEXT_TERMS_MAX:
+        cache.clear()
+        cache[None] = (arabic.stemmer_name(), dup_min_tokens)
+    hit = cache[key] = (title_terms, summary_terms, text_key)
+    return hit
+
+
+# (title, summary) -> _text_terms' result. Copies of a report arrive close together (one
+# poll pass), so a few thousand recent texts catch them; the bound keeps it to a few MB.
+_TEXT_TERMS_MAX = 4096
+_TEXT_TERMS: dict = {}
 
 
 class Idf(dict):
@@ -391,6 +417,31 @@ def label_terms(title: str) -> list[tuple[str, str]]:
 
 
 _LABEL_STEMS: dict[str, str] = {}  # word -> its label stem ("" when not a label word)
+
+
+def _title_labels(title: str) -> tuple[tuple[str, str, int], ...]:
+    """(stem, surface word, position) of a title's label terms, each stem once; cached
+    per title like _text_terms (copies of a report repeat its title)."""
+    cache = _TITLE_LABELS
+    if cache.get(None) != arabic.stemmer_name():  # None names the stemmer of the rest
+        cache.clear()
+        cache[None] = arabic.stemmer_name()
+    hit = cache.get(title)
+    if hit is None:
+        out, seen = [], set()
+        for pos, (stem, surface) in enumerate(label_terms(title)):
+            if stem not in seen:
+                seen.add(stem)
+                out.append((stem, surface, pos))
+        hit = tuple(out)
+        if len(cache) > _TEXT_TERMS_MAX:
+            cache.clear()
+            cache[None] = arabic.stemmer_name()
+        cache[title] = hit
+    return hit
+
+
+_TITLE_LABELS: dict = {}  # title -> _title_labels' result; None -> the stemmer it used
 
 
 # --- the batch write -------------------------------------------------------------------------
@@ -560,11 +611,7 @@ class _StoryState:
         )
 
     def add_title(self, title: str) -> None:
-        seen = set()
-        for pos, (stem, surface) in enumerate(label_terms(title)):
-            if stem in seen:
-                continue
-            seen.add(stem)
+        for stem, surface, pos in _title_labels(title):
             old = self.terms.get(stem)
             # tuples, not lists: the collector stops tracking tuples of plain values
             self.terms[stem] = (old[0] + 1, old[1], old[2]) if old else (1, surface, pos)
@@ -913,9 +960,10 @@ class Grouper:
 
         _tick("decide")
         # RT (only for stories and topics the working set does not hold yet)
-        need = sorted({d.story for _, d, f in decided if not f} - w.stories.keys()
-                      - {d.story for _, d, f in decided if f})
-        need_topics = sorted({d.topic for _, d, _ in decided} - w.topics.keys())
+        founded_now = {d.story for _, d, f in decided if f}
+        need = sorted({d.story for _, d, f in decided
+                       if not f and d.story not in w.stories and d.story not in founded_now})
+        need_topics = sorted({d.topic for _, d, _ in decided if d.topic not in w.topics})
         if need or need_topics:
             with self.r.pipeline(transaction=False) as p:
                 for sid in need:

@@ -483,6 +483,34 @@ def test_label_terms_follow_the_stemmer():
     assert label_terms("الوزارة") == [("وزار", "الوزارة")]
 
 
+def test_an_identical_text_is_tokenised_once_and_the_stemmer_still_applies():
+    group_mod._TEXT_TERMS.clear()
+    title, lead = CRASH[1].title, CRASH[1].summary_text
+    a = group_mod.make_doc("a", "france24", title, lead, 0.0)
+    b = group_mod.make_doc("b", "CNN", title, lead, 60.0)
+    assert a.title_terms is b.title_terms and a.text_key == b.text_key  # one tokenisation
+    assert (a.title_terms, a.lead_terms) == (tuple(arabic.tokens(title)), tuple(arabic.tokens(lead))[:20])
+    try:
+        arabic.set_stemmer("none")
+        c = group_mod.make_doc("c", "CNN", title, lead, 60.0)
+        assert c.title_terms == tuple(arabic.tokens(title)) != a.title_terms
+    finally:
+        arabic.set_stemmer("light")
+    assert group_mod.make_doc("d", "BBC", title, lead, 0.0).title_terms == a.title_terms
+
+
+def test_items_without_a_title_are_grouped(redis_client, keys):
+    # "" must not collide with the entry that names the stemmer in the label cache
+    a = make_item("n1", "skynews", "", CRASH[0].summary_text, T0)
+    b = make_item("n2", "BBC", "", CRASH[0].summary_text, T0 + timedelta(minutes=5))
+    save(redis_client, keys, [a, b])
+    g = Grouper(redis_client, keys)
+    story = {i: s for i, s, _ in g.process_pending(T0 + timedelta(hours=1))}
+    assert story["n1"] == story["n2"]
+    (st,) = g.get_stories([story["n1"]])
+    assert st.label == "" and len(st.items) == 2
+
+
 def test_params_document_every_threshold():
     # every threshold is defined (and explained) in one place
     p = Params()
