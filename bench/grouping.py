@@ -41,6 +41,7 @@ import itertools
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -166,6 +167,7 @@ class InProcess:
         from aggregator.embedded import stop_server
 
         stop_server(self.tmp)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def score(res, stories, topics) -> dict:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -98,6 +99,7 @@ def main():
         store.r.delete(key)
     if not redis_url:
         stop_server(data_dir)
+    shutil.rmtree(data_dir, ignore_errors=True)
     print(f"{len(fetched)} feeds, {n} items; CPU per item (best of {args.repeat}):")
     for name, seconds in rows:
         print(f"  {name:<12} {seconds / n * 1e6:7.1f} µs")
