@@ -5,7 +5,8 @@ ANT news on 127.0.0.1; the system polls every feed once (cold: all 200s, everyth
 and again (warm: 304s, except Al Arabiya's clones which ignore validators and answer 200
 with the same bytes). Reported: feeds/s and items/s per pass, and ratios to the limit.
 
-  (a) ours:   aggregator.runner.poll_once — fetch, parse, normalise, store in Redis, group;
+  (a) ours:   aggregator.runner.poll_once over the worker's own pipeline (build_pipeline:
+              fetch, parse, normalise, store in Redis, metrics and outage watch), grouping;
               feeds read in the worker's parse processes (--parse-processes, default one
               per core; 0 reads them in the polling threads), grouping in its own process
               as the worker does on a multi-core machine (--grouping-process 0: a thread)
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -93,14 +93,9 @@ def run_limit(urls, concurrency):
 
 # (a) ours ----------------------------------------------------------------------------
 def run_ours(urls, concurrency, redis_url, parse_processes, group=True, grouping_process=False):
-    from aggregator.fetch import Fetcher
-    from aggregator.keys import Keys
-    from aggregator.parsepool import ParsePool
-    from aggregator.runner import make_grouping, poll_once
+    from aggregator.runner import build_pipeline, make_grouping, poll_once
     from aggregator.settings import Settings
-    from aggregator.store import Store, connect
     from aggregator.types import Source
-    from aggregator.update import Pipeline
 
     data_dir = tempfile.mkdtemp(prefix="bench-ingest-")
     settings = Settings(redis_url=redis_url, data_dir=data_dir, allow_private_networks=True,
@@ -108,10 +103,8 @@ def run_ours(urls, concurrency, redis_url, parse_processes, group=True, grouping
                         per_host_limit=concurrency,  # every feed is on 127.0.0.1 here
                         parse_processes=parse_processes, grouping_process=grouping_process)
     sources = [Source(id=f"f{i}", url=u, title=f"f{i}", rank=i) for i, u in enumerate(urls)]
-    store = Store(connect(settings), Keys(settings.key_prefix))
-    parser = ParsePool(parse_processes) if parse_processes else None
-    pipe = Pipeline(store, Fetcher(settings, maxsize=concurrency), rng=random.Random(0),
-                    parser=parser)
+    pipe = build_pipeline(settings)  # the worker's: store, fetcher, parse pool, metrics
+    store = pipe.store
     grouping = make_grouping(settings, pipe, sources) if group else None
 
     def once():  # returns when every new item is stored and grouped
