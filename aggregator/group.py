@@ -247,6 +247,25 @@ class Doc:
                    indexed=tuple(map(intern, idx[0].split())) if idx else None)
 
 
+class _Memo(dict):
+    """Results of a pure function of text that depend on the stemmer (and on `tag`): emptied
+    when either changes, and when it holds `limit` entries (what repeats, repeats soon: the
+    copies of a report arrive in one poll pass), so it stays a few MB."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+        self.tag: tuple | None = None
+
+    def fresh(self, tag: object = None) -> "_Memo":
+        """This memo, emptied first if its entries were made otherwise or it is full."""
+        tag = (arabic.stemmer_name(), tag)
+        if tag != self.tag or len(self) >= self.limit:
+            self.clear()
+            self.tag = tag
+        return self
+
+
 def make_doc(item_id: str, source: str, title: str, summary: str, published: float,
              params: Params = DEFAULT_PARAMS) -> Doc:
     title_terms, summary_terms, text_key = _text_terms(title, summary, params.text_dup_min_tokens)
@@ -264,10 +283,7 @@ def _text_terms(title: str, summary: str, dup_min_tokens: int) -> tuple[tuple[st
     """Title tokens, summary tokens and the wire-copy key of one text; an identical text
     (the same report in several feeds of an outlet, reposts, wire copies) is tokenised
     once while it is in _TEXT_TERMS."""
-    cache = _TEXT_TERMS
-    if cache.get(None) != (arabic.stemmer_name(), dup_min_tokens):  # None names what the rest used
-        cache.clear()
-        cache[None] = (arabic.stemmer_name(), dup_min_tokens)
+    cache = _TEXT_TERMS.fresh(dup_min_tokens)
     key = (title, summary)
     hit = cache.get(key)
     if hit is not None:
@@ -280,17 +296,11 @@ def _text_terms(title: str, summary: str, dup_min_tokens: int) -> tuple[tuple[st
         # clitics are normalised away
         text = " ".join(title_terms) + "|" + " ".join(summary_terms)
         text_key = hashlib.sha1(text.encode()).hexdigest()[:16]
-    if len(cache) > _TEXT_TERMS_MAX:
-        cache.clear()
-        cache[None] = (arabic.stemmer_name(), dup_min_tokens)
     hit = cache[key] = (title_terms, summary_terms, text_key)
     return hit
 
 
-# (title, summary) -> _text_terms' result. Copies of a report arrive close together (one
-# poll pass), so a few thousand recent texts catch them; the bound keeps it to a few MB.
-_TEXT_TERMS_MAX = 4096
-_TEXT_TERMS: dict = {}
+_TEXT_TERMS = _Memo(4096)  # (title, summary) -> _text_terms' result
 
 
 class Idf(dict):
@@ -402,17 +412,11 @@ _WORD = re.compile(r"[\w\u0600-\u06ff]+")
 
 def label_terms(title: str) -> list[tuple[str, str]]:
     """(stem, surface word) pairs of a title, stop words out, in order."""
-    cache = _LABEL_STEMS
-    if cache.get("") != arabic.stemmer_name():  # the "" entry names the stemmer of the rest
-        cache.clear()
-        cache[""] = arabic.stemmer_name()
+    cache = _LABEL_STEMS.fresh()
     out = []
     for w in _WORD.findall(title.replace("_", " ")):
         st = cache.get(w)
         if st is None:
-            if len(cache) > 100_000:
-                cache.clear()
-                cache[""] = arabic.stemmer_name()
             ts = arabic.tokens(w)
             st = cache[w] = ts[0] if ts and not ts[0].isdigit() and len(ts[0]) > 1 else ""
         if st:
@@ -420,16 +424,13 @@ def label_terms(title: str) -> list[tuple[str, str]]:
     return out
 
 
-_LABEL_STEMS: dict[str, str] = {}  # word -> its label stem ("" when not a label word)
+_LABEL_STEMS = _Memo(100_000)  # word -> its label stem ("" when not a label word)
 
 
 def _title_labels(title: str) -> tuple[tuple[str, str, int], ...]:
     """(stem, surface word, position) of a title's label terms, each stem once; cached
     per title like _text_terms (copies of a report repeat its title)."""
-    cache = _TITLE_LABELS
-    if cache.get(None) != arabic.stemmer_name():  # None names the stemmer of the rest
-        cache.clear()
-        cache[None] = arabic.stemmer_name()
+    cache = _TITLE_LABELS.fresh()
     hit = cache.get(title)
     if hit is None:
         out, seen = [], set()
@@ -437,15 +438,11 @@ def _title_labels(title: str) -> tuple[tuple[str, str, int], ...]:
             if stem not in seen:
                 seen.add(stem)
                 out.append((stem, surface, pos))
-        hit = tuple(out)
-        if len(cache) > _TEXT_TERMS_MAX:
-            cache.clear()
-            cache[None] = arabic.stemmer_name()
-        cache[title] = hit
+        hit = cache[title] = tuple(out)
     return hit
 
 
-_TITLE_LABELS: dict = {}  # title -> _title_labels' result; None -> the stemmer it used
+_TITLE_LABELS = _Memo(4096)  # title -> _title_labels' result
 
 
 # --- the batch write -------------------------------------------------------------------------

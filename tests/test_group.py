@@ -500,7 +500,8 @@ def test_an_identical_text_is_tokenised_once_and_the_stemmer_still_applies():
 
 
 def test_items_without_a_title_are_grouped(redis_client, keys):
-    # "" must not collide with the entry that names the stemmer in the label cache
+    # an empty title is a key like any other in the label caches (it once collided with
+    # the entry that named their stemmer)
     a = make_item("n1", "skynews", "", CRASH[0].summary_text, T0)
     b = make_item("n2", "BBC", "", CRASH[0].summary_text, T0 + timedelta(minutes=5))
     save(redis_client, keys, [a, b])
