@@ -61,9 +61,13 @@ def build_monitor(store: Store, settings: Settings) -> Monitor:
 
 
 def make_grouper(store: Store, sources: Iterable[Source]):
+    return _grouper(store.r, store.keys, sources)
+
+
+def _grouper(client, keys: Keys, sources: Iterable[Source]):
     from .group import Grouper
 
-    return Grouper(store.r, store.keys, source_rank={s.id: s.rank for s in sources})
+    return Grouper(client, keys, source_rank={s.id: s.rank for s in sources})
 
 
 def make_grouping(settings: Settings, pipe: Pipeline, sources: Iterable[Source],
@@ -97,10 +101,7 @@ class GroupingLoop:
 
     def set_sources(self, sources: Iterable[Source]) -> None:
         """A new config: the outlet ranking breaks lead ties (a fresh grouper reloads)."""
-        from .group import Grouper
-
-        g = self.grouper
-        self.grouper = Grouper(g.r, g.keys, source_rank={s.id: s.rank for s in sources})
+        self.grouper = _grouper(self.grouper.r, self.grouper.keys, sources)
 
     def drain(self) -> int:
         total = 0

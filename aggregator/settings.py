@@ -44,6 +44,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
         env = os.environ if env is None else env
+        auto_processes = default_parse_processes()  # 0 on a one-core machine
         values = dict(
             feeds_path=env.get("AGG_FEEDS", "feeds.yaml"),
             redis_url=env.get("REDIS_URL") or None,
@@ -53,9 +54,9 @@ class Settings:
             retention_days=int(env.get("AGG_RETENTION_DAYS", "30")),
             retention_max_items=int(env.get("AGG_RETENTION_MAX_ITEMS", "200000")),
             pool_size=int(env.get("AGG_POOL_SIZE", "16")),
-            parse_processes=int(env.get("AGG_PARSE_PROCESSES") or default_parse_processes()),
+            parse_processes=int(env.get("AGG_PARSE_PROCESSES") or auto_processes),
             grouping_process=(_bool(env["AGG_GROUPING_PROCESS"]) if env.get("AGG_GROUPING_PROCESS")
-                              else default_parse_processes() > 0),
+                              else auto_processes > 0),
             timezone=env.get("AGG_TIMEZONE", "Asia/Riyadh"),
         )
         values.update(overrides)
