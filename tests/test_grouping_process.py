@@ -84,26 +84,25 @@ def test_ctrl_c_and_sigterm_to_the_process_group_leave_grouping_to_the_worker(re
         thread.join(60)
 
 
-def test_the_grouping_process_ends_with_an_owner_killed_with_sigkill(redis_url, keys):
-    assert ends_with_its_owner_killed(
+def _owner_grouping(redis_url, keys) -> str:
+    """A worker script that starts a grouping process and prints its pid."""
+    return (
         "import threading, time\n"
         "from aggregator.runner import GroupingProcess\n"
         "from aggregator.settings import Settings\n"
         f"g = GroupingProcess(Settings(redis_url={redis_url!r}, key_prefix={keys.prefix!r}), [])\n"
         "g.start(threading.Event())\n"
         "print(g.pid, flush=True)\n"
-        "time.sleep(60)\n"
     )
+
+
+def test_the_grouping_process_ends_with_an_owner_killed_with_sigkill(redis_url, keys):
+    assert ends_with_its_owner_killed(_owner_grouping(redis_url, keys) + "time.sleep(60)\n")
 
 
 def test_a_worker_leaving_without_stopping_grouping_still_exits(redis_url, keys):
     assert ends_when_its_owner_exits(
-        "import threading, time\n"
-        "from aggregator.runner import GroupingProcess\n"
-        "from aggregator.settings import Settings\n"
-        f"g = GroupingProcess(Settings(redis_url={redis_url!r}, key_prefix={keys.prefix!r}), [])\n"
-        "g.start(threading.Event())\n"
-        "print(g.pid, flush=True)\n"
-        "time.sleep(1.5)  # up and ignoring SIGTERM\n"
-        "raise RuntimeError('a bug before stop')\n"
+        _owner_grouping(redis_url, keys)
+        + "time.sleep(1.5)  # up and ignoring SIGTERM\n"
+        + "raise RuntimeError('a bug before stop')\n"
     )

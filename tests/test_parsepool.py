@@ -131,35 +131,29 @@ def _pid(source, body, headers, url, now):
     return os.getpid()
 
 
+# A worker with a one-process pool: it prints that process's pid (read through the pool).
+_OWNER_WITH_A_POOL = (
+    "import time\n"
+    "from datetime import datetime, timezone\n"
+    "from aggregator.parsepool import ParsePool\n"
+    "from aggregator.types import Source\n"
+    "from test_parsepool import _pid\n"
+    "pool = ParsePool(1, reader=_pid)\n"
+    "s = Source(id='x', url='http://127.0.0.1/x', title='x')\n"
+    "print(pool.read(s, b'', {}, s.url, datetime.now(timezone.utc)), flush=True)\n"
+)
+
+
 def test_pool_processes_end_with_a_worker_killed_with_sigkill():
     # a pool process blocked on its pipe must see end-of-file when the worker dies: with
     # a copy of the worker's end (a forked pool, concurrent.futures' queues) it waits for ever
-    assert ends_with_its_owner_killed(
-        "import time\n"
-        "from datetime import datetime, timezone\n"
-        "from aggregator.parsepool import ParsePool\n"
-        "from aggregator.types import Source\n"
-        "from test_parsepool import _pid\n"
-        "pool = ParsePool(1, reader=_pid)\n"
-        "s = Source(id='x', url='http://127.0.0.1/x', title='x')\n"
-        "print(pool.read(s, b'', {}, s.url, datetime.now(timezone.utc)), flush=True)\n"
-        "time.sleep(60)\n"
-    )
+    assert ends_with_its_owner_killed(_OWNER_WITH_A_POOL + "time.sleep(60)\n")
 
 
 def test_a_worker_leaving_without_closing_the_pool_still_exits():
     # an exception before Pipeline.close(): multiprocessing's exit handler joins the pool
     # processes, which ignore its SIGTERM and wait for end-of-file on their pipes
-    assert ends_when_its_owner_exits(
-        "from datetime import datetime, timezone\n"
-        "from aggregator.parsepool import ParsePool\n"
-        "from aggregator.types import Source\n"
-        "from test_parsepool import _pid\n"
-        "pool = ParsePool(1, reader=_pid)\n"
-        "s = Source(id='x', url='http://127.0.0.1/x', title='x')\n"
-        "print(pool.read(s, b'', {}, s.url, datetime.now(timezone.utc)), flush=True)\n"
-        "raise RuntimeError('a bug before close()')\n"
-    )
+    assert ends_when_its_owner_exits(_OWNER_WITH_A_POOL + "raise RuntimeError('a bug before close()')\n")
 
 
 def test_pool_processes_outlast_ctrl_c_and_sigterm_sent_to_the_process_group():
