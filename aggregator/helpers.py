@@ -1,5 +1,5 @@
-"""The worker's helper processes: the feed readers (parsepool.py) and the grouping process
-(runner.GroupingProcess).
+"""The worker's helper processes: the feed-reading ones, which fetch and parse (parsepool.py),
+and the grouping process (runner.GroupingProcess).
 
 Each is forked from a fork server that has imported their modules once (forking the
 worker itself would copy its threads' locks mid-use) and talks to the worker over a pipe
@@ -22,23 +22,33 @@ from collections.abc import Callable
 PRELOAD = ["aggregator.update", "aggregator.runner", "aggregator.group"]
 
 
-def _main(target: Callable[..., None], conn, args: tuple) -> None:
+def _main(target: Callable[..., None], ends: list, args: tuple) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    target(conn, *args)
+    target(*ends, *args)
 
 
 class Helper:
-    """target(conn, *args) in a helper process; `conn` here is the worker's end."""
+    """target(conn, [replies,] *args) in a helper process; `conn` here is the worker's end."""
 
-    def __init__(self, target: Callable[..., None], args: tuple = (), name: str = "helper"):
+    def __init__(self, target: Callable[..., None], args: tuple = (), name: str = "helper",
+                 replies: bool = False):
+        """replies: the helper answers on a second, one-way pipe, `self.replies`, passed to
+        it after `conn`. A thread blocked reading a socket keeps it open after another
+        thread closes it, so with one pipe a thread waiting for replies would hide our end
+        closing from the helper."""
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
         self.conn, theirs = context.Pipe()
-        self.process = context.Process(target=_main, args=(target, theirs, args), name=name,
+        ends = [theirs]
+        if replies:
+            self.replies, their_replies = context.Pipe(duplex=False)
+            ends.append(their_replies)
+        self.process = context.Process(target=_main, args=(target, ends, args), name=name,
                                        daemon=True)
         self.process.start()
-        theirs.close()  # only the helper holds its end: our end closing is its end-of-file
+        for end in ends:  # only the helper holds its ends: ours closing is its end-of-file
+            end.close()
         self._close = multiprocessing.util.Finalize(self, self.conn.close, exitpriority=10)
 
     @property

@@ -10,8 +10,8 @@ PROJECT_URL = "https://github.com/arabic-news-aggregator/aggregator"
 
 
 def default_parse_processes() -> int:
-    """One per core on a multi-core machine (at most 8); none on one core, where reading
-    feeds in another process would only add the cost of shipping bytes and items. Grouping
+    """One per core on a multi-core machine (at most 8); none on one core, where polling
+    in another process would only add the cost of shipping requests and items. Grouping
     gets a process of its own by default on the same condition."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return 0 if cores < 2 else min(cores, 8)
@@ -34,7 +34,7 @@ class Settings:
     fetch_timeout: float = 20.0
     pool_size: int = 16  # polls at once
     per_host_limit: int = 2  # polls at once against one host
-    parse_processes: int = 0  # processes reading feeds (parsepool.py); 0: the polling threads
+    parse_processes: int = 0  # processes fetching and reading feeds (parsepool.py); 0: the polling threads
     grouping_process: bool = False  # group in a process of its own (runner.GroupingProcess)
     timezone: str = "Asia/Riyadh"  # display only; stored times are UTC
     user_agent: str = field(

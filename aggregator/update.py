@@ -42,7 +42,7 @@ class Pipeline:
     notify_grouping: Callable[[], None] | None = None  # wakes the grouping consumer
     rng: random.Random = field(default_factory=random.Random)
     monitor: Monitor | None = None  # metrics, alerts, our-outage schedule (aggregator/alerts.py)
-    parser: ParsePool | None = None  # reads feeds in processes (parsepool.py); None: here
+    parser: ParsePool | None = None  # fetches and reads in processes (parsepool.py); None: here
 
     def close(self) -> None:
         if self.parser is not None:
@@ -61,7 +61,7 @@ class Fetched:
 def read_feed(source: Source, body: bytes, headers: Mapping[str, str], url: str,
               now: datetime) -> tuple[list[Item], Outcome, str | None]:
     """Parse → normalise one fetched body: (items, OK, None), or ([], NOT_A_FEED, why).
-    Pure, so a ParsePool can run it in another process."""
+    Pure."""
     try:
         feed = parse_feed(body, headers, url)
     except ParseError as e:
@@ -71,13 +71,22 @@ def read_feed(source: Source, body: bytes, headers: Mapping[str, str], url: str,
 
 def fetch_items(source: Source, state: SourceState, fetcher: Fetcher, now: datetime,
                 parser: ParsePool | None = None) -> Fetched:
-    """Conditional fetch → parse → normalise, with no writes."""
+    """Conditional fetch → parse → normalise, with no writes: here, or in one of the
+    parser's processes."""
+    if parser is not None:
+        return parser.fetch_items(source, state, now)
     result = fetcher.fetch(source.url, state, now)
     if result.outcome is not Outcome.OK:
         return Fetched(result, result.outcome, [], result.error)
-    read = read_feed if parser is None else parser.read
-    items, outcome, error = read(source, result.body, result.headers, result.final_url, now)
+    items, outcome, error = read_feed(source, result.body, result.headers, result.final_url, now)
     return Fetched(result, outcome, items, error)
+
+
+def fetch_and_read(fetcher: Fetcher, source: Source, state: SourceState, now: datetime) -> Fetched:
+    """fetch_items in a ParsePool process. The worker gets back the items and what it
+    schedules from (outcome, validators, Retry-After), not the body and headers it read."""
+    fetched = fetch_items(source, state, fetcher, now)
+    return replace(fetched, result=replace(fetched.result, body=None, headers={}))
 
 
 def update_source(source: Source, pipe: Pipeline, now: datetime,

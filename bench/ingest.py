@@ -7,8 +7,8 @@ with the same bytes). Reported: feeds/s and items/s per pass, and ratios to the 
 
   (a) ours:   aggregator.runner.poll_once over the worker's own pipeline (build_pipeline:
               fetch, parse, normalise, store in Redis, metrics and outage watch), grouping;
-              feeds read in the worker's parse processes (--parse-processes, default one
-              per core; 0 reads them in the polling threads), grouping in its own process
+              feeds fetched and read in the worker's parse processes (--parse-processes,
+              default one per core; 0: in the polling threads), grouping in its own process
               as the worker does on a multi-core machine (--grouping-process 0: a thread)
   (b) reader: reader.Reader.update_feeds(workers=C) into a fresh SQLite file
   (c) limit:  bare conditional GET (urllib3, same concurrency) + lxml parse, nothing stored

@@ -162,6 +162,9 @@ def test_worker_refuses_a_redirect_to_loopback_and_says_why(server, redis_url, r
     feeds = tmp_path / "feeds.yaml"
     feeds.write_text(feeds_yaml(urls), encoding="utf-8")
     env = worker_env(redis_url, keys.prefix, feeds, private=False)
+    # polls in the worker's own threads: the wrapper's stand-in public address exists only
+    # in its process, not in the feed-reading processes that would otherwise fetch
+    env["AGG_PARSE_PROCESSES"] = "0"
     proc = subprocess.run([sys.executable, "-c", WRAPPER], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
