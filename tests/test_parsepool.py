@@ -140,6 +140,27 @@ def _read_bbc(source: Source, now: datetime) -> Fetched:
     return Fetched(result, outcome, items, error)
 
 
+def _slow_poll(fetcher, source, state, now):
+    time.sleep(1.0)  # a slow server: the helper waits, it does not compute
+    return _read_bbc(source, now)
+
+
+def test_one_process_has_many_polls_in_flight():
+    # polls mostly wait on the network: one helper must not take them one at a time
+    pool = ParsePool(1, SETTINGS, task=_slow_poll)
+    sources = [Source(id=f"s{i}", url=f"http://127.0.0.1/{i}.xml", title="x") for i in range(6)]
+    try:
+        pool.fetch_items(sources[0], SourceState(), NOW)  # the helper is up
+        started = time.monotonic()
+        with ThreadPoolExecutor(6) as threads:
+            results = list(threads.map(lambda s: pool.fetch_items(s, SourceState(), NOW), sources))
+        took = time.monotonic() - started
+    finally:
+        pool.close()
+    assert all(r.outcome is Outcome.OK and len(r.items) == 10 for r in results)
+    assert took < 4.0, took  # one at a time: 6 s
+
+
 def _dies_on_poison(fetcher, source, state, now):
     """A poll whose process dies, as a parser crash in C would take it (module level: the
     pool's processes import it by name)."""
