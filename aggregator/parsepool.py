@@ -220,10 +220,10 @@ class ParsePool:
         self._start()
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock:  # a call sent from now on fails at once, as "the worker is stopping"
             self._closed = True
             self._lock.notify_all()
-            procs = list(self._procs)
+            procs, self._procs = self._procs, []
         for proc in procs:
             proc.helper.stop()
 

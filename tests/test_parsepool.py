@@ -260,3 +260,14 @@ def test_pool_processes_outlast_ctrl_c_and_sigterm_sent_to_the_process_group():
         assert pool.fetch_items(s, SourceState(), NOW) == pid
     finally:
         pool.close()
+
+
+def test_a_poll_sent_after_close_fails_at_once():
+    # a poll racing the worker's stop gets an answer, not a wait for the poll timeout
+    pool = ParsePool(1, task=_pid, timeout=2.0)
+    pool.close()
+    s = Source(id="x", url="http://127.0.0.1/x", title="x")
+    started = time.monotonic()
+    late = pool.fetch_items(s, SourceState(), NOW)
+    assert (late.outcome, late.error) == (Outcome.ERROR, "the worker is stopping")
+    assert time.monotonic() - started < 1.0
