@@ -64,6 +64,24 @@ def test_categories_json_is_json_dumps():
         assert _json_strings(values) == json.dumps(values, ensure_ascii=False), values
 
 
+def test_any_text_reaches_redis_unchanged(redis_client, keys):
+    # the items travel to the script as one JSON argument: escapes (control characters,
+    # quotes, backslashes), raw UTF-8 (Arabic, emoji, U+2028) and empty values must come out
+    # of its decoder as they went in
+    rng = random.Random(11)
+    alphabet = ["a", '"', "\\", "\x00", "\x01", "\x1f", "\x7f", "ع", "\u2028", "\u200f", "😀",
+                "/", " ", "\n", "\t", "[", "}", "1e5", "null"]
+    store = Store(redis_client, keys)
+    odd = []
+    for n in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        odd.append(replace(item(n), title=text, summary_text=text, summary_html=text,
+                           author=text or None, categories=(text,) if text else (),
+                           content_hash=f"h{n}"))
+    assert len(store.save_poll(SRC, odd, SourceState(), NOW).new) == 300
+    assert store.get_items([it.id for it in odd]) == odd
+
+
 def test_stored_hashes_are_item_to_hash_new_and_updated(redis_client, keys):
     store = Store(redis_client, keys)
     indexes = json.dumps([keys.timeline, keys.source_timeline("sky"), keys.tag_timeline("gulf"),
