@@ -27,6 +27,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import socket
 import struct
 import threading
@@ -515,29 +516,53 @@ def stats_json(env) -> dict:
 
 class PeakRSS:
     """Samples /proc/<pid>/status VmHWM (the kernel's own high-water mark of resident
-    memory) until the process exits; `peak_mb` is the last value read."""
+    memory) of a process and of every process below it until it exits. The worker fetches
+    and parses in helper processes, children of its fork server: a body buffered there
+    must show. `peaks_kb`: the highest value read per pid."""
 
     def __init__(self, pid: int, every: float = 0.02):
-        self.pid, self.every, self.peak_kb = pid, every, 0
+        self.pid, self.every = pid, every
+        self.peaks_kb: dict[int, int] = {}
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
 
+    def _tree(self) -> list[int]:
+        pids, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            try:
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as f:
+                        todo += [int(child) for child in f.read().split()]
+            except OSError:
+                pass
+        return pids
+
+    @staticmethod
+    def _hwm_kb(pid: int) -> int | None:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return None  # gone, or a zombie (no memory lines)
+
     def _run(self) -> None:
         while True:
-            try:
-                with open(f"/proc/{self.pid}/status") as f:
-                    for line in f:
-                        if line.startswith("VmHWM:"):
-                            self.peak_kb = max(self.peak_kb, int(line.split()[1]))
-                            break
-                    else:
-                        return  # a zombie has no memory lines
-            except (FileNotFoundError, ProcessLookupError):
-                return
+            for pid in self._tree():
+                kb = self._hwm_kb(pid)
+                if kb is not None:
+                    self.peaks_kb[pid] = max(self.peaks_kb.get(pid, 0), kb)
+                elif pid == self.pid:
+                    return
             time.sleep(self.every)
 
     def join(self, timeout: float = 5) -> float:
+        """The highest peak of any one process, in MB."""
         self._t.join(timeout)
-        return self.peak_kb / 1024
+        return max(self.peaks_kb.values(), default=0) / 1024
 
 
