@@ -266,6 +266,12 @@ class Fetcher:
             "Accept-Encoding": "gzip, deflate",
         }
 
+    @classmethod
+    def for_polls(cls, settings: Settings) -> "Fetcher":
+        """The fetcher of a process that polls (the worker, a feed-reading process): a
+        pooled connection for each poll it may have in flight."""
+        return cls(settings, maxsize=max(settings.per_host_limit, settings.pool_size))
+
     def fetch(self, url: str, state: SourceState, now: datetime) -> FetchResult:
         started = time.monotonic()
         deadline = started + self.settings.fetch_timeout * 2  # bound slow-drip bodies too

@@ -51,7 +51,7 @@ def _serve(conn, replies, settings: Settings, task: Task | None, threads: int) -
 
     if task is None:
         from .update import fetch_and_read as task
-    fetcher = Fetcher(settings, maxsize=max(settings.per_host_limit, settings.pool_size))
+    fetcher = Fetcher.for_polls(settings)
     send = threading.Lock()
 
     def run(request_id: int, args: tuple) -> None:

@@ -48,7 +48,7 @@ def utcnow() -> datetime:
 
 def build_pipeline(settings: Settings) -> Pipeline:
     store = Store(connect(settings), Keys(settings.key_prefix))
-    fetcher = Fetcher(settings, maxsize=max(settings.per_host_limit, settings.pool_size))
+    fetcher = Fetcher.for_polls(settings)
     parser = ParsePool(settings.parse_processes, settings) if settings.parse_processes else None
     return Pipeline(store=store, fetcher=fetcher, parser=parser,
                     monitor=build_monitor(store, settings))
