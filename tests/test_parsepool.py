@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -21,6 +20,7 @@ from aggregator.store import Store
 from aggregator.types import Outcome, Source, SourceState
 from aggregator.update import Fetched, Pipeline, fetch_items, read_feed, update_source
 from feedserver import Feed, FeedServer, ant_items
+from httptest import serving
 from processes import ends_when_its_owner_exits, ends_with_its_owner_killed
 
 FEEDS = os.path.join(os.path.dirname(__file__), "data", "feeds")
@@ -76,9 +76,8 @@ def fixture_server():
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_port}", sorted(feeds)
-    httpd.shutdown()
+    with serving(httpd):
+        yield f"http://127.0.0.1:{httpd.server_port}", sorted(feeds)
     httpd.server_close()
 
 
