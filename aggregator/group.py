@@ -63,7 +63,6 @@ import heapq
 import json
 import math
 import os
-import re
 import sys
 import time
 import uuid
@@ -73,8 +72,9 @@ from datetime import datetime, timezone
 
 import redis
 
-from . import arabic
+from . import matching
 from .keys import Keys
+from .matching import text_terms, title_labels
 from .types import Item, Story, Topic
 
 UTC = timezone.utc
@@ -162,7 +162,7 @@ class Params:
     title_weight: float = 3.0
     # Summary tokens used (the lead). 12 -> F1 0.64, 20 -> 0.70, 30 -> 0.63, 60 -> 0.63:
     # later sentences are background that matches other stories of the same topic.
-    lead_tokens: int = 20
+    lead_tokens: int = matching.LEAD_TOKENS
     # Join the best story when (cosine - time penalty) >= this. With the 0.2/day penalty:
     # 0.26 -> P 0.80 R 0.69 F1 0.74; 0.28 -> P 0.86 R 0.63 F1 0.73; 0.30 -> P 0.94 R 0.59
     # F1 0.73. A wrong merge is worse than a miss (the issue), so the P >= 0.9 point.
@@ -190,7 +190,7 @@ class Params:
     # story grouping unchanged; 0.3 drops recall (F1 0.63).
     min_shared: float = 0.2
     # Items with fewer tokens than this get no wire-copy fingerprint (too generic).
-    text_dup_min_tokens: int = 6
+    text_dup_min_tokens: int = matching.DUP_MIN_TOKENS
     # Pseudo-documents (containing none of the terms) added to N: with a cold index (the
     # first items of a new installation) ln(N/df) is noise that punishes exactly the terms
     # two reports share; the prior flattens IDF until real counts dominate. 0, 20, 50 ->
@@ -247,28 +247,9 @@ class Doc:
                    indexed=tuple(map(intern, idx[0].split())) if idx else None)
 
 
-class _Memo(dict):
-    """Results of a pure function of text that depend on the stemmer (and on `tag`): emptied
-    when either changes, and when it holds `limit` entries (what repeats, repeats soon: the
-    copies of a report arrive in one poll pass), so it stays a few MB."""
-
-    def __init__(self, limit: int):
-        super().__init__()
-        self.limit = limit
-        self.tag: tuple | None = None
-
-    def fresh(self, tag: object = None) -> "_Memo":
-        """This memo, emptied first if its entries were made otherwise or it is full."""
-        tag = (arabic.stemmer_name(), tag)
-        if tag != self.tag or len(self) >= self.limit:
-            self.clear()
-            self.tag = tag
-        return self
-
-
 def make_doc(item_id: str, source: str, title: str, summary: str, published: float,
              params: Params = DEFAULT_PARAMS) -> Doc:
-    title_terms, summary_terms, text_key = _text_terms(title, summary, params.text_dup_min_tokens)
+    title_terms, summary_terms, text_key = text_terms(title, summary, params.text_dup_min_tokens)
     return Doc(
         id=item_id,
         source=source,
@@ -277,30 +258,6 @@ def make_doc(item_id: str, source: str, title: str, summary: str, published: flo
         lead_terms=summary_terms[: params.lead_tokens],
         text_key=text_key,
     )
-
-
-def _text_terms(title: str, summary: str, dup_min_tokens: int) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
-    """Title tokens, summary tokens and the wire-copy key of one text; an identical text
-    (the same report in several feeds of an outlet, reposts, wire copies) is tokenised
-    once while it is in _TEXT_TERMS."""
-    cache = _TEXT_TERMS.fresh(dup_min_tokens)
-    key = (title, summary)
-    hit = cache.get(key)
-    if hit is not None:
-        return hit
-    title_terms = tuple(arabic.tokens(title))
-    summary_terms = tuple(arabic.tokens(summary))
-    text_key = None
-    if len(title_terms) + len(summary_terms) >= dup_min_tokens:
-        # wire copy: the same words in the same order once spelling, stop words and
-        # clitics are normalised away
-        text = " ".join(title_terms) + "|" + " ".join(summary_terms)
-        text_key = hashlib.sha1(text.encode()).hexdigest()[:16]
-    hit = cache[key] = (title_terms, summary_terms, text_key)
-    return hit
-
-
-_TEXT_TERMS = _Memo(4096)  # (title, summary) -> _text_terms' result
 
 
 class Idf(dict):
@@ -407,42 +364,6 @@ def fingerprints(item: Item, doc: Doc, params: Params) -> list[str]:
     return fps
 
 
-_WORD = re.compile(r"[\w\u0600-\u06ff]+")
-
-
-def label_terms(title: str) -> list[tuple[str, str]]:
-    """(stem, surface word) pairs of a title, stop words out, in order."""
-    cache = _LABEL_STEMS.fresh()
-    out = []
-    for w in _WORD.findall(title.replace("_", " ")):
-        st = cache.get(w)
-        if st is None:
-            ts = arabic.tokens(w)
-            st = cache[w] = ts[0] if ts and not ts[0].isdigit() and len(ts[0]) > 1 else ""
-        if st:
-            out.append((st, w))
-    return out
-
-
-_LABEL_STEMS = _Memo(100_000)  # word -> its label stem ("" when not a label word)
-
-
-def _title_labels(title: str) -> tuple[tuple[str, str, int], ...]:
-    """(stem, surface word, position) of a title's label terms, each stem once; cached
-    per title like _text_terms (copies of a report repeat its title)."""
-    cache = _TITLE_LABELS.fresh()
-    hit = cache.get(title)
-    if hit is None:
-        out, seen = [], set()
-        for pos, (stem, surface) in enumerate(label_terms(title)):
-            if stem not in seen:
-                seen.add(stem)
-                out.append((stem, surface, pos))
-        hit = cache[title] = tuple(out)
-    return hit
-
-
-_TITLE_LABELS = _Memo(4096)  # title -> _title_labels' result
 
 
 # --- the batch write -------------------------------------------------------------------------
@@ -454,9 +375,9 @@ _TITLE_LABELS = _Memo(4096)  # title -> _title_labels' result
 # the script only applies the payload, JSON with every value a string (Lua numbers would
 # round them):
 #   trim: [buckets key, cutoff hour]  buckets that left the window are deleted first
-#   hset / hsetnx / zadd: [[key, arg, arg, ...], ...]
-#   expire: [[key, seconds], ...]
-#   zrem: [[key, member, ...]]   incrby: [[key, n], ...]   set: [[key, value], ...]
+#   hset / hsetnx / zadd: [[key, arg, arg, ...], ...]   expire: [[key, seconds], ...]
+#   zrem / hdel: [[key, member or field, ...]]   incrby: [[key, n], ...]
+#   set: [[key, value], ...]
 # Returns 0 (lock lost, nothing written) or 1.
 _WRITE_LUA = r"""
 local lock = redis.call('GET', KEYS[1])
@@ -478,6 +399,7 @@ end
 apply('HSET', p.hset, 1000)
 apply('ZADD', p.zadd, 1000)
 apply('ZREM', p.zrem, 1000)
+apply('HDEL', p.hdel, 1000)
 for _, row in ipairs(p.hsetnx) do
   for i = 2, #row, 2 do redis.call('HSETNX', row[1], row[i], row[i + 1]) end
 end
@@ -558,15 +480,28 @@ _ITEM_FIELDS = ("source", "url", "guid", "title", "summary_text", "published", "
 class _PendingItem:
     """The fields of a stored item (Store's hash) that grouping uses; times as epoch floats."""
 
-    __slots__ = ("id", "source", "url", "guid", "title", "summary_text", "published", "first_seen")
+    __slots__ = ("id", "source", "url", "guid", "title", "summary_text", "published", "first_seen",
+                 "match", "labels")
 
     def __init__(self, item_id: str, source: str, url: str | None, guid: str | None, title: str | None,
-                 summary_text: str | None, published: str, first_seen: str | None):
+                 summary_text: str | None, published: str, first_seen: str | None, match: str | None):
         self.id, self.source = item_id, source
         self.url, self.guid = url or None, guid or None
         self.title, self.summary_text = title or "", summary_text or ""
         self.published = float(published)
         self.first_seen = float(first_seen) if first_seen else None
+        self.match = match  # matching.record() of the text, when normalise made one
+        self.labels: matching.Labels | None = None  # its title labels, when the record had them
+
+
+def _doc(it: _PendingItem, params: Params) -> Doc:
+    """The item's matching document, from its record when it has a usable one."""
+    terms = matching.terms(it.match, params.lead_tokens, params.text_dup_min_tokens)
+    if terms is None:
+        return make_doc(it.id, it.source, it.title, it.summary_text, it.published, params)
+    title_terms, lead_terms, text_key, it.labels = terms
+    return Doc(id=it.id, source=it.source, published=it.published, title_terms=title_terms,
+               lead_terms=lead_terms, text_key=text_key)
 
 
 # --- story state (in memory while a batch is decided) ---------------------------------------
@@ -611,8 +546,10 @@ class _StoryState:
             terms={t: tuple(v) for t, v in json.loads(h.get("terms") or "{}").items()},
         )
 
-    def add_title(self, title: str) -> None:
-        for stem, surface, pos in _title_labels(title):
+    def add_title(self, title: str, labels: matching.Labels | None = None) -> None:
+        """Count the label terms of a member's title (`labels`: matching.title_labels(title)
+        when the caller has them)."""
+        for stem, surface, pos in title_labels(title) if labels is None else labels:
             old = self.terms.get(stem)
             # tuples, not lists: the collector stops tracking tuples of plain values
             self.terms[stem] = (old[0] + 1, old[1], old[2]) if old else (1, surface, pos)
@@ -872,25 +809,30 @@ class Grouper:
         if w is None or w.gen != seen_gen:
             w = self._window = self._load(seen_gen)
         _tick("load")
-        # RT: the items and whether they already have a story (a re-run after a crash).
+        # RT: the items, their matching terms (made at normalise time), and whether they
+        # already have a story (a re-run after a crash).
         with self.r.pipeline(transaction=False) as p:
             for i in ids:
                 p.hmget(k.item(i), _ITEM_FIELDS)
+            p.hmget(k.group_match, ids)
             p.hmget(k.group_is, ids)
             rows = p.execute()
         _tick("read")
         items: list[_PendingItem] = []
         gone: list[str] = []
-        for i, row, s in zip(ids, rows[:-1], rows[-1]):
+        for i, row, m, s in zip(ids, rows[:-2], rows[-2], rows[-1]):
             if s is not None or row[0] is None:
                 gone.append(i)  # already grouped, or trimmed by retention meanwhile
             else:
-                items.append(_PendingItem(i, *row))
+                items.append(_PendingItem(i, *row, m))
         if not items:
-            self.r.zrem(k.group_pending, *gone)
+            with self.r.pipeline(transaction=True) as p:
+                p.zrem(k.group_pending, *gone)
+                p.hdel(k.group_match, *gone)
+                p.execute()
             return []
         items.sort(key=lambda it: (it.published, self._rank(it.source), it.id))
-        docs = [make_doc(it.id, it.source, it.title, it.summary_text, it.published, P) for it in items]
+        docs = [_doc(it, P) for it in items]
         fps = [fingerprints(it, d, P) for it, d in zip(items, docs)]
         _tick("tokenize")
         win = P.window_hours * 3600.0
@@ -997,7 +939,7 @@ class Grouper:
             if it.source not in st.sources:
                 st.sources.append(it.source)
             st.n += 1
-            st.add_title(it.title)
+            st.add_title(it.title, it.labels)
             touched[st.id] = st
             members.setdefault(d.story, {})[d.id] = pub
 
@@ -1055,12 +997,14 @@ class Grouper:
         for day in dups:
             zadd.append([k.group_buckets, str(day * 24), k.group_dup(day)])
             expire.append([k.group_dup(day), ttl])
+        done = [d.id for _, d, _ in decided] + gone
         payload = {
             "trim": [k.group_buckets, repr(cutoff / 3600.0)],
             "hset": hset,
             "hsetnx": [[k.group_dup(day), *fields] for day, fields in dups.items()],
             "zadd": zadd,
-            "zrem": [[k.group_pending, *[d.id for _, d, _ in decided], *gone]],
+            "zrem": [[k.group_pending, *done]],
+            "hdel": [[k.group_match, *done]],
             "expire": expire,
             "incrby": [[k.outputs_version, "1"]],
             "set": [[k.group_gen, new_gen]],
@@ -1193,11 +1137,13 @@ def _item_from_json(row: dict) -> Item:
     pub = _parse_date(str(row["published"]))
     summary = row.get("summary") or ""
     text = (row.get("title") or "") + "\n" + summary
+    title = row.get("title") or ""
     return _Item(
         id=str(row["id"]), source=str(row["source"]), url=row.get("url") or None,
-        guid=row.get("guid") or None, title=row.get("title") or "", summary_html=summary,
+        guid=row.get("guid") or None, title=title, summary_html=summary,
         summary_text=summary, published=pub, first_seen=pub, updated=pub,
         content_hash=hashlib.sha1(text.encode()).hexdigest(),
+        match_record=matching.record(title, summary),  # as normalise makes it
     )
 
 

@@ -109,6 +109,12 @@ class Keys:
     def group_pending(self) -> str:
         return f"{self.prefix}:group:pending"
 
+    @property
+    def group_match(self) -> str:
+        """Hash: pending item id -> its matching terms (matching.record), written with the
+        item, deleted when the grouper has placed it."""
+        return f"{self.prefix}:group:match"
+
     # Defined by aggregator/group.py's author below this line.
 
     @property

@@ -27,6 +27,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import nh3
 
+from . import matching
 from .types import EntryData, FeedData, Item, Source
 
 try:  # IDNA 2008 + UTS 46 when the `idna` package is there; the stdlib codec is IDNA 2003
@@ -651,6 +652,7 @@ def normalize_entry(source: Source, entry: EntryData, first_seen: datetime, now:
         image=canonical_url(entry.image, base=source.url),
         language=_language(entry.language, source.language),
         content_hash=hashlib.sha256(f"{title}\0{summary_text}\0{url or ''}".encode("utf-8", "surrogatepass")).hexdigest(),
+        match_record=matching.record(title, summary_text),
     )
 
 

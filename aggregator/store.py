@@ -152,6 +152,8 @@ def _flat_json(mapping: dict[str, str]) -> str:
 # the item hash's field names (JSON list), then the items as one flat JSON list: per item
 # its key and its field values in that order. One argument, not one per value: redis-py
 # runs a Python generator step per argument it packs, half of a cold poll's store call.
+# Then the grouping's match key and the items' matching records (JSON list, in item
+# order; '' = none): a new item's record waits there for the grouper.
 _SAVE_POLL_LUA = """
 local now, indexes_json = ARGV[1], ARGV[10]
 local indexes = cjson.decode(indexes_json)
@@ -160,7 +162,8 @@ local items = cjson.decode(ARGV[12])
 local at = {}
 for f, name in ipairs(names) do at[name] = f end
 local keep = {id = true, first_seen = true, published = true, source = true}
-local new, updated, scores, seens = {}, {}, {}, {}
+local matches = cjson.decode(ARGV[14])
+local new, updated, scores, seens, match = {}, {}, {}, {}, {}
 for i = 1, #items, #names + 1 do
   local key, id, hash = items[i], items[i + at.id], items[i + at.content_hash]
   local old = redis.call('HGET', key, 'content_hash')
@@ -173,6 +176,11 @@ for i = 1, #items, #names + 1 do
     redis.call('HSET', key, unpack(fields))
     new[#new + 1] = id
     scores[#new], seens[#new] = items[i + at.published], items[i + at.first_seen]
+    local m = matches[(i - 1) / (#names + 1) + 1]
+    if m ~= '' then
+      match[#match + 1] = id
+      match[#match + 1] = m
+    end
   elseif old ~= hash then
     local changed = {'updated', now}
     for f = 1, #names do
@@ -200,6 +208,9 @@ end
 for _, index in ipairs(indexes) do index_new(index, scores) end
 index_new(ARGV[8], seens)
 index_new(ARGV[9], scores)
+for j = 1, #match, 2000 do  -- the new items' matching terms, for the grouper
+  redis.call('HSET', ARGV[13], unpack(match, j, math.min(j + 1999, #match)))
+end
 redis.call('HSET', ARGV[3], unpack(cjson.decode(ARGV[7])))
 if ARGV[6] == '' then
   redis.call('ZREM', ARGV[4], ARGV[5])
@@ -266,6 +277,7 @@ class Store:
             flat.append(k.item(item_id))
             flat += _item_values(item, _ts(item.published), stamp(item.first_seen), stamp(item.updated))
         args.append(json.dumps(flat, ensure_ascii=False))
+        args += [k.group_match, _json_strings([item.match_record for item in by_id.values()])]
         try:
             with self.r.pipeline(transaction=False) as p:
                 # EVALSHA rather than the Script object: a pipeline holding a Script first

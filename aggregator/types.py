@@ -132,6 +132,9 @@ class Item:
     image: str | None = None
     language: str = "ar"
     content_hash: str = ""
+    # matching.record(title, summary_text), made by normalise for grouping; derived from
+    # the text, so not part of the item's identity or its stored hash
+    match_record: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -20,7 +21,9 @@ import math
 
 from aggregator import arabic
 from aggregator import group as group_mod
-from aggregator.group import Doc, Grouper, Idf, Params, label_terms, run_cli, similarity, story_id_for, weights
+from aggregator.group import Doc, Grouper, Idf, Params, run_cli, similarity, story_id_for, weights
+from aggregator import matching
+from aggregator.matching import label_terms
 from aggregator.keys import Keys
 from aggregator.store import Store
 from aggregator.types import Item, Source, SourceState
@@ -484,7 +487,7 @@ def test_label_terms_follow_the_stemmer():
 
 
 def test_an_identical_text_is_tokenised_once_and_the_stemmer_still_applies():
-    group_mod._TEXT_TERMS.clear()
+    matching._TEXT_TERMS.clear()
     title, lead = CRASH[1].title, CRASH[1].summary_text
     a = group_mod.make_doc("a", "france24", title, lead, 0.0)
     b = group_mod.make_doc("b", "CNN", title, lead, 60.0)
@@ -587,14 +590,17 @@ def test_working_set_is_kept_between_batches_and_dropped_after_a_lost_batch(redi
     assert g._window.idf.n == 5  # reloaded from Redis: the four items, then the new one
 
 
-def _group_in_polls(client, keys, rows, groupers) -> dict[str, tuple[str, str]]:
+def _group_in_polls(client, keys, rows, groupers, records=True) -> dict[str, tuple[str, str]]:
     """Store the rows in polls of one source (as run_cli does) and group after each poll,
-    each poll taking the grouper `groupers()` gives."""
+    each poll taking the grouper `groupers()` gives; `records=False` stores the items
+    without their matching records, so the grouper tokenises their text."""
     store = Store(client, keys)
     out: dict[str, tuple[str, str]] = {}
     polls: list[list[Item]] = []
     for row in rows:
         item = group_mod._item_from_json(row)
+        if not records:
+            item = replace(item, match_record="")
         if polls and polls[-1][0].source == item.source and len(polls[-1]) < 20:
             polls[-1].append(item)
         else:
@@ -638,3 +644,20 @@ def test_a_working_set_rebuilt_from_redis_groups_like_one_long_lived_grouper(red
     a, b = _pairs(expected, 0), _pairs(got, 0)
     assert len(a) > 100
     assert len(a ^ b) <= 0.02 * len(a | b), (len(a), len(b), len(a ^ b))
+
+
+def test_matching_records_group_exactly_like_tokenising_in_the_grouper(redis_client, keys):
+    # normalise makes each item's matching terms (matching.record) and the grouper reads
+    # them instead of tokenising: the window must come out the same, item for item.
+    rows = load_window()
+    one = Grouper(redis_client, keys)
+    with_records = _group_in_polls(redis_client, keys, rows, lambda: one)
+    assert redis_client.hlen(keys.group_match) == 0  # each record went with its placement
+    other = Keys(prefix=keys.prefix + "t")
+    try:
+        two = Grouper(redis_client, other)
+        tokenised = _group_in_polls(redis_client, other, rows, lambda: two, records=False)
+    finally:
+        for key in redis_client.scan_iter(f"{other.prefix}:*"):
+            redis_client.delete(key)
+    assert len(with_records) == len(rows) and with_records == tokenised
