@@ -375,7 +375,7 @@ def fingerprints(item: Item, doc: Doc, params: Params) -> list[str]:
 # the script only applies the payload, JSON with every value a string (Lua numbers would
 # round them):
 #   trim: [buckets key, cutoff hour]  buckets that left the window are deleted first
-#   hset / hsetnx / zadd: [[key, arg, arg, ...], ...]   expire: [[key, seconds], ...]
+#   hset / zadd: [[key, arg, arg, ...], ...]   expire: [[key, seconds], ...]
 #   zrem / hdel: [[key, member or field, ...]]   incrby: [[key, n], ...]
 #   set: [[key, value], ...]
 # Returns 0 (lock lost, nothing written) or 1.
@@ -400,9 +400,6 @@ apply('HSET', p.hset, 1000)
 apply('ZADD', p.zadd, 1000)
 apply('ZREM', p.zrem, 1000)
 apply('HDEL', p.hdel, 1000)
-for _, row in ipairs(p.hsetnx) do
-  for i = 2, #row, 2 do redis.call('HSETNX', row[1], row[i], row[i + 1]) end
-end
 for _, row in ipairs(p.expire) do redis.call('EXPIRE', row[1], row[2]) end
 for _, row in ipairs(p.incrby) do redis.call('INCRBY', row[1], row[2]) end
 for _, row in ipairs(p.set) do redis.call('SET', row[1], row[2]) end
@@ -607,9 +604,9 @@ class _Window:
         self.days: dict[int, list[str]] = {}
         self.pruned_hour = -math.inf
 
-    def add(self, doc: Doc, fps: Iterable[str] = ()) -> None:
+    def add(self, doc: Doc, fps: Iterable[str] = ()) -> list[str]:
         """Count the item in (df, N) and index it under its heaviest terms (doc.indexed, or
-        by tf * idf now when not set); then note its fingerprints."""
+        by tf * idf now when not set); then note its fingerprints (returns the new ones)."""
         P = self.params
         if doc.indexed is None:
             doc.indexed = tuple(_by_weight(weights(doc, self.idf, P)[0])[: P.index_terms])
@@ -634,20 +631,27 @@ class _Window:
                 i = bisect.bisect_left(members, member, lo, bisect.bisect_right(pubs, pub, lo))
                 pubs.insert(i, pub)
                 members.insert(i, member)
-        self.add_fingerprints(doc, fps)
+        return self.add_fingerprints(doc, fps)
 
-    def add_fingerprints(self, doc: Doc, fps: Iterable[str]) -> None:
+    def add_fingerprints(self, doc: Doc, fps: Iterable[str]) -> list[str]:
         """Only these, for a copy: it joins its original's story, and its words, being the
         original's, would add nothing to retrieval but count the same report twice in df
-        and crowd other stories out of the postings' latest-N (100 clones of one feed)."""
+        and crowd other stories out of the postings' latest-N (100 clones of one feed).
+
+        Per day the first item with a fingerprint keeps it; returns the fingerprints this
+        item is the first of (the batch writes those: the working set mirrors Redis'
+        buckets, so they are exactly the ones Redis lacks)."""
         pub = doc.published
         day = int(pub // 86400)
+        new = []
         for f in fps:
             vals = self.fps.setdefault(f, [])
-            if all(v[1] != day for v in vals):  # per day the first fingerprint wins (HSETNX)
+            if all(v[1] != day for v in vals):
                 vals.append((pub, day, doc.story or "", doc.topic or ""))
                 vals.sort()
                 self.days.setdefault(day, []).append(f)
+                new.append(f)
+        return new
 
     def candidates(self, doc: Doc, query: Sequence[tuple[float, str]], params: Params) -> list[Doc]:
         """The inverted-index lookup for `query` ((IDF, term) pairs): per term, the
@@ -851,6 +855,7 @@ class Grouper:
         # Decide, item by item in published order; each decided item joins the working set
         # at once, so later items of the batch find it like any earlier one.
         decided: list[tuple[_PendingItem, Doc, bool]] = []  # (item, doc, founded a story)
+        new_fps: list[list[str]] = []  # per decided item, the fingerprints it is the first of
         wcache = w.wcache
         for it, d, fl in zip(items, docs, fps):
             story = topic = None
@@ -864,7 +869,7 @@ class Grouper:
                     break
             if story is not None:  # a copy: its story, and nothing to index or count
                 d.story, d.topic = story, topic
-                w.add_fingerprints(d, fl)
+                new_fps.append(w.add_fingerprints(d, fl))
                 decided.append((it, d, False))
                 continue
             wd = weights(d, idf, P)
@@ -897,7 +902,7 @@ class Grouper:
                 else:
                     topic = topic_id_for(story)
             d.story, d.topic = story, topic
-            w.add(d, fl)
+            new_fps.append(w.add(d, fl))
             wcache[d.id] = wd  # as a later item's candidate (values of this IDF epoch)
             decided.append((it, d, founded))
 
@@ -964,15 +969,16 @@ class Grouper:
         assigned = [k.group_is]
         records: dict[int, list[str]] = {}
         dups: dict[int, list[str]] = {}
-        for (it, d, _), fl in zip(decided, fps):
+        for (it, d, _), fl, fl_new in zip(decided, fps, new_fps):
             assigned += (d.id, d.story)
             if d.indexed is not None:  # a copy (never indexed) keeps no matching record
                 records.setdefault(int(d.published // 3600), []).extend((d.id, d.record()))
-            if fl:
-                fp_value = SEP.join((repr(d.published), d.story, d.topic))
+            if fl:  # the day's bucket is kept alive by every fingerprint, written by new ones
                 day = dups.setdefault(int(d.published // 86400), [])
-                for f in fl:
-                    day += (f, fp_value)
+                if fl_new:
+                    fp_value = SEP.join((repr(d.published), d.story, d.topic))
+                    for f in fl_new:
+                        day += (f, fp_value)
         by_topic: dict[str, list[str]] = {}
         stl = [k.group_story_timeline]
         hset = [assigned]
@@ -994,14 +1000,15 @@ class Grouper:
             hset.append([k.group_vec(hour), *fields])
             zadd.append([k.group_buckets, str(hour), k.group_vec(hour)])
             expire.append([k.group_vec(hour), ttl])
-        for day in dups:
+        for day, fields in dups.items():
+            if fields:
+                hset.append([k.group_dup(day), *fields])
             zadd.append([k.group_buckets, str(day * 24), k.group_dup(day)])
             expire.append([k.group_dup(day), ttl])
         done = [d.id for _, d, _ in decided] + gone
         payload = {
             "trim": [k.group_buckets, repr(cutoff / 3600.0)],
             "hset": hset,
-            "hsetnx": [[k.group_dup(day), *fields] for day, fields in dups.items()],
             "zadd": zadd,
             "zrem": [[k.group_pending, *done]],
             "hdel": [[k.group_match, *done]],
