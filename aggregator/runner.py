@@ -6,6 +6,7 @@ the stored times back, so it resumes instead of re-polling everything at once.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import signal
@@ -77,6 +78,34 @@ def make_grouping(settings: Settings, pipe: Pipeline, sources: Iterable[Source],
     return GroupingLoop(make_grouper(pipe.store, sources), now, pipe.monitor)
 
 
+class SurvivorFreezer:
+    """After each batch, moves what survived it out of the garbage collector's sight; for
+    a process that only groups (the grouping process, bench/grouping_cost.py).
+
+    The grouper's working set is ~200,000 long-lived containers (postings, documents,
+    stories) with no reference cycles among them. Every full collection walked all of them,
+    0.14-0.16 s once per ~2,500 items: 50-70 us of the ~0.6 ms an item costs. Young
+    garbage is collected first, so only survivors are frozen; frozen objects are still
+    freed by reference counting when the window drops them (over 20,000 items, two window
+    turnovers, the frozen count stayed at the working set's size and peak RSS at 245 MB,
+    as without freezing). A full collection every FULL_EVERY batches bounds whatever cyclic
+    garbage froze meanwhile."""
+
+    FULL_EVERY = 200
+
+    def __init__(self):
+        self.batches = 0
+
+    def after_batch(self) -> None:
+        self.batches += 1
+        if self.batches % self.FULL_EVERY == 0:
+            gc.unfreeze()
+            gc.collect()
+        else:
+            gc.collect(1)
+        gc.freeze()
+
+
 class GroupingLoop:
     """The one consumer of the grouping queue in this process.
 
@@ -90,10 +119,11 @@ class GroupingLoop:
     WAKE_EVERY = 5.0
 
     def __init__(self, grouper, now: Callable[[], datetime] = utcnow,
-                 monitor: Monitor | None = None):
+                 monitor: Monitor | None = None, freezer: SurvivorFreezer | None = None):
         self.grouper = grouper  # replaced whole when the config (outlet ranking) changes
         self.now = now
         self.monitor = monitor  # counts stories formed and Redis errors
+        self.freezer = freezer  # in the grouping process only: it owns the whole heap
         self._wake = threading.Event()
 
     def notify(self) -> None:
@@ -108,6 +138,8 @@ class GroupingLoop:
         while True:
             done = self.grouper.process_pending(self.now(), limit=self.BATCH)
             total += len(done)
+            if self.freezer is not None and done:
+                self.freezer.after_batch()
             if self.monitor is not None:
                 self.monitor.grouped(done)
             if len(done) < self.BATCH:
@@ -163,7 +195,8 @@ def _grouping_main(conn, settings: Settings, sources: list[Source], log_level: i
     logging.basicConfig(level=log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = Store(connect(settings), Keys(settings.key_prefix))
-    loop = GroupingLoop(make_grouper(store, sources), monitor=Recorder(store.r, store.keys))
+    loop = GroupingLoop(make_grouper(store, sources), monitor=Recorder(store.r, store.keys),
+                        freezer=SurvivorFreezer())
     stop = threading.Event()
 
     def listen() -> None:

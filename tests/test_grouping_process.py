@@ -3,14 +3,16 @@ groups what the polls queue, stops after a last pass, is started again if it die
 ends with its owner."""
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
 import time
+import weakref
 from datetime import timedelta
 
 from aggregator.group import Grouper
-from aggregator.runner import GroupingProcess
+from aggregator.runner import GroupingProcess, SurvivorFreezer
 from aggregator.settings import Settings
 from aggregator.types import Source
 from processes import ends_when_its_owner_exits, ends_with_its_owner_killed
@@ -106,3 +108,33 @@ def test_a_worker_leaving_without_stopping_grouping_still_exits(redis_url, keys)
         + "time.sleep(1.5)  # up and ignoring SIGTERM\n"
         + "raise RuntimeError('a bug before stop')\n"
     )
+
+
+class _Node:
+    pass
+
+
+def test_survivor_freezer_hides_survivors_and_still_frees_them():
+    # The grouping process freezes what survives each batch (its working set) so full
+    # collections stop walking it: dropped objects must still go, at once by reference
+    # counting, and a dropped reference cycle at the next full collection.
+    freezer = SurvivorFreezer()
+    freezer.FULL_EVERY = 3
+    try:
+        plain = _Node()
+        plain_ref = weakref.ref(plain)
+        a, b = _Node(), _Node()
+        a.other, b.other = b, a
+        cycle_ref = weakref.ref(a)
+        freezer.after_batch()  # 1: both survive and are frozen
+        assert gc.get_freeze_count() > 0
+        del plain
+        assert plain_ref() is None
+        del a, b
+        freezer.after_batch()  # 2
+        gc.collect()
+        assert cycle_ref() is not None  # frozen: out of the collector's sight
+        freezer.after_batch()  # 3 = FULL_EVERY: unfreeze and collect everything
+        assert cycle_ref() is None
+    finally:
+        gc.unfreeze()
