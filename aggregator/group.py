@@ -53,7 +53,7 @@ working set holds the ~9,200 window items in ~4-5 KB each; Redis keeps 4.5-5.0 K
 stored item (grouping keys 1.6-2.1 KB, mostly story hashes). In the worker's own path over
 500 newsroom clone feeds (bench/ingest.py: 100 copies of each report, batches of 500) the
 grouping process spends 1.6-2.2 CPU-s on 15,000 items: a copy is neither tokenised again
-(_text_terms) nor scored (step 1).
+(matching.text_terms) nor scored (step 1).
 """
 from __future__ import annotations
 
@@ -362,8 +362,6 @@ def fingerprints(item: Item, doc: Doc, params: Params) -> list[str]:
     if doc.text_key:
         fps.append("x:" + doc.text_key)
     return fps
-
-
 
 
 # --- the batch write -------------------------------------------------------------------------

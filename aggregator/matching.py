@@ -116,25 +116,46 @@ def _tag() -> str:
 
 
 def record(title: str, summary: str) -> str:
-    """The matching terms of (title, summary text) as one string, for the store."""
-    title_terms, summary_terms, text_key = text_terms(title, summary)
-    labels = " ".join(f"{stem} {surface} {pos}" for stem, surface, pos in title_labels(title))
-    return SEP.join((_tag(), " ".join(title_terms), " ".join(summary_terms[:LEAD_TOKENS]),
-                     text_key or "", labels))
+    """The matching terms of (title, summary text) as one string, for the store; made
+    once per text while it is in _RECORDS (copies of a report arrive together)."""
+    cache = _RECORDS.fresh()
+    key = (title, summary)
+    rec = cache.get(key)
+    if rec is None:
+        title_terms, summary_terms, text_key = text_terms(title, summary)
+        labels = " ".join(f"{stem} {surface} {pos}" for stem, surface, pos in title_labels(title))
+        rec = cache[key] = SEP.join((_tag(), " ".join(title_terms), " ".join(summary_terms[:LEAD_TOKENS]),
+                                     text_key or "", labels))
+    return rec
+
+
+_RECORDS = Memo(4096)  # (title, summary) -> record()
 
 
 def terms(rec: str | None, lead_tokens: int = LEAD_TOKENS,
           dup_min_tokens: int = DUP_MIN_TOKENS) -> Terms | None:
     """(title terms, first `lead_tokens` summary terms, wire-copy key, title labels) from
     a record, or None when there is none or it was made otherwise than these settings
-    need."""
-    if not rec:
+    need. The copies of a report share one record, and get the same tuples back while it
+    is in _TERMS."""
+    if not rec or lead_tokens > LEAD_TOKENS or dup_min_tokens != DUP_MIN_TOKENS:
         return None
+    cache = _TERMS.fresh(lead_tokens)
+    hit = cache.get(rec, _MISSING)
+    if hit is _MISSING:
+        hit = cache[rec] = _unpack(rec, lead_tokens)
+    return hit
+
+
+def _unpack(rec: str, lead_tokens: int) -> Terms | None:
     parts = rec.split(SEP)
-    if (len(parts) != 5 or parts[0] != _tag() or lead_tokens > LEAD_TOKENS
-            or dup_min_tokens != DUP_MIN_TOKENS):
+    if len(parts) != 5 or parts[0] != _tag():
         return None
     intern = sys.intern  # one string per term across the grouper's working set
     lab = parts[4].split()
     return (tuple(map(intern, parts[1].split())), tuple(map(intern, parts[2].split()))[:lead_tokens],
             parts[3] or None, tuple(zip(map(intern, lab[0::3]), lab[1::3], map(int, lab[2::3]))))
+
+
+_TERMS = Memo(4096)  # record -> terms() (None for a record made otherwise)
+_MISSING = object()

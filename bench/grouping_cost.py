@@ -140,6 +140,7 @@ def measure(r, keys, store, grouper, texts, start, measure_n, batch, gap, t0, tm
     load = os.getloadavg()[0]
     grouper.timings.clear()
     matching._TEXT_TERMS.clear()
+    matching._RECORDS.clear()
     t = time.perf_counter()
     items = items_from(texts, start, measure_n, t0, gap)
     # normalise's share: the matching records (the item objects themselves cost ~2 us)

@@ -32,6 +32,8 @@ def test_a_record_gives_back_what_tokenising_gives(title, summary):
     got = matching.terms(matching.record(title, summary))
     assert got == (title_terms, summary_terms[: matching.LEAD_TOKENS], text_key,
                    matching.title_labels(title))
+    # the copies of a report (one record) share one unpacked result
+    assert matching.terms(matching.record(title, summary)) is got
     # a grouper that reads fewer lead tokens takes the first of them
     assert matching.terms(matching.record(title, summary), lead_tokens=5)[1] == summary_terms[:5]
 
