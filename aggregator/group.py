@@ -40,20 +40,25 @@ Measured (python bench/grouping.py; gold window 2018-03-12/13, 403 items):
   F1 0.729; pair level (--pairs): average precision 0.836 / 0.739 per day. Leaving copies
   out of the index (step 1) kept the story figures, moved topics 0.706 -> 0.692, order
   agreement 0.93 -> 0.95 and held-out day 2 0.716 -> 0.729.
-Cost (python bench/grouping_cost.py --sizes 10000,100000,1000000 --measure 3000; AOF on,
-batches of 100, 2 cores shared with other jobs, load ~1): 1,253 / 1,125 / 1,051 items/s,
-0.80 / 0.89 / 0.95 ms per item at 10k / 100k / 1M stored (1M vs 10k: 1.19x); the same
-code measured 900-1,050 items/s in another hour (the machine's speed moves by a fifth);
-the last design (Redis-side candidate script, batch-local index) ran 410-450 items/s.
-Python is ~85 % of it, spread over tokenising, scoring, the working set's upkeep, the
-story state and the collector; Redis ~0.1 ms/item (the batch write). The batch goes to
-Redis as one JSON argument: plain ARGV rows were slower on both sides (the call 0.16 vs
-0.09 ms/item, Redis CPU 0.21 vs 0.17; Redis makes an object of every argument). The
-working set holds the ~9,200 window items in ~4-5 KB each; Redis keeps 4.5-5.0 KB per
-stored item (grouping keys 1.6-2.1 KB, mostly story hashes). In the worker's own path over
-500 newsroom clone feeds (bench/ingest.py: 100 copies of each report, batches of 500) the
-grouping process spends 1.6-2.2 CPU-s on 15,000 items: a copy is neither tokenised again
-(matching.text_terms) nor scored (step 1).
+Cost (python bench/grouping_cost.py --sizes 10000,100000,1000000 --measure 5000; AOF on,
+batches of 100, 2 cores shared with other jobs, load ~1): 1,529 / 1,465 / 1,347 items/s,
+0.65 / 0.68 / 0.74 ms per item at 10k / 100k / 1M stored (1M vs 10k: 1.14x). The machine's
+speed moves by a fifth to a third within minutes, so compare code in one process: old and
+new grouper batch by batch (GC frozen), the matching records and the dup-fingerprint write
+cut the grouper's wall time to 0.83-0.87x, and freezing the survivors of each batch
+(runner.SurvivorFreezer) takes the full collections' 40-50 us/item on top; alternated runs
+of the same harness with its GC policy: 1.17-1.21x the items/s of 12e4efb. Per item:
+decide (retrieval, scoring, the working set's upkeep) 0.29 ms, the batch write 0.14 ms
+(Redis ~0.1 ms of it: ~4 commands per item in one script call), prune 0.08, reading
+0.05, the record's unpacking and fingerprints 0.04, story state 0.02. Tokenising is not
+here: normalise makes each item's matching terms in the feed-reading processes (matching.py;
+0.12-0.20 ms per distinct text). The batch goes to Redis as one JSON argument: plain ARGV
+rows were slower on both sides (the call 0.16 vs 0.09 ms/item, Redis CPU 0.21 vs 0.17;
+Redis makes an object of every argument). The working set holds the ~9,300 window items
+in ~4-5 KB each; Redis keeps 4.5-5.0 KB per stored item (grouping keys 1.6-2.1 KB, mostly
+story hashes). In the worker's own path over 500 newsroom clone feeds (bench/ingest.py:
+100 copies of each report, batches of 500) the grouping process spent 1.6-2.2 CPU-s on
+15,000 items before records: a copy is neither unpacked again (matching.terms) nor scored.
 """
 from __future__ import annotations
 
