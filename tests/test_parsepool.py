@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from aggregator import matching
 from aggregator.fetch import Fetcher
 from aggregator.parsepool import CRASHED, ParsePool
 from aggregator.settings import Settings
@@ -98,6 +99,10 @@ def test_every_fixture_feed_reads_the_same_in_a_process(pool, fixture_server):
             there = pool.fetch_items(source, SourceState(), NOW)
             assert there.result.body is None and not there.result.headers
             assert _comparable(there) == _comparable(here), path
+            # the matching records (not part of Item equality) cross too: the grouper
+            # reads them instead of tokenising
+            assert [i.match_record for i in there.items] == [i.match_record for i in here.items] == [
+                matching.record(i.title, i.summary_text) for i in here.items], path
     finally:
         fetcher.close()
     assert len(paths) >= 17
