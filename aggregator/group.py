@@ -1145,9 +1145,8 @@ def _item_from_json(row: dict) -> Item:
     from .types import Item as _Item
 
     pub = _parse_date(str(row["published"]))
-    summary = row.get("summary") or ""
-    text = (row.get("title") or "") + "\n" + summary
-    title = row.get("title") or ""
+    title, summary = row.get("title") or "", row.get("summary") or ""
+    text = title + "\n" + summary
     return _Item(
         id=str(row["id"]), source=str(row["source"]), url=row.get("url") or None,
         guid=row.get("guid") or None, title=title, summary_html=summary,
