@@ -914,7 +914,10 @@ class Grouper:
         founded_now = {d.story for _, d, f in decided if f}
         need = sorted({d.story for _, d, f in decided
                        if not f and d.story not in w.stories and d.story not in founded_now})
-        need_topics = sorted({d.topic for _, d, _ in decided if d.topic not in w.topics})
+        # a topic a story founded now starts cannot be in Redis yet: its id derives from
+        # an item that was never grouped (group:is), so there is nothing to read for it
+        need_topics = sorted({d.topic for _, d, f in decided if d.topic not in w.topics
+                              and not (f and d.topic == topic_id_for(d.story))})
         if need or need_topics:
             with self.r.pipeline(transaction=False) as p:
                 for sid in need:
