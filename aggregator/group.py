@@ -75,6 +75,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
+import orjson
 import redis
 
 from . import matching
@@ -544,7 +545,7 @@ class _StoryState:
             "sources": SEP.join(self.sources),
             "topic": self.topic,
             "n": str(self.n),
-            "terms": json.dumps(self.terms, ensure_ascii=False),
+            "terms": orjson.dumps(self.terms).decode(),
             "label": label,
         }
 
@@ -1033,7 +1034,7 @@ class Grouper:
             "set": [[k.group_gen, new_gen]],
         }
         if not self._write(keys=[k.group_lock, k.group_gen],
-                           args=[token, seen_gen or "", json.dumps(payload, ensure_ascii=False)]):
+                           args=[token, seen_gen or "", orjson.dumps(payload)]):
             raise LockLost
         w.gen = new_gen
         w.topics.update(topics)
