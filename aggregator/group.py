@@ -21,13 +21,14 @@ How a batch of pending items is placed (Grouper.process_pending), oldest publish
 
 Every threshold is defined in `Params` with the evaluation figure behind it.
 
-Durability: a batch is written by one fenced Lua call (_WRITE_LUA): assignments, stories,
-topics, the items' matching records and fingerprints, their removal from group:pending.
-Story ids are derived from the id of the item that founded the story, so re-running a
-batch after a kill -9 before the write recomputes the same ids; items already assigned
-(group:is) are skipped, so re-running after it assigns nothing twice. One grouper at a
-time (a SET NX lock; another caller gets [] and its items wait in group:pending), and a
-write is refused if anyone wrote grouping state since the batch began (group:gen).
+Durability: each chunk of a batch is written by one fenced Lua call (_WRITE_LUA):
+assignments, stories, topics, the items' matching records and fingerprints, their removal
+from group:pending. Story ids are derived from the id of the item that founded the story,
+so re-running a batch after a kill -9 before a write recomputes the same ids; items already
+assigned (group:is) are skipped, so re-running after it assigns nothing twice. One grouper
+at a time (a SET NX lock; another caller gets [] and its items wait in group:pending), and
+a write is refused if anyone wrote grouping state since the chunk before it (group:gen):
+what lands of a batch is always a prefix of its chunks, and the rest stays pending.
 
 The index only covers the window: matching records and duplicate fingerprints live in
 hour/day buckets in Redis that are deleted as the window moves, and the working set drops
@@ -372,10 +373,10 @@ def fingerprints(item: Item, doc: Doc, params: Params) -> list[str]:
 
 # --- the batch write -------------------------------------------------------------------------
 
-# A batch is written by one script call, so it is atomic and fenced: nothing is written if
-# GS:gen has changed since the batch read it (another grouper or retention wrote
-# meanwhile), nor while another grouper holds the lock. A batch that outlived its lock
-# can therefore never write beside another grouper's. Python names every key (keys.py);
+# A chunk of a batch is written by one script call, so it is atomic and fenced: nothing is
+# written if GS:gen is not the token the batch read, or its previous chunk wrote (another
+# grouper or retention wrote meanwhile), nor while another grouper holds the lock. A batch
+# that outlived its lock can therefore never write beside another grouper's. Python names every key (keys.py);
 # the script only applies the payload, JSON with every value a string (Lua numbers would
 # round them):
 #   trim: [buckets key, cutoff hour]  buckets that left the window are deleted first
@@ -411,17 +412,60 @@ return 1
 """
 
 
+# A batch is written in WRITE_CHUNKS script calls (of at least WRITE_CHUNK_MIN items), each
+# sent while the next chunk is decided: Redis' share of a batch (~0.08 ms per item at 10k
+# to 1M stored, bench/grouping_cost.py) then runs on the other core, beside the grouper's
+# Python, except for the last chunk's. More chunks hide more of it but cost each a script
+# call and a rewrite of the stories that several chunks touch.
+WRITE_CHUNKS = 4
+WRITE_CHUNK_MIN = 20
+
+
+class _Writes:
+    """A batch's fenced script calls, on one connection, sent without waiting for their
+    replies; landed() reads them all.
+
+    EVAL, not EVALSHA: a script cache flushed meanwhile would fail a call whose successors
+    are already on the wire. Redis keeps the compiled script by the hash of its body, so
+    EVAL costs only the body's bytes."""
+
+    def __init__(self, client: redis.Redis):
+        self.pool = client.connection_pool
+        self.conn = None
+        self.unread = 0
+
+    def send(self, keys: Sequence[str], args: Sequence[str]) -> None:
+        if self.conn is None:
+            self.conn = self.pool.get_connection()
+        self.conn.send_command("EVAL", _WRITE_LUA, len(keys), *keys, *args)
+        self.unread += 1
+
+    def landed(self) -> int:
+        """How many of the calls wrote: they are fenced one on another, so a prefix."""
+        landed, broken = 0, False
+        while self.unread:
+            ok = self.conn.read_response()
+            self.unread -= 1
+            if ok and not broken:
+                landed += 1
+            else:
+                broken = True
+        return landed
+
+    def close(self) -> None:
+        if self.conn is not None:
+            if self.unread:  # an error between send and read: replies are still due
+                self.conn.disconnect()
+            self.pool.release(self.conn)
+            self.conn = None
+
+
 # The single-grouper lock lives LOCK_TTL_MS after a crash: short, so a worker restarted
 # after a kill -9 mid-batch groups again within seconds (a batch of 500 takes well under a
 # second). Correctness does not rest on the TTL: the batch's write is refused if anyone
 # wrote grouping state since the batch began (GS:gen, see _WRITE_LUA), so a batch that
 # outlives its lock can never write beside another grouper's.
 LOCK_TTL_MS = 8_000
-
-
-class LockLost(Exception):
-    """Someone else wrote grouping state during the batch; nothing was written and its
-    items stay pending."""
 
 
 class LockBusy(Exception):
@@ -755,7 +799,6 @@ class Grouper:
         self._unlock = client.register_script(_UNLOCK_LUA)
         self._forget = client.register_script(_FORGET_LUA)
         self._read = client.register_script(_READ_LUA)
-        self._write = client.register_script(_WRITE_LUA)
         self.timings: dict[str, float] = {}  # seconds per phase, summed (bench/grouping_cost.py)
         self._window: _Window | None = None  # loaded by the first batch (readers never need it)
 
@@ -803,9 +846,6 @@ class Grouper:
             return []  # another grouper is at work; its items will not be lost
         try:
             return self._process(now, limit, token)
-        except LockLost:
-            self._window = None  # it holds the decisions of a batch that was not written
-            return []  # the items stay pending for the next pass
         except BaseException:
             self._window = None
             raise
@@ -857,7 +897,7 @@ class Grouper:
         horizon = min(max(d.published for d in docs), now.timestamp())
         cutoff = horizon - win - 6 * 3600
         w.prune(cutoff / 3600.0)
-        idf, df = w.idf, w.df
+        idf = w.idf
         if abs(idf.n - w.epoch_n) > w.epoch_n * 0.05 + 20:
             # N moves every IDF value a little: recompute the cached values and candidate
             # weights once N has moved 5 % (a term's own df change drops its value at once)
@@ -866,11 +906,56 @@ class Grouper:
             w.epoch_n = idf.n
         _tick("prune")
 
-        # Decide, item by item in published order; each decided item joins the working set
-        # at once, so later items of the batch find it like any earlier one.
-        decided: list[tuple[_PendingItem, Doc, bool]] = []  # (item, doc, founded a story)
-        new_fps: list[list[str]] = []  # per decided item, the fingerprints it is the first of
-        wcache = w.wcache
+        # The batch is decided and written in chunks: Redis applies a chunk's write (one
+        # fenced script call, sent without waiting for its reply) while the next chunk is
+        # decided, so the two cores overlap the grouper's Python and Redis' work. Every
+        # write is fenced on the gen token of the one before it, so what lands is always a
+        # prefix of the chunks. Decisions do not depend on the chunking: the working set
+        # takes each item as it is decided.
+        step = max(WRITE_CHUNK_MIN, -(-len(items) // WRITE_CHUNKS))
+        writes = _Writes(self.r)
+        out: list[list[tuple[str, str, str]]] = []
+        prev_gen = seen_gen or ""
+        try:
+            for lo in range(0, len(items), step):
+                hi = lo + step
+                decided, new_fps = self._decide(w, items[lo:hi], docs[lo:hi], fps[lo:hi])
+                _tick("decide")
+                touched, members = self._stories(w, decided)
+                _tick("stories")
+                new_gen = uuid.uuid4().hex
+                done = [d.id for _, d, _ in decided] + (gone if lo == 0 else [])
+                payload, topics = self._payload(w, touched, members, decided, fps[lo:hi], new_fps,
+                                                done, cutoff, new_gen)
+                _tick("payload")
+                writes.send([k.group_lock, k.group_gen], [token, prev_gen, payload])
+                # the working set assumes the write lands: if it does not, it is dropped
+                w.gen = prev_gen = new_gen
+                w.topics.update(topics)
+                for st in touched.values():
+                    st.new = False
+                out.append([(d.id, d.story, d.topic) for _, d, _ in decided])
+                _tick("write")
+            landed = writes.landed()
+        finally:
+            writes.close()
+        _tick("write")
+        if landed < len(out):
+            # someone else wrote grouping state, or took the lock, meanwhile: the chunks
+            # from there were not written, and their items stay pending
+            self._window = None
+        return [x for chunk in out[:landed] for x in chunk]
+
+    def _decide(self, w: "_Window", items: list[_PendingItem], docs: list[Doc],
+                fps: list[list[str]]) -> tuple[list[tuple[_PendingItem, Doc, bool]], list[list[str]]]:
+        """Place the items, in published order; each decided item joins the working set at
+        once, so later items find it like any earlier one. Returns (item, doc, founded a
+        story) per item and the fingerprints each is the first of."""
+        P = self.params
+        win = P.window_hours * 3600.0
+        idf, df, wcache = w.idf, w.df, w.wcache
+        decided: list[tuple[_PendingItem, Doc, bool]] = []
+        new_fps: list[list[str]] = []
         for it, d, fl in zip(items, docs, fps):
             story = topic = None
             # 1. exact duplicates
@@ -919,9 +1004,13 @@ class Grouper:
             new_fps.append(w.add(d, fl))
             wcache[d.id] = wd  # as a later item's candidate (values of this IDF epoch)
             decided.append((it, d, founded))
+        return decided, new_fps
 
-        _tick("decide")
-        # RT (only for stories and topics the working set does not hold yet)
+    def _stories(self, w: "_Window", decided: list[tuple[_PendingItem, Doc, bool]]
+                 ) -> tuple[dict[str, _StoryState], dict[str, dict[str, float]]]:
+        """The stories the decided items joined or founded, updated in the working set
+        (RT only for stories and topics it does not hold yet); and their new members."""
+        k = self.keys
         founded_now = {d.story for _, d, f in decided if f}
         need = sorted({d.story for _, d, f in decided
                        if not f and d.story not in w.stories and d.story not in founded_now})
@@ -964,11 +1053,17 @@ class Grouper:
             st.add_title(it.title, it.labels)
             touched[st.id] = st
             members.setdefault(d.story, {})[d.id] = pub
+        return touched, members
 
-        _tick("stories")
-        # RT: one fenced script call: assignments, stories, topics, the durable matching
-        # state, pending removal, and our token in GS:gen (our working set is Redis' state).
-        new_gen = uuid.uuid4().hex
+    def _payload(self, w: "_Window", touched: dict[str, _StoryState],
+                 members: dict[str, dict[str, float]], decided: list[tuple[_PendingItem, Doc, bool]],
+                 fps: list[list[str]], new_fps: list[list[str]], done: list[str], cutoff: float,
+                 new_gen: str) -> tuple[bytes, dict[str, tuple[float, str]]]:
+        """_WRITE_LUA's payload for decided items: assignments, stories, topics, the durable
+        matching state, pending removal, and `new_gen` in GS:gen. Also returns the topics
+        as written (updated, label)."""
+        k, idf = self.keys, w.idf
+        win = self.params.window_hours * 3600.0
         labels = {sid: st.label(idf) for sid, st in touched.items()}
         topic_updates: dict[str, tuple[float, str]] = {}
         for st in touched.values():
@@ -1022,7 +1117,6 @@ class Grouper:
                 hset.append([k.group_dup(day), *fields])
             zadd.append([k.group_buckets, str(day * 24), k.group_dup(day)])
             expire.append([k.group_dup(day), ttl])
-        done = [d.id for _, d, _ in decided] + gone
         payload = {
             "trim": [k.group_buckets, repr(cutoff / 3600.0)],
             "hset": hset,
@@ -1033,15 +1127,7 @@ class Grouper:
             "incrby": [[k.outputs_version, "1"]],
             "set": [[k.group_gen, new_gen]],
         }
-        if not self._write(keys=[k.group_lock, k.group_gen],
-                           args=[token, seen_gen or "", orjson.dumps(payload)]):
-            raise LockLost
-        w.gen = new_gen
-        w.topics.update(topics)
-        for st in touched.values():
-            st.new = False
-        _tick("write")
-        return [(d.id, d.story, d.topic) for _, d, _ in decided]
+        return orjson.dumps(payload), topics
 
     def forget(self, item_ids: Sequence[str], wait: float = 30.0) -> int:
         """Retention: take items about to be deleted out of their stories (_FORGET_LUA),

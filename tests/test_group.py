@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -332,7 +333,7 @@ def test_process_pending_is_idempotent(redis_client, keys):
     assert int(redis_client.hget(keys.group_story(sid), "n")) == 4
 
 
-def test_kill_before_the_write_loses_nothing_and_rerun_matches_clean_run(redis_client, keys):
+def test_kill_before_the_write_loses_nothing_and_rerun_matches_clean_run(redis_client, keys, monkeypatch):
     items = CRASH + [OTHER]
     save(redis_client, keys, items)
     dying = Grouper(redis_client, keys)
@@ -340,9 +341,10 @@ def test_kill_before_the_write_loses_nothing_and_rerun_matches_clean_run(redis_c
     def killed(*args, **kwargs):  # the batch is one script call: dying before it is the case
         raise redis.ConnectionError("killed before the write")
 
-    dying._write = killed
+    monkeypatch.setattr(group_mod._Writes, "send", killed)
     with pytest.raises(redis.ConnectionError):
         dying.process_pending(T0 + timedelta(hours=6))
+    monkeypatch.undo()
     assert redis_client.zcard(keys.group_pending) == 5  # nothing lost
     assert not redis_client.exists(keys.group_is)  # nothing half-written
     redis_client.delete(keys.group_lock)  # a dead process's lock (it would expire)
@@ -357,6 +359,80 @@ def test_kill_before_the_write_loses_nothing_and_rerun_matches_clean_run(redis_c
             redis_client.delete(key)
     assert sorted(out) == sorted(expected)
     assert len({i for i, _, _ in out}) == 5
+
+
+def _window_items(n: int) -> list[Item]:
+    return [make_item(r["id"], r["source"], r["title"], r["summary"],
+                      group_mod._parse_date(r["published"])) for r in load_window()[:n]]
+
+
+def _grouped_state(client, keys) -> tuple[dict, dict]:
+    """Assignments, and every story's hash and members. Not the story labels: a label
+    ranks title words by IDF at the time the story is written, so it follows the batching
+    like any poll timing does."""
+    assigned = client.hgetall(keys.group_is)
+    stories = {sid: ({f: v for f, v in client.hgetall(keys.group_story(sid)).items() if f != "label"},
+                     client.zrange(keys.group_story_items(sid), 0, -1, withscores=True))
+               for sid in set(assigned.values())}
+    return assigned, stories
+
+
+def test_a_batch_written_in_chunks_groups_and_stores_like_one_write(redis_client, keys, monkeypatch):
+    items = _window_items(150)
+    now = max(i.published for i in items) + timedelta(hours=1)
+    sent = []
+    send = group_mod._Writes.send
+    monkeypatch.setattr(group_mod._Writes, "send", lambda self, k, a: (sent.append(1), send(self, k, a)))
+    monkeypatch.setattr(group_mod, "WRITE_CHUNK_MIN", 10)
+    states = {}
+    try:
+        for chunks in (1, 4):
+            k = Keys(prefix=f"{keys.prefix}c{chunks}")
+            monkeypatch.setattr(group_mod, "WRITE_CHUNKS", chunks)
+            save(redis_client, k, items)
+            sent.clear()
+            out = Grouper(redis_client, k).process_pending(now, limit=1000)
+            assert len(sent) == chunks and len(out) == len(items)
+            assert redis_client.zcard(k.group_pending) == 0
+            states[chunks] = sorted(out), _grouped_state(redis_client, k)
+    finally:
+        for chunks in (1, 4):
+            for key in redis_client.scan_iter(f"{keys.prefix}c{chunks}:*"):
+                redis_client.delete(key)
+    assert states[4] == states[1]
+    assert any(len(members) > 1 for _, members in states[1][1][1].values())
+
+
+def test_chunks_after_another_writer_are_not_written_and_stay_pending(redis_client, keys, monkeypatch):
+    """Each chunk's write is fenced on the gen token of the chunk before it: when someone
+    else writes grouping state between two chunks, only the chunks before land."""
+    items = _window_items(80)
+    now = max(i.published for i in items) + timedelta(hours=1)
+    save(redis_client, keys, items)
+    monkeypatch.setattr(group_mod, "WRITE_CHUNKS", 4)
+    monkeypatch.setattr(group_mod, "WRITE_CHUNK_MIN", 10)
+    send = group_mod._Writes.send
+    calls = []
+
+    def send_then_interfere(self, k, args):
+        if len(calls) == 1:  # the first chunk has landed once GS:gen holds its token
+            while redis_client.get(keys.group_gen) != args[1]:
+                time.sleep(0.001)
+            redis_client.set(keys.group_gen, "another-writer")
+        calls.append(1)
+        send(self, k, args)
+
+    monkeypatch.setattr(group_mod._Writes, "send", send_then_interfere)
+    g = Grouper(redis_client, keys)
+    first = g.process_pending(now, limit=1000)
+    assert len(calls) == 4 and len(first) == 20  # the first chunk only
+    assert redis_client.hlen(keys.group_is) == 20
+    assert redis_client.zcard(keys.group_pending) == 60
+    assert g._window is None  # its working set holds decisions that were not written
+    monkeypatch.undo()
+    rest = g.process_pending(now, limit=1000)
+    assert len(rest) == 60 and redis_client.zcard(keys.group_pending) == 0
+    assert {i for i, _, _ in first + rest} == {i.id for i in items}
 
 
 def test_small_batches_assign_each_item_once(redis_client, keys):
