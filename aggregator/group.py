@@ -295,29 +295,28 @@ class Idf(dict):
 
     def add(self, terms: Mapping[str, object]) -> None:
         """Count in a document with these terms (the keys; e.g. its tf)."""
-        self._count(terms, 1)
+        self.n += 1
+        df, base, log, power = self.df, self.n + self.prior + 1, math.log, self.power
+        for t in terms:
+            c = df.get(t, 0) + 1
+            df[t] = c
+            if t in self:  # a computed value: bring it up to date
+                v = log(base / (c + 1)) + 1.0
+                self[t] = v if power == 1.0 else v ** power
 
     def remove(self, terms: Mapping[str, object]) -> None:
-        self._count(terms, -1)
-
-    def _count(self, terms: Mapping[str, object], step: int) -> None:
-        self.n += step
-        df = self.df
-        cached = self.keys() & terms.keys()  # values to bring up to date (a C-level join)
-        if step > 0:
-            for t in terms:
-                df[t] = df.get(t, 0) + 1
-        else:
-            for t in terms:
-                c = df.get(t, 0) - 1
-                if c > 0:
-                    df[t] = c
-                else:
-                    df.pop(t, None)
-        if cached:
-            base, log, power = self.n + self.prior + 1, math.log, self.power
-            for t in cached:
-                v = log(base / (df.get(t, 0) + 1)) + 1.0
+        """Count out a document with these terms."""
+        self.n -= 1
+        df, base, log, power = self.df, self.n + self.prior + 1, math.log, self.power
+        for t in terms:
+            c = df.get(t, 0) - 1
+            if c > 0:
+                df[t] = c
+            else:
+                df.pop(t, None)
+                c = 0
+            if t in self:
+                v = log(base / (c + 1)) + 1.0
                 self[t] = v if power == 1.0 else v ** power
 
 
