@@ -45,8 +45,8 @@ Cost (python bench/grouping_cost.py --sizes 10000,100000,1000000 --measure 5000;
 batches of 100, 2 cores shared with other jobs): 2,881 / 2,653 / 2,239 items/s, 0.35 /
 0.38 / 0.45 ms per item at 10k / 100k / 1M stored (1M vs 10k: 1.29x). The machine's speed
 moves by a fifth to a third within minutes (3a97c14 measured 1,986 items/s at 1M half an
-hour before this run, and 1,347 in an earlier session), so compare code in one process: old and new
-grouper batch by batch, GC frozen. That way, reading a batch in one script call, orjson
+hour before this run, and 1,347 in an earlier session), so compare code in one process:
+old and new grouper batch by batch, GC frozen. That way, reading a batch in one script call, orjson
 for the write, chunked writes that Redis applies while the next chunk is decided, and
 skipping the read of topics just founded took the grouper to 0.886-0.894x the wall time
 of 3a97c14, with the same decisions. Per item at 10k / 1M: decide
@@ -377,9 +377,9 @@ def fingerprints(item: Item, doc: Doc, params: Params) -> list[str]:
 # A chunk of a batch is written by one script call, so it is atomic and fenced: nothing is
 # written if GS:gen is not the token the batch read, or its previous chunk wrote (another
 # grouper or retention wrote meanwhile), nor while another grouper holds the lock. A batch
-# that outlived its lock can therefore never write beside another grouper's. Python names every key (keys.py);
-# the script only applies the payload, JSON with every value a string (Lua numbers would
-# round them):
+# that outlived its lock can therefore never write beside another grouper's. Python names
+# every key (keys.py); the script only applies the payload, JSON with every value a string
+# (Lua numbers would round them):
 #   trim: [buckets key, cutoff hour]  buckets that left the window are deleted first
 #   hset / zadd: [[key, arg, arg, ...], ...]   expire: [[key, seconds], ...]
 #   zrem / hdel: [[key, member or field, ...]]   incrby: [[key, n], ...]
