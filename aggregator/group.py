@@ -42,26 +42,26 @@ Measured (python bench/grouping.py; gold window 2018-03-12/13, 403 items):
   out of the index (step 1) kept the story figures, moved topics 0.706 -> 0.692, order
   agreement 0.93 -> 0.95 and held-out day 2 0.716 -> 0.729.
 Cost (python bench/grouping_cost.py --sizes 10000,100000,1000000 --measure 5000; AOF on,
-batches of 100, 2 cores shared with other jobs): 2,881 / 2,653 / 2,239 items/s, 0.35 /
-0.38 / 0.45 ms per item at 10k / 100k / 1M stored (1M vs 10k: 1.29x). The machine's speed
-moves by a fifth to a third within minutes (3a97c14 measured 1,986 items/s at 1M half an
-hour before this run, and 1,347 in an earlier session), so compare code in one process:
-old and new grouper batch by batch, GC frozen. That way, reading a batch in one script call, orjson
-for the write, chunked writes that Redis applies while the next chunk is decided, and
-skipping the read of topics just founded took the grouper to 0.886-0.894x the wall time
-of 3a97c14, with the same decisions. Per item at 10k / 1M: decide
-(retrieval, scoring, the working set's upkeep) 0.19 / 0.22 ms, prune 0.05 / 0.07,
-building the write 0.03 / 0.04, the record's unpacking and fingerprints 0.03, the wait
-for the last chunk's write 0.02 / 0.03 (Redis spends ~0.08-0.1 ms per item on the
-writes, mostly beside the next chunk's decisions), reading 0.015 / 0.02, story state
-0.01. Tokenising is not here: normalise makes each item's matching terms in the
-feed-reading processes (matching.py; 0.10-0.20 ms per distinct text). A write goes to
-Redis as one JSON argument: plain ARGV rows were slower on both sides (the call 0.16 vs
-0.09 ms/item, Redis CPU 0.21 vs 0.17; Redis makes an object of every argument). The
-working set holds the ~9,300 window items in ~4-5 KB each; Redis keeps 4.4-5.0 KB per
-stored item (grouping keys 1.6-2.1 KB, mostly story hashes). Copies are cheap: the
-15,000 items of 500 newsroom-like clone feeds (100 copies of each report, batches of 500)
-group in 0.73 s, 34 us of grouper CPU and 23 us of Redis CPU per item.
+batches of 100, 2 cores shared with other jobs): 2,701 / 2,570 / 2,519 items/s, 0.37 /
+0.39 / 0.40 ms per item at 10k / 100k / 1M stored (1M vs 10k: 1.07x). The machine's speed
+moves by a fifth to a third within minutes (3a97c14 measured 1,986 items/s at 1M an hour
+before this run, and 1,347 in an earlier session), so compare code in one process: old and
+new grouper batch by batch, GC frozen. That way, reading a batch in one script call,
+orjson for the write, chunked writes that Redis applies while the next chunk is decided,
+and skipping the read of topics just founded took the grouper to 0.886-0.894x the wall
+time of 3a97c14, with the same decisions. Per item at 10k / 1M: decide (retrieval,
+scoring, the working set's upkeep) 0.20 ms, prune 0.05 / 0.06, building the write 0.03,
+the record's unpacking and fingerprints 0.03, the wait for the last chunk's write 0.02
+(Redis spends ~0.08-0.1 ms per item on the writes, mostly beside the next chunk's
+decisions), reading 0.016 / 0.018, story state 0.01. Tokenising is not here: normalise
+makes each item's matching terms in the feed-reading processes (matching.py; 0.10-0.20 ms
+per distinct text). A write goes to Redis as one JSON argument: plain ARGV rows were
+slower on both sides (the call 0.16 vs 0.09 ms/item, Redis CPU 0.21 vs 0.17; Redis makes
+an object of every argument). The working set holds the ~9,300 window items in ~4-5 KB
+each; Redis keeps 4.4-5.0 KB per stored item (grouping keys 1.5-2.1 KB, mostly story
+hashes). Copies are cheap: the 15,000 items of 500 newsroom-like clone feeds (100 copies
+of each report, batches of 500) group in 0.73 s, 34 us of grouper CPU and 23 us of Redis
+CPU per item.
 """
 from __future__ import annotations
 
