@@ -362,8 +362,7 @@ def test_kill_before_the_write_loses_nothing_and_rerun_matches_clean_run(redis_c
 
 
 def _window_items(n: int) -> list[Item]:
-    return [make_item(r["id"], r["source"], r["title"], r["summary"],
-                      group_mod._parse_date(r["published"])) for r in load_window()[:n]]
+    return [group_mod._item_from_json(r) for r in load_window()[:n]]  # with their records
 
 
 def _grouped_state(client, keys) -> tuple[dict, dict]:
@@ -416,7 +415,9 @@ def test_chunks_after_another_writer_are_not_written_and_stay_pending(redis_clie
 
     def send_then_interfere(self, k, args):
         if len(calls) == 1:  # the first chunk has landed once GS:gen holds its token
+            deadline = time.monotonic() + 10
             while redis_client.get(keys.group_gen) != args[1]:
+                assert time.monotonic() < deadline, "chunk 1 never set its token in GS:gen"
                 time.sleep(0.001)
             redis_client.set(keys.group_gen, "another-writer")
         calls.append(1)
