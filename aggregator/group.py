@@ -463,9 +463,10 @@ class _Writes:
 
 # The single-grouper lock lives LOCK_TTL_MS after a crash: short, so a worker restarted
 # after a kill -9 mid-batch groups again within seconds (a batch of 500 takes well under a
-# second). Correctness does not rest on the TTL: the batch's write is refused if anyone
-# wrote grouping state since the batch began (GS:gen, see _WRITE_LUA), so a batch that
-# outlives its lock can never write beside another grouper's.
+# second). Correctness does not rest on the TTL: a chunk's write is refused if anyone
+# wrote grouping state since the batch began or its previous chunk was written (GS:gen,
+# see _WRITE_LUA), so a batch that outlives its lock can never write beside another
+# grouper's.
 LOCK_TTL_MS = 8_000
 
 
