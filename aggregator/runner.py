@@ -84,7 +84,7 @@ class SurvivorFreezer:
 
     The grouper's working set is ~200,000 long-lived containers (postings, documents,
     stories) with no reference cycles among them. Every full collection walked all of them,
-    0.14-0.16 s once per ~2,500 items: 50-70 us of the ~0.6 ms an item costs. Young
+    0.14-0.16 s once per ~2,500 items: 50-70 us of the ~0.6 ms an item cost then. Young
     garbage is collected first, so only survivors are frozen; frozen objects are still
     freed by reference counting when the window drops them (over 20,000 items, two window
     turnovers, the frozen count stayed at the working set's size and peak RSS at 245 MB,
