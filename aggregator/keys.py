@@ -64,7 +64,12 @@ class Keys:
 
     # --- items -----------------------------------------------------------------------
     def item(self, item_id: str) -> str:
-        return f"{self.prefix}:item:{item_id}"
+        return f"{self.item_prefix}{item_id}"
+
+    @property
+    def item_prefix(self) -> str:
+        """item(id) is this plus the id (save_poll's script builds the keys from it)."""
+        return f"{self.prefix}:item:"
 
     @property
     def timeline(self) -> str:

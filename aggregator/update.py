@@ -23,7 +23,7 @@ from .fetch import Fetcher
 from .normalize import normalize_feed
 from .parse import parse_feed
 from .schedule import after_poll, for_url
-from .store import Store
+from .store import PreparedItems, Store, prepare_items
 from .types import FetchResult, Item, Outcome, PollReport, Source, SourceState
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class Pipeline:
 class Fetched:
     result: FetchResult
     outcome: Outcome  # the fetch outcome, or not-a-feed when the body did not parse
-    items: list[Item]
+    items: list[Item] | PreparedItems  # prepared when read in a ParsePool process
     error: str | None
 
 
@@ -83,10 +83,12 @@ def fetch_items(source: Source, state: SourceState, fetcher: Fetcher, now: datet
 
 
 def fetch_and_read(fetcher: Fetcher, source: Source, state: SourceState, now: datetime) -> Fetched:
-    """fetch_items in a ParsePool process. The worker gets back the items and what it
-    schedules from (outcome, validators, Retry-After), not the body and headers it read."""
+    """fetch_items in a ParsePool process. The worker gets back the items, ready for the
+    store (PreparedItems), and what it schedules from (outcome, validators, Retry-After),
+    not the body and headers it read."""
     fetched = fetch_items(source, state, fetcher, now)
-    return replace(fetched, result=replace(fetched.result, body=None, headers={}))
+    return replace(fetched, result=replace(fetched.result, body=None, headers={}),
+                   items=prepare_items(fetched.items))
 
 
 def update_source(source: Source, pipe: Pipeline, now: datetime,

@@ -8,7 +8,8 @@ import redis
 
 from aggregator.embedded import ensure_server, stop_server
 from aggregator.keys import Keys
-from aggregator.store import Store, item_from_hash, item_to_hash, state_from_hash, state_to_hash
+from aggregator.store import (Store, item_from_hash, item_to_hash, prepare_items, state_from_hash,
+                              state_to_hash)
 from aggregator.types import Item, Source, SourceState
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
@@ -34,6 +35,32 @@ def test_new_items_land_in_every_index_once(redis_client, keys):
     assert store.get_items(["id1"]) == [item(1)]
     assert redis_client.zscore(keys.schedule, "sky") == NOW.timestamp()
     assert int(redis_client.get(keys.outputs_version)) == 1
+
+
+def test_a_prepared_poll_stores_what_its_items_store(redis_client, keys):
+    # what a feed-reading process hands the worker (prepare_items) lands exactly as the
+    # Items would, repeated ids, updates and matching records included
+    from aggregator import matching
+
+    def with_record(it):
+        return replace(it, match_record=matching.record(it.title, it.summary_text))
+
+    other = Keys(keys.prefix + "-prepared")
+    polls = [[with_record(item(1)), with_record(item(2)), with_record(item(1))],
+             [replace(item(2), title="عنوان جديد", content_hash="changed"), with_record(item(3))]]
+    results = {}
+    for ks, prepared in ((keys, False), (other, True)):
+        store = Store(redis_client, ks)
+        results[prepared] = [store.save_poll(SRC, prepare_items(p) if prepared else p,
+                                             SourceState(), NOW) for p in polls]
+    assert results[True] == results[False]
+    assert [(len(r.new), len(r.updated), r.unchanged) for r in results[True]] == [(2, 0, 0), (1, 1, 0)]
+    for n in (1, 2, 3):
+        assert redis_client.hgetall(other.item(f"id{n}")) == {
+            k: v.replace(keys.prefix, other.prefix) for k, v in redis_client.hgetall(keys.item(f"id{n}")).items()}
+    assert redis_client.hgetall(other.group_match) == redis_client.hgetall(keys.group_match)
+    assert len(redis_client.hgetall(keys.group_match)) == 3
+    assert len(prepare_items(polls[0])) == 3 and prepare_items(polls[0]).distinct == 2
 
 
 def test_item_hash_is_pinned():
