@@ -62,6 +62,11 @@ def ensure_server(data_dir: str | os.PathLike, timeout: float = 10.0) -> str:
             "--pidfile", str(data / "redis.pid"),
             "--logfile", str(data / "redis.log"),
             "--save", "900 1",
+            # Item and story hashes hold values longer than the default 64 bytes, which
+            # turns each into a hash table of separate allocations. Kept compact (values
+            # up to 4 KB): 40 % less memory per stored item (bench/grouping_cost.py, 30k
+            # stored: 4,666 -> 2,817 B), grouping 1-3 % slower.
+            "--hash-max-ziplist-value", "4096",
         ]
         try:
             subprocess.run(args, check=True, capture_output=True, timeout=timeout)

@@ -205,3 +205,16 @@ def test_embedded_redis_persists_across_restarts_and_is_shared(tmp_path):
         assert (tmp_path / "appendonlydir").exists() or (tmp_path / "appendonly.aof").exists()
     finally:
         stop_server(tmp_path)
+
+
+def test_embedded_redis_keeps_an_item_hash_compact(tmp_path):
+    # an item's summary is longer than Redis' default 64-byte limit for a compact hash;
+    # the embedded server raises it, so an item costs ~40 % less memory
+    long_summary = "نص الملخص " * 60
+    it = replace(item(1), summary_html=f"<p>{long_summary}</p>", summary_text=long_summary)
+    r = redis.Redis(unix_socket_path=ensure_server(tmp_path), decode_responses=True)
+    try:
+        Store(r, Keys("emb")).save_poll(SRC, [it], SourceState(), NOW)
+        assert r.object("encoding", Keys("emb").item("id1")) in ("ziplist", "listpack")
+    finally:
+        stop_server(tmp_path)
