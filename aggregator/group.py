@@ -59,9 +59,10 @@ per distinct text). A write goes to Redis as one JSON argument: plain ARGV rows 
 slower on both sides (the call 0.16 vs 0.09 ms/item, Redis CPU 0.21 vs 0.17; Redis makes
 an object of every argument). The working set holds the ~9,300 window items in ~4-5 KB
 each; Redis keeps 2.6-3.1 KB per stored item with the embedded server's compact hashes
-(grouping keys 0.8-1.3 KB, mostly story hashes; 4.4-5.0 and 1.5-2.1 KB without them). Copies are cheap: the 15,000 items of 500 newsroom-like clone feeds (100 copies
-of each report, batches of 500) group in 0.73 s, 34 us of grouper CPU and 23 us of Redis
-CPU per item.
+(grouping keys 0.8-1.3 KB, mostly story hashes; 4.4-5.0 and 1.5-2.1 KB without them).
+Copies are cheap: the 15,000 items of 500 newsroom-like clone feeds (100 copies of each
+report, batches of 500) group in 0.73 s, 34 us of grouper CPU and 23 us of Redis CPU per
+item.
 """
 from __future__ import annotations
 
