@@ -97,6 +97,32 @@ class StoryEntry:
                 return it
         return self.items[0]
 
+    def outlet_of(self, source_id: str) -> str:
+        src = self.sources.get(source_id)
+        return src.outlet if src is not None else source_id
+
+    @property
+    def outlets(self) -> list[str]:
+        """The story's sources, one per outlet (Source.outlet: an outlet's section feeds
+        count once), in the story's order."""
+        firsts: dict[str, str] = {}
+        for sid in self.story.sources:
+            firsts.setdefault(self.outlet_of(sid), sid)
+        return list(firsts.values())
+
+    @property
+    def reports(self) -> list[Item]:
+        """The members, one per article: an outlet's article in several of its feeds
+        (same link) is one report."""
+        seen: set[str] = set()
+        out = []
+        for it in self.items:
+            if it.url is None or it.url not in seen:
+                out.append(it)
+                if it.url is not None:
+                    seen.add(it.url)
+        return out
+
 
 Entry = Union[ArticleEntry, StoryEntry]
 
@@ -107,12 +133,13 @@ def shown_reports(entry: StoryEntry, limit: int = MAX_REPORTS) -> list[Item]:
     """The reports a story entry lists, newest first: every outlet's newest report, then
     the newest others up to `limit`. A story that runs for days can gather hundreds of
     reports; the hot combined feed must stay small, and every outlet must still show."""
-    newest_first = sorted(entry.items, key=lambda i: (i.published, i.id), reverse=True)
+    newest_first = sorted(entry.reports, key=lambda i: (i.published, i.id), reverse=True)
     chosen: dict[str, Item] = {}
     outlets: set[str] = set()
     for it in newest_first:
-        if it.source not in outlets:
-            outlets.add(it.source)
+        outlet = entry.outlet_of(it.source)
+        if outlet not in outlets:
+            outlets.add(outlet)
             chosen[it.id] = it
     for it in newest_first:
         if len(chosen) >= limit:
@@ -229,7 +256,7 @@ def story_content_html(meta: FeedMeta, entry: StoryEntry) -> str:
     parts = [f'<div dir="{direction}">']
     if lead.summary_text:
         parts.append(f"<p>{e(clean(lead.summary_text))}</p>")
-    n = len(entry.story.sources)
+    n = len(entry.outlets)
     counted = at.count(n, at.SOURCE) if at else f"{n} مصادر"
     parts.append(f"<p>{e(counted)}:</p>")
     parts.append("<ul>")
@@ -246,8 +273,8 @@ def story_content_html(meta: FeedMeta, entry: StoryEntry) -> str:
         parts.append(f'<li>{head} — <span dir="auto">{e(clean(outlet))}</span>، '
                      f"{e(when)}</li>")
     parts.append("</ul>")
-    if len(shown) < len(entry.items):
-        more = len(entry.items) - len(shown)
+    if len(shown) < len(entry.reports):
+        more = len(entry.reports) - len(shown)
         more_text = f"+{at.count(more, at.REPORT)}" if at else f"+{more}"
         parts.append(f"<p>{e(more_text)}</p>")
     if entry.topic:
@@ -448,7 +475,7 @@ def _story_entry(fe, fmt: Fmt, meta: FeedMeta, entry: StoryEntry) -> None:
     fe.published(_utc(story.first_published))
     fe.pubDate(_utc(story.first_published))
     fe.updated(_utc(story.updated))
-    outlets = [entry.sources.get(s) or _unknown_source(meta, s) for s in story.sources]
+    outlets = [entry.sources.get(s) or _unknown_source(meta, s) for s in entry.outlets]
     if fmt == "atom":
         for src in outlets:
             fe.author({"name": clean(src.title), "uri": source_home(meta, src)})
@@ -540,7 +567,7 @@ def _json_story(meta: FeedMeta, entry: StoryEntry) -> dict:
         "authors": [
             {"name": clean(s.title), "url": source_home(meta, s)}
             for s in (entry.sources.get(sid) or _unknown_source(meta, sid)
-                      for sid in story.sources)
+                      for sid in entry.outlets)
         ],
         "language": lead.language or meta.language,
     }
@@ -554,7 +581,7 @@ def _json_story(meta: FeedMeta, entry: StoryEntry) -> dict:
         out["tags"] = [clean(entry.topic.label) or entry.topic.id]
     out["_aggregator"] = {
         "story_id": story.id,
-        "reports_total": len(entry.items),
+        "reports_total": len(entry.reports),
         "topic": ({"id": entry.topic.id, "label": entry.topic.label,
                    "url": topic_url(meta, entry.topic.id)} if entry.topic else None),
         "reports": [

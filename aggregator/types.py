@@ -7,6 +7,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import urlsplit
 
 
 class Outcome(str, enum.Enum):
@@ -46,6 +47,27 @@ class Source:
     interval: int = 600  # seconds
     enabled: bool = True
     rank: int = 0  # position in feeds.yaml: the operator's ranking of outlets (lower first)
+
+    @property
+    def outlet(self) -> str:
+        """The outlet this feed belongs to. Feeds naming the same `site` (scheme, "www."
+        and a trailing slash aside) are one outlet's sections: a story they all carry has
+        one source, not one per feed. A feed without a site is an outlet of its own."""
+        return outlet_key(self.site) or self.id
+
+
+def outlet_key(site: str | None) -> str | None:
+    """'https://www.bbc.com/arabic/' -> 'bbc.com/arabic'; None for no or no usable site."""
+    if not site:
+        return None
+    try:
+        parts = urlsplit(site.strip())
+        host = (parts.hostname or "").removeprefix("www.")
+    except ValueError:
+        return None
+    if not host:
+        return None
+    return host + parts.path.rstrip("/")
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,21 @@ def test_parse_interval_rejects(value, message):
         parse_interval(value)
 
 
+@pytest.mark.parametrize("site, outlet", [
+    ("https://www.bbc.com/arabic", "bbc.com/arabic"),
+    ("https://www.bbc.com/arabic/", "bbc.com/arabic"),  # sections of one outlet agree
+    ("http://BBC.com/arabic", "bbc.com/arabic"),
+    ("https://www.bbc.com/news", "bbc.com/news"),  # another outlet on the same host
+    ("https://arabic.cnn.com", "arabic.cnn.com"),
+    ("https://www.skynewsarabia.com/", "skynewsarabia.com"),
+    (None, "feed-id"),  # no site: an outlet of its own
+    ("", "feed-id"),
+    ("https://[::1", "feed-id"),  # unreadable: the same
+])
+def test_a_feeds_outlet_is_its_site(site, outlet):
+    assert Source(id="feed-id", url="https://example.com/rss", title="x", site=site).outlet == outlet
+
+
 def test_iso_country_list_is_complete():
     assert len(ISO_COUNTRIES) == 249
     assert {"QA", "GB", "PS", "SS", "EH", "AX"} <= ISO_COUNTRIES

@@ -116,6 +116,50 @@ def test_cards_show_outlets_with_counted_badges(client):
     assert tree.xpath('//bdi[text()="CNN بالعربية"]')
 
 
+def test_an_outlets_section_feed_counts_once_and_its_copy_is_not_a_report(
+        redis_client, keys, tmp_path, monkeypatch):
+    # BBC's sport feed names BBC's site: it carries BBC's Gaza report (same link) and one
+    # of its own. The card still counts five outlets; the story page lists the copy once.
+    import pages_fixtures
+
+    from aggregator.config import load_config
+    from aggregator.store import Store
+
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text(pages_fixtures.FEEDS_YAML + """\
+  - id: bbc_arabic_sport
+    url: https://feeds.bbci.co.uk/arabic/sports/rss.xml
+    title: بي بي سي عربي - رياضة
+    site: https://www.bbc.com/arabic/
+""", encoding="utf-8")
+    config = load_config(feeds)
+    monkeypatch.setitem(pages_fixtures.SOURCE_IDS, "BBC-sport", "bbc_arabic_sport")
+    sid = "hamdallah-convoy-bombing-gaza"
+    bbc = next(r for r in ROWS if r["story"] == sid and r["src"] == "BBC")
+    later = (datetime.fromisoformat(bbc["time_utc"]) + timedelta(minutes=5)).isoformat()
+    copy = {**bbc, "docno": "SPORT-COPY", "src": "BBC-sport"}
+    own = {**bbc, "docno": "SPORT-OWN", "src": "BBC-sport", "time_utc": later,
+           "url": "https://www.bbc.com/arabic/sports-43381001", "title": "تقرير الرياضة"}
+    rows = ROWS + [copy, own]
+    store = Store(redis_client, keys)
+    pages_fixtures.store_items(store, list(config.sources), [make_item(r) for r in rows])
+    app = build_app(redis_client, keys, feeds, config, grouper=False)
+    with app.app_context():
+        services()._grouper = GoldGrouper(rows, {s.id: s.rank for s in config.sources})
+    c = app.test_client()
+    gaza = card_by_id(doc(c.get("/")), sid)
+    assert "التغطية الكاملة: ٥ مصادر" in text(gaza)
+    also = [text(b) for b in gaza.xpath('.//ul[@class="also"]//bdi')]
+    assert not [a for a in also if "بي بي سي" in a]  # the lead's outlet is not "also"
+    page = doc(c.get(f"/stories/{sid}"))
+    reports = page.xpath('//li[@class="report"]')
+    links = page.xpath('//li[@class="report"]//h3/a/@href')
+    n = len([r for r in ROWS if r["story"] == sid])
+    assert len(reports) == n + 1 and len(set(links)) == n + 1  # BBC's link once, plus own
+    assert links.index(own["url"]) == links.index(bbc["url"]) + 1  # under BBC's outlet
+    assert "٥ مصادر" in text(page.xpath('//p[@class="story-meta"]')[0])
+
+
 def test_direction_follows_the_language_not_the_first_letter(client, store, config):
     src = next(s for s in config.sources if s.id == "cnn_arabic")
     base = make_item(ROWS[0])

@@ -390,6 +390,39 @@ def test_long_story_lists_every_outlet_within_the_cap(data):
     assert agg["reports_total"] == 41 and len(agg["reports"]) == syndicate.MAX_REPORTS
 
 
+def test_an_outlets_section_feeds_count_as_one_source_and_one_article_once(data):
+    # BBC's sport feed names BBC's site: its copy of BBC's report (same link) is the same
+    # article, and its own report adds a report but not a source.
+    rows, stories, topics, items = data
+    sport = dataclasses.replace(SOURCES["bbc"], id="bbc-sport", title="بي بي سي عربي - رياضة",
+                                url="https://feeds.bbci.co.uk/arabic/sports/rss.xml",
+                                site="https://www.bbc.com/arabic/", rank=9)
+    sources = {**SOURCES, "bbc-sport": sport}
+    s = stories[MULTI]
+    members = [items[i] for i in s.items]
+    bbc = next(i for i in members if i.source == "bbc")
+    copy = dataclasses.replace(bbc, id="sport-copy", source="bbc-sport",
+                               published=bbc.published + timedelta(minutes=1))
+    own = dataclasses.replace(bbc, id="sport-own", source="bbc-sport", title="تقرير آخر",
+                              url="https://www.bbc.com/arabic/sports-1",
+                              published=bbc.published + timedelta(minutes=2))
+    grown = dataclasses.replace(s, items=(*s.items, copy.id, own.id),
+                                sources=(*s.sources, "bbc-sport"))
+    entry = StoryEntry(grown, (*members, copy, own), sources, None)
+    assert len(s.sources) == 5 and len(entry.outlets) == 5
+    assert [i.id for i in entry.reports] == [*s.items, own.id]
+    shown = syndicate.shown_reports(entry)
+    assert copy.id not in {i.id for i in shown} and len(shown) == len(members) + 1
+    frag = etree.fromstring(etree.fromstring(render("atom", meta(), [entry], "stories"))
+                            .findtext(f"{A}entry/{A}content"))
+    assert "٥ مصادر" in "".join(frag.itertext())
+    atom = etree.fromstring(render("atom", meta(), [entry], "stories")).find(f"{A}entry")
+    assert len(atom.findall(f"{A}author")) == 5
+    doc = json.loads(render("json", meta(), [entry], "stories"))["items"][0]
+    assert len(doc["authors"]) == 5
+    assert doc["_aggregator"]["reports_total"] == len(members) + 1
+
+
 def test_article_without_story_or_link_still_renders(data):
     # Stored but not yet grouped (no story), and a feed entry with no link at all.
     it = dataclasses.replace(data[0][0].item, url=None, categories=("سياسة", " "))

@@ -95,6 +95,9 @@ def now_utc() -> datetime:
 
 @dataclass(frozen=True)
 class Outlet:
+    """A feed as pages show it. `key` names the outlet it belongs to (Source.outlet): a
+    story's coverage counts outlets, not the section feeds of one."""
+
     id: str
     title: str
     colour: int
@@ -102,6 +105,11 @@ class Outlet:
     country: str | None = None
     tags: tuple[str, ...] = ()
     language: str = "ar"
+    key: str = ""
+
+    def __post_init__(self):
+        if not self.key:
+            object.__setattr__(self, "key", self.id)
 
 
 @dataclass(frozen=True)
@@ -127,8 +135,8 @@ class TopicRef:
 class Card:
     id: str  # story id (an item id when the story is a single report not yet grouped)
     lead: Report
-    reports: list[Report]  # oldest first
-    outlets: list[Outlet]  # lead outlet first, then in order of joining
+    reports: list[Report]  # oldest first, one per article (an article in two feeds once)
+    outlets: list[Outlet]  # one feed per outlet: the lead's first, then in order of joining
     sort_time: datetime
     topic: TopicRef | None = None
 
@@ -138,9 +146,9 @@ class Card:
         'also reported' lines under the headline."""
         out = []
         for o in self.outlets:
-            if o.id == self.lead.outlet.id:
+            if o.key == self.lead.outlet.key:
                 continue
-            reps = [r for r in self.reports if r.outlet.id == o.id]
+            reps = [r for r in self.reports if r.outlet.key == o.key]
             if reps:
                 out.append(reps[-1])
         return out
@@ -152,6 +160,21 @@ class Card:
     @property
     def first(self) -> datetime:
         return min(r.item.published for r in self.reports)
+
+
+def _one_per_article(reports: list[Report], lead: Report) -> list[Report]:
+    """An outlet's article listed in several of its feeds (same link) is one report: the
+    lead's, else its first."""
+    seen = {lead.item.url} if lead.item.url else set()
+    out = []
+    for r in reports:
+        if r is not lead:
+            if r.item.url in seen:
+                continue
+            if r.item.url:
+                seen.add(r.item.url)
+        out.append(r)
+    return out
 
 
 def colour_of(source_id: str) -> int:
@@ -188,7 +211,7 @@ class Reader:
         if s is None:
             return Outlet(source_id, source_id, colour_of(source_id))
         return Outlet(s.id, s.title or s.id, colour_of(s.id), s.site, s.country, tuple(s.tags),
-                      s.language or "ar")
+                      s.language or "ar", s.outlet)
 
     # grouping ----------------------------------------------------------------------------
     @property
@@ -267,9 +290,11 @@ class Reader:
             if prefer_source and lead.outlet.id != prefer_source:
                 lead = next((r for r in reversed(reports) if r.outlet.id == prefer_source),
                             lead)
-            order = [lead.outlet.id] + [s for s in st.sources if s != lead.outlet.id]
-            order += [r.outlet.id for r in reports if r.outlet.id not in order]
-            outlets = [self.outlet(s) for s in dict.fromkeys(order)]
+            reports = _one_per_article(reports, lead)
+            by_key: dict[str, Outlet] = {lead.outlet.key: lead.outlet}
+            for o in [*map(self.outlet, st.sources), *(r.outlet for r in reports)]:
+                by_key.setdefault(o.key, o)
+            outlets = list(by_key.values())
             if st.topic not in topics:
                 topics[st.topic] = self.topic(st.topic)
             score = (sort_times or {}).get(st.id)
@@ -784,14 +809,14 @@ def story(story_id: str):
                          key=lambda c: c.sort_time, reverse=True)
     coverage: OrderedDict[str, list[Report]] = OrderedDict()
     for o in card.outlets:
-        coverage[o.id] = []
+        coverage[o.key] = []
     for rep in card.reports:
-        coverage.setdefault(rep.outlet.id, []).append(rep)
+        coverage.setdefault(rep.outlet.key, []).append(rep)
     joined: set[str] = set()
     timeline = []
     for rep in card.reports:
-        timeline.append((rep, rep.outlet.id not in joined))
-        joined.add(rep.outlet.id)
+        timeline.append((rep, rep.outlet.key not in joined))
+        joined.add(rep.outlet.key)
     return render_template("story.html", card=card, coverage=coverage, timeline=timeline,
                            related=related, feed_base=f"/feeds/stories/{quote(card.id, safe='')}")
 
@@ -808,7 +833,9 @@ def topic(topic_id: str):
     found = reader.stories(ids)
     cards = sorted(reader.cards([found[s] for s in ids if s in found]),
                    key=lambda c: c.sort_time, reverse=True)
-    outlets = OrderedDict((o.id, o) for c in cards for o in c.outlets)
+    outlets: dict[str, Outlet] = {}
+    for o in (o for c in cards for o in c.outlets):
+        outlets.setdefault(o.key, o)
     return render_template("topic.html", topic=TopicRef(t.id, t.label or t.id, len(t.stories)),
                            days=by_day(cards, display()), cards=cards,
                            outlets=list(outlets.values()), feed_base=f"/feeds/topics/{quote(t.id, safe='')}")
