@@ -492,7 +492,8 @@ class Worker:
 
 def format_report(r: PollReport) -> str:
     status = r.outcome.value + (f" {r.http_status}" if r.http_status else "")
-    line = f"{r.source:<28} {status:<18} new {r.new:>4}  updated {r.updated:>3}  {r.elapsed:6.2f}s"
+    # milliseconds: most polls take tens of them, which "0.02s" hid (a local feed read 0.00s)
+    line = f"{r.source:<28} {status:<18} new {r.new:>4}  updated {r.updated:>3}  {r.elapsed * 1000:7.0f} ms"
     if r.error and not r.outcome.is_success:
         line += f"  {r.error[:120]}"
     return line
