@@ -8,6 +8,7 @@ both."""
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 
 import pytest
 from werkzeug.serving import make_server
@@ -16,6 +17,7 @@ from httptest import host_pages, serving
 
 from aggregator.config import load_config
 from aggregator.store import Store
+from aggregator.types import SourceState
 from web import create_app
 from web.extensions import services
 
@@ -145,6 +147,30 @@ def test_timeline_and_story_page_are_rtl(browser, app_url):
     assert page.locator("ol.tl > li").count() == 5
     assert page.locator("section.related article").count() == 2
     assert not [e for e in errors if "Content Security Policy" in e], errors
+
+
+def test_sources_table_fits_a_desktop_and_scrolls_inside_itself_on_a_phone(
+        browser, app_url, redis_client, keys):
+    store = Store(redis_client, keys)
+    polled = datetime(2018, 3, 14, 9, 0, tzinfo=timezone.utc)
+    for source_id in ("bbc_arabic", "skynewsarabia", "alarabiya", "france24_ar"):
+        store.save_state(source_id, SourceState(last_status="ok", last_http_status=200,
+                                                last_poll=polled, last_success=polled,
+                                                next_poll=polled, polls=40, latency_ms=420.0))
+    store.save_state("cnn_arabic", SourceState(  # an error as long as a real one
+        last_status="protocol", last_poll=polled, next_poll=polled, errors=3, polls=40,
+        consecutive_failures=3, last_error="ProtocolError: ('Connection aborted.', "
+        "ConnectionResetError(104, 'Connection reset by peer'))"))
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="ar")
+    page.goto(app_url + "/sources")
+    assert page.locator("table.sources tbody tr").count() == 5
+    fits = "e => e.scrollWidth <= e.clientWidth"
+    assert page.locator(".table-wrap").evaluate(fits)  # every column on screen
+    assert page.locator("tr#src-cnn_arabic .err").inner_text().startswith("ProtocolError")
+
+    page.set_viewport_size({"width": 420, "height": 900})  # a phone: the table scrolls alone
+    assert not page.locator(".table-wrap").evaluate(fits)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 420
 
 
 def test_embed_script_renders_the_json_feed_in_a_host_page(browser, app_url, host_url):
