@@ -659,23 +659,27 @@ def normalize_entry(source: Source, entry: EntryData, first_seen: datetime, now:
 def normalize_feed(source: Source, feed: FeedData, first_seen: datetime, now: datetime) -> list[Item]:
     """Every entry of a feed → Items in feed order, one per id.
 
-    A GUID reused within one feed for a *different* link (seen in the wild: CMS templates
-    that print the same GUID) identifies nothing: later entries with that GUID fall back
-    to their link-based id. Exact repeats (same id) are dropped, the first one wins, and so
-    are entries with neither a title nor a link (what a broken feed leaves behind): there
-    is nothing to show or to link to.
+    A GUID that one feed gives to entries with different links (seen in the wild: CMS
+    templates that print the same GUID everywhere; the newsroom's dup_guid fault)
+    identifies none of them: every entry carrying it gets its link-based id. Keeping the
+    GUID's id for the first of them would move that id to whichever entry comes first
+    in the next poll, and store the others again under new ids. (An entry whose GUID is
+    shared in one poll and its own in another still changes id once.) Exact repeats (same id)
+    are dropped, the first one wins, and so are entries with neither a title nor a link
+    (what a broken feed leaves behind): there is nothing to show or to link to.
     """
+    normalized = [(entry, normalize_entry(source, entry, first_seen, now)) for entry in feed.entries]
+    links_of_guid: dict[str, set[str]] = {}
+    for _, item in normalized:
+        if item.guid is not None and item.url is not None:
+            links_of_guid.setdefault(item.guid, set()).add(item.url)
     items: list[Item] = []
     seen_ids: set[str] = set()
-    guid_links: dict[str, str | None] = {}
-    for entry in feed.entries:
-        item = normalize_entry(source, entry, first_seen, now)
+    for entry, item in normalized:
         if not item.title and item.url is None:
             continue
-        if item.guid is not None:
-            owner_link = guid_links.setdefault(item.guid, item.url)
-            if owner_link != item.url and item.url is not None:
-                item = _replace_id(item, item_id(source.id, None, item.url, item.title, entry.published))
+        if item.url is not None and len(links_of_guid.get(item.guid, ())) > 1:
+            item = _replace_id(item, item_id(source.id, None, item.url, item.title, entry.published))
         if item.id in seen_ids:
             continue
         seen_ids.add(item.id)

@@ -24,7 +24,7 @@ from aggregator.normalize import (
     sanitize_html,
 )
 from aggregator.parse import parse_feed
-from aggregator.types import EntryData, Item, Source
+from aggregator.types import EntryData, FeedData, Item, Source
 
 UTC = timezone.utc
 DATA = os.path.join(os.path.dirname(__file__), "data")
@@ -581,10 +581,35 @@ def test_normalize_feed_dup_guid():
     assert len(items) == 10  # the repeated first item is dropped
     assert len({i.id for i in items}) == 10
     assert len({i.url for i in items}) == 10
-    assert items[0].id == item_id(source.id, "1029844", None, None, None)  # the first keeps its GUID id
-    # the second reuses that GUID for another story: it gets its link's id
-    assert items[1].guid == "1029844"
+    # the second reuses the first one's GUID for another story: neither is known by it
+    assert items[0].guid == items[1].guid == "1029844"
+    assert items[0].id == item_id(source.id, None, items[0].url, None, None)
     assert items[1].id == item_id(source.id, None, "https://www.skynewsarabia.com/middle-east/1029835", None, None)
+
+
+def _feed_of(stories: list[int], guid_at) -> FeedData:
+    return FeedData(title="t", link=None, language="ar", entries=tuple(
+        EntryData(guid=guid_at(stories, pos), link=f"https://a.example/{n}", title=f"خبر {n}",
+                  summary="ملخص", content=None, published=None, updated=None, author=None,
+                  categories=(), image=None, language=None)
+        for pos, n in enumerate(stories)))
+
+
+@pytest.mark.parametrize("guid_at", [
+    # the newsroom's dup_guid: each odd entry carries the GUID of the entry before it
+    lambda stories, pos: f"g{stories[pos - 1 if pos % 2 else pos]}",
+    # a CMS template that prints one GUID for every entry
+    lambda stories, pos: "same",
+], ids=["odd-entries-borrow", "one-guid-for-all"])
+def test_a_shared_guid_does_not_store_items_again_when_a_new_entry_arrives(guid_at):
+    before = normalize_feed(SOURCE, _feed_of([6, 5, 4, 3, 2, 1], guid_at), FIRST_SEEN, NOW)
+    # the next poll: story 7 is new at the top, every other entry moves down one and the
+    # oldest leaves the feed's window
+    after = normalize_feed(SOURCE, _feed_of([7, 6, 5, 4, 3, 2], guid_at), FIRST_SEEN, NOW)
+    assert len({i.id for i in before}) == 6
+    ids_before = {i.url: i.id for i in before}
+    kept = {i.url: i.id for i in after if i.url in ids_before}
+    assert len(kept) == 5 and all(ids_before[url] == id_ for url, id_ in kept.items())
 
 
 def test_normalize_feed_future_and_missing_dates():
