@@ -20,6 +20,7 @@ import hashlib
 import html
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -39,6 +40,8 @@ __all__ = [
     "canonical_url",
     "parse_date",
     "resolve_published",
+    "usable_date",
+    "undated_bounds",
     "clean_text",
     "sanitize_html",
     "item_id",
@@ -415,23 +418,48 @@ def _parse_date_general(value: str) -> datetime | None:
     return _parse_arabic(s)
 
 
+def usable_date(entry_published: str | None, entry_updated: str | None, now: datetime) -> datetime | None:
+    """The entry's published date (else its updated date), or None when neither parses, it
+    is implausibly old (placeholders like 1970-01-01) or more than ten minutes ahead of
+    `now` (wrong zones, embargo tricks). A date ahead of `now` by less than that is clock
+    skew and is clamped to `now`, so nothing sorts above the present."""
+    dt = parse_date(entry_published) or parse_date(entry_updated)
+    if dt is None or dt < OLDEST_PLAUSIBLE or dt > now + FUTURE_TOLERANCE:
+        return None
+    return min(dt, now)
+
+
 def resolve_published(
     entry_published: str | None,
     entry_updated: str | None,
     first_seen: datetime,
     now: datetime,
 ) -> datetime:
-    """The date an item is shown and sorted by.
+    """The date a lone entry is shown and sorted by: its usable date, else first_seen.
+    (In a feed, normalize_feed can bound an undated entry by its neighbours.)"""
+    return usable_date(entry_published, entry_updated, now) or first_seen
 
-    The entry's published date (else its updated date); first_seen when neither parses,
-    when it is implausibly old (placeholders like 1970-01-01), or when it is more than ten
-    minutes ahead of `now` (wrong zones, embargo tricks). A date ahead of `now` by less than
-    that is clock skew and is clamped to `now`, so nothing sorts above the present.
-    """
-    dt = parse_date(entry_published) or parse_date(entry_updated)
-    if dt is None or dt < OLDEST_PLAUSIBLE or dt > now + FUTURE_TOLERANCE:
-        return first_seen
-    return min(dt, now)
+
+def undated_bounds(dates: Sequence[datetime | None]) -> list[datetime | None]:
+    """For each entry of a feed (its usable date or None, in feed order), the date an
+    undated entry is given: that of the nearest dated entry above it, when the feed's
+    dates run newest first (then an entry is no newer than the one above it). None
+    where there is no such bound: the entry is new to us at the top of the feed, or the
+    feed is in some other order, and first_seen is all we know.
+
+    Without this, a new source whose feed dates only some entries (BBC sport's, the
+    newsroom's missing_date) put its whole undated backlog on top of the timeline as
+    'just now'."""
+    known = [d for d in dates if d is not None]
+    if any(a < b for a, b in zip(known, known[1:])):
+        return [None] * len(dates)
+    bounds: list[datetime | None] = []
+    above = None
+    for d in dates:
+        bounds.append(None if d is not None else above)
+        if d is not None:
+            above = d
+    return bounds
 
 
 # --------------------------------------------------------------------------- text
@@ -628,8 +656,10 @@ def _categories(raw: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def normalize_entry(source: Source, entry: EntryData, first_seen: datetime, now: datetime) -> Item:
-    """One parsed entry → one Item, every field filled. Pure."""
+def normalize_entry(source: Source, entry: EntryData, first_seen: datetime, now: datetime,
+                    published: datetime | None = None) -> Item:
+    """One parsed entry → one Item, every field filled. Pure. `published`: the date the
+    caller resolved (normalize_feed does, with the feed's other entries)."""
     url = canonical_url(entry.link, base=source.url)
     guid = (entry.guid or "").strip() or None
     body = entry.summary or entry.content or ""
@@ -644,7 +674,7 @@ def normalize_entry(source: Source, entry: EntryData, first_seen: datetime, now:
         title=title,
         summary_html=sanitize_html(body),
         summary_text=summary_text,
-        published=resolve_published(entry.published, entry.updated, first_seen, now),
+        published=published or resolve_published(entry.published, entry.updated, first_seen, now),
         first_seen=first_seen,
         updated=first_seen,
         author=clean_text(entry.author) or None,
@@ -666,9 +696,12 @@ def normalize_feed(source: Source, feed: FeedData, first_seen: datetime, now: da
     in the next poll, and store the others again under new ids. (An entry whose GUID is
     shared in one poll and its own in another still changes id once.) Exact repeats (same id)
     are dropped, the first one wins, and so are entries with neither a title nor a link
-    (what a broken feed leaves behind): there is nothing to show or to link to.
+    (what a broken feed leaves behind): there is nothing to show or to link to. An
+    undated entry takes the date of the dated entry above it (undated_bounds).
     """
-    normalized = [(entry, normalize_entry(source, entry, first_seen, now)) for entry in feed.entries]
+    dates = [usable_date(e.published, e.updated, now) for e in feed.entries]
+    normalized = [(entry, normalize_entry(source, entry, first_seen, now, date or bound or first_seen))
+                  for entry, date, bound in zip(feed.entries, dates, undated_bounds(dates))]
     links_of_guid: dict[str, set[str]] = {}
     for _, item in normalized:
         if item.guid is not None and item.url is not None:

@@ -21,6 +21,7 @@ from aggregator.normalize import (
     normalize_feed,
     parse_date,
     resolve_published,
+    undated_bounds,
     sanitize_html,
 )
 from aggregator.parse import parse_feed
@@ -615,12 +616,33 @@ def test_a_shared_guid_does_not_store_items_again_when_a_new_entry_arrives(guid_
 def test_normalize_feed_future_and_missing_dates():
     source, feed = fixture_feed("chaos_future_date")
     items = normalize_feed(source, feed, FIRST_SEEN, NOW)
-    assert items[0].published == FIRST_SEEN and items[2].published == FIRST_SEEN
+    assert items[0].published == FIRST_SEEN  # 2 days ahead, at the top: nothing bounds it
     assert items[1].published == dt(2018, 3, 13, 10, 53, 32)
+    assert items[2].published == items[1].published  # 10 years ahead, below the one above
     for name in ("chaos_missing_date", "chaos_missing_date_france24"):
         source, feed = fixture_feed(name)
+        assert [bool(e.published or e.updated) for e in feed.entries] == [k % 2 == 0 for k in range(10)]
         items = normalize_feed(source, feed, FIRST_SEEN, NOW)
-        assert [i.published == FIRST_SEEN for i in items] == [bool(k % 2) for k in range(10)]
+        # every other entry is undated: it is no newer than the dated entry above it
+        assert all(items[k].published == items[k - 1].published for k in range(1, 10, 2))
+        assert all(items[k].published < items[k - 2].published for k in range(2, 10, 2))
+
+
+D1, D2, D3 = dt(2018, 3, 13, 11), dt(2018, 3, 13, 10), dt(2018, 3, 13, 9)
+BOUNDS = [
+    # (usable dates in feed order, the date each undated entry is given)
+    ([D1, None, D2, None, None, D3], [None, D1, None, D2, D2, None]),
+    ([None, D1, None], [None, None, D1]),  # new at the top: first_seen
+    ([None, None], [None, None]),  # a feed without dates
+    ([D3, None, D1], [None, None, None]),  # oldest first: the neighbours say nothing
+    ([D1, None, D1, None], [None, D1, None, D1]),  # equal dates are in order
+    ([], []),
+]
+
+
+@pytest.mark.parametrize("dates, want", BOUNDS)
+def test_undated_bounds(dates, want):
+    assert undated_bounds(dates) == want
 
 
 def test_normalize_feed_malformed_drops_the_entry_with_nothing_to_show():
