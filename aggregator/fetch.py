@@ -25,6 +25,7 @@ from urllib3.exceptions import (
     ConnectTimeoutError,
     DecodeError,
     HTTPError,
+    IncompleteRead,
     NameResolutionError,
     NewConnectionError,
     ProtocolError,
@@ -240,6 +241,52 @@ def classify_exception(exc: BaseException) -> Outcome:
     return Outcome.ERROR
 
 
+def _causes(exc: BaseException):
+    """exc, then what it wraps: urllib3 keeps the socket's error in args or as the cause."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo.extend(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))
+        todo.extend(c for c in (e.__cause__, e.__context__) if c is not None)
+
+
+def describe_exception(exc: BaseException, url: str, timeout: float) -> str:
+    """What an operator reads on the sources page and in alerts for a failed fetch: what
+    happened, in a few words, instead of urllib3's nested reprs (ProtocolError: ('Connection
+    aborted.', ConnectionResetError(104, ...))). The exception's type stays at the end, for
+    searching logs. Pure."""
+    where = urlsplit(url).netloc or url
+    kind = type(exc).__name__
+    for e in _causes(exc):
+        if isinstance(e, BlockedAddress):
+            return str(e)
+        if isinstance(e, NameResolutionError):
+            return f"host name not found: {urlsplit(url).hostname} ({kind})"
+        if isinstance(e, ConnectionRefusedError):
+            return f"connection refused by {where} ({kind})"
+        if isinstance(e, ConnectionResetError):
+            return f"{where} reset the connection ({kind})"
+        if isinstance(e, IncompleteRead):
+            return (f"the response ended early: {e.partial:,} bytes received, "
+                    f"{e.expected:,} more expected ({kind})")
+        if isinstance(e, ConnectTimeoutError) and not isinstance(e, NewConnectionError):
+            return f"no connection to {where} within {timeout:g} s ({kind})"
+        if isinstance(e, (ReadTimeoutError, TimeoutError, socket.timeout)):
+            return f"{where} sent nothing for {timeout:g} s ({kind})"
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return f"TLS certificate refused: {e.verify_message} ({kind})"
+        if isinstance(e, ssl.SSLError) and e.reason:
+            return f"TLS handshake failed: {e.reason.lower().replace('_', ' ')} ({kind})"
+        if isinstance(e, OSError) and e.strerror:  # unreachable network, and the like
+            return f"cannot connect to {where}: {e.strerror} ({kind})"
+    return f"{kind}: {exc}"
+
+
 def _discard(resp) -> None:
     """Reuse the connection only when the unwanted body is small and of known length;
     an error page or redirect body of unknown size is not worth reading."""
@@ -340,7 +387,7 @@ class Fetcher:
                 return self._result(Outcome.TIMEOUT, url, current, started,
                                     error="response not received within the time limit")
             return self._result(classify_exception(e), url, current, started,
-                                error=f"{type(e).__name__}: {e}"[:500])
+                                error=describe_exception(e, current, self.settings.fetch_timeout)[:500])
         finally:
             _DEADLINE.at = None
 

@@ -98,6 +98,7 @@ def test_slow_response_times_out(server):
     server.feeds["/bbc.xml"].faults.append(Fault(500, delay=3.0))
     r = fetcher().fetch(server.url("/bbc.xml"), SourceState(), NOW)
     assert r.outcome is Outcome.TIMEOUT and r.elapsed < 3.0
+    assert r.error == f"127.0.0.1:{server.httpd.server_port} sent nothing for 2 s (ReadTimeoutError)"
 
 
 def test_connection_refused_and_dns():
@@ -106,8 +107,12 @@ def test_connection_refused_and_dns():
     port = sock.getsockname()[1]
     sock.close()
     f = fetcher()
-    assert f.fetch(f"http://127.0.0.1:{port}/x", SourceState(), NOW).outcome is Outcome.CONNECT
-    assert f.fetch("http://no-such-host.invalid/x", SourceState(), NOW).outcome is Outcome.DNS
+    refused = f.fetch(f"http://127.0.0.1:{port}/x", SourceState(), NOW)
+    assert refused.outcome is Outcome.CONNECT
+    assert refused.error == f"connection refused by 127.0.0.1:{port} (NewConnectionError)"
+    unknown = f.fetch("http://no-such-host.invalid/x", SourceState(), NOW)
+    assert unknown.outcome is Outcome.DNS
+    assert unknown.error == "host name not found: no-such-host.invalid (NameResolutionError)"
 
 
 def test_reset_before_response_is_a_protocol_failure():
@@ -124,8 +129,39 @@ def test_reset_before_response_is_a_protocol_failure():
     try:
         r = fetcher().fetch(f"http://127.0.0.1:{httpd.server_port}/", SourceState(), NOW)
         assert r.outcome is Outcome.PROTOCOL, r
+        assert r.error == f"127.0.0.1:{httpd.server_port} reset the connection (ProtocolError)"
     finally:
         httpd.shutdown()
+
+
+def test_a_body_cut_short_says_how_much_arrived():
+    class Truncated(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/rss+xml")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"<rss>" + b" " * 5)
+            self.wfile.flush()
+            self.close_connection = True
+
+        def log_message(self, *a):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Truncated)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        r = fetcher().fetch(f"http://127.0.0.1:{httpd.server_port}/", SourceState(), NOW)
+        assert r.outcome is Outcome.PROTOCOL
+        assert r.error == "the response ended early: 10 bytes received, 990 more expected (ProtocolError)"
+    finally:
+        httpd.shutdown()
+
+
+def test_tls_to_a_plain_http_server_is_a_tls_failure(server):
+    r = fetcher().fetch(server.url("/bbc.xml").replace("http://", "https://"), SourceState(), NOW)
+    assert r.outcome is Outcome.TLS
+    assert r.error == "TLS handshake failed: wrong version number (SSLError)"
 
 
 def test_ssrf_guard_refuses_loopback_before_connecting(server):
