@@ -518,6 +518,14 @@ def test_static_assets_are_local(client):
     for href in tree.xpath("//link/@href") + tree.xpath("//script/@src"):
         assert href.startswith("/"), href
     assert client.get("/static/site.css").status_code == 200
+    assert client.get("/static/site.css").status_code == 200
+
+
+def test_favicon_ico_leads_to_the_icon(client):
+    r = client.get("/favicon.ico")
+    assert r.status_code == 301 and r.headers["Location"].endswith("/static/favicon.svg")
+    icon = client.get(r.headers["Location"])
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
 
 
 # --- with the real grouper -------------------------------------------------------------------

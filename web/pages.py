@@ -742,6 +742,13 @@ def _index_key() -> tuple | None:
     return (f.source, f.tag, f.country, f.before, f.limit)
 
 
+@bp.get("/favicon.ico")
+def favicon():
+    # Browsers ask for /favicon.ico on pages that link no icon (the embed page), and feed
+    # readers for the site icon of a feed they subscribe to; ours is the SVG.
+    return redirect(url_for("static", filename="favicon.svg"), code=301)
+
+
 @bp.get("/")
 @cached_page(_index_key)
 def index():
