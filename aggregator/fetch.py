@@ -369,7 +369,7 @@ class Fetcher:
             if body is None:
                 return self._result(Outcome.TOO_LARGE, url, current, started, http_status=status,
                                     headers=resp_headers, permanent_redirect=permanent,
-                                    error=f"body larger than {self.settings.max_body_bytes} bytes")
+                                    error=f"body larger than the {self.settings.max_body_bytes:,}-byte cap")
             if isinstance(body, Outcome):
                 return self._result(body, url, current, started, http_status=status,
                                     error="body not received within the time limit")

@@ -92,6 +92,7 @@ def test_body_cap_applies_after_decompression(server):
     r = fetcher(max_body_bytes=1024 * 1024).fetch(server.url("/bomb.xml"), SourceState(), NOW)
     assert len(bomb) < 1024 * 1024
     assert r.outcome is Outcome.TOO_LARGE
+    assert r.error == "body larger than the 1,048,576-byte cap"
 
 
 def test_slow_response_times_out(server):
