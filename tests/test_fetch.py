@@ -1,7 +1,6 @@
 """The fetcher against a real HTTP server on 127.0.0.1."""
 import gzip
 import socket
-import threading
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -12,6 +11,7 @@ from aggregator.settings import Settings
 from aggregator.types import Outcome, SourceState
 
 from feedserver import Fault, Feed, FeedServer, ant_items
+from httptest import serving
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 
@@ -125,14 +125,10 @@ def test_reset_before_response_is_a_protocol_failure():
         def log_message(self, *a):
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Reset)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Reset)) as httpd:
         r = fetcher().fetch(f"http://127.0.0.1:{httpd.server_port}/", SourceState(), NOW)
-        assert r.outcome is Outcome.PROTOCOL, r
-        assert r.error == f"127.0.0.1:{httpd.server_port} reset the connection (ProtocolError)"
-    finally:
-        httpd.shutdown()
+    assert r.outcome is Outcome.PROTOCOL, r
+    assert r.error == f"127.0.0.1:{httpd.server_port} reset the connection (ProtocolError)"
 
 
 def test_a_body_cut_short_says_how_much_arrived():
@@ -149,14 +145,10 @@ def test_a_body_cut_short_says_how_much_arrived():
         def log_message(self, *a):
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Truncated)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Truncated)) as httpd:
         r = fetcher().fetch(f"http://127.0.0.1:{httpd.server_port}/", SourceState(), NOW)
-        assert r.outcome is Outcome.PROTOCOL
-        assert r.error == "the response ended early: 10 bytes received, 990 more expected (ProtocolError)"
-    finally:
-        httpd.shutdown()
+    assert r.outcome is Outcome.PROTOCOL
+    assert r.error == "the response ended early: 10 bytes received, 990 more expected (ProtocolError)"
 
 
 def test_tls_to_a_plain_http_server_is_a_tls_failure(server):
