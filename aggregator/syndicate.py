@@ -28,6 +28,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Literal, Union
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -35,7 +36,7 @@ from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
 from feedgen.util import xml_elem
 
-from .types import Item, Source, Story, Topic
+from .types import Item, Source, Story, Topic, one_per_article
 
 UTC = timezone.utc
 ATOM_NS = "http://www.w3.org/2005/Atom"
@@ -101,7 +102,7 @@ class StoryEntry:
         src = self.sources.get(source_id)
         return src.outlet if src is not None else source_id
 
-    @property
+    @cached_property
     def outlets(self) -> list[str]:
         """The story's sources, one per outlet (Source.outlet: an outlet's section feeds
         count once), in the story's order."""
@@ -110,18 +111,10 @@ class StoryEntry:
             firsts.setdefault(self.outlet_of(sid), sid)
         return list(firsts.values())
 
-    @property
+    @cached_property  # asked by every output of the entry: its list, counts and authors
     def reports(self) -> list[Item]:
-        """The members, one per article: an outlet's article in several of its feeds
-        (same link) is one report."""
-        seen: set[str] = set()
-        out = []
-        for it in self.items:
-            if it.url is None or it.url not in seen:
-                out.append(it)
-                if it.url is not None:
-                    seen.add(it.url)
-        return out
+        """The members, one per article (types.one_per_article)."""
+        return one_per_article(self.items, lambda it: it.url)
 
 
 Entry = Union[ArticleEntry, StoryEntry]

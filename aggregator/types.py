@@ -5,9 +5,13 @@ All datetimes are aware UTC; they are converted once, at parse/normalise time.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 from urllib.parse import urlsplit
+
+T = TypeVar("T")
 
 
 class Outcome(str, enum.Enum):
@@ -68,6 +72,21 @@ def outlet_key(site: str | None) -> str | None:
     if not host:
         return None
     return host + parts.path.rstrip("/")
+
+
+def one_per_article(reports: Iterable[T], url: Callable[[T], str | None]) -> list[T]:
+    """The first report of each article: an outlet's article in several of its feeds (the
+    same link) is one report. Reports without a link are all kept. Order is kept."""
+    seen: set[str] = set()
+    out = []
+    for r in reports:
+        link = url(r)
+        if link and link in seen:
+            continue
+        if link:
+            seen.add(link)
+        out.append(r)
+    return out
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from markupsafe import Markup, escape
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
 from aggregator.errors import AggregatorError, StoreError
-from aggregator.types import Item, Source, SourceState, Story
+from aggregator.types import Item, Source, SourceState, Story, one_per_article
 
 from . import arabic_time as at
 from .extensions import services
@@ -162,21 +162,6 @@ class Card:
         return min(r.item.published for r in self.reports)
 
 
-def _one_per_article(reports: list[Report], lead: Report) -> list[Report]:
-    """An outlet's article listed in several of its feeds (same link) is one report: the
-    lead's, else its first."""
-    seen = {lead.item.url} if lead.item.url else set()
-    out = []
-    for r in reports:
-        if r is not lead:
-            if r.item.url in seen:
-                continue
-            if r.item.url:
-                seen.add(r.item.url)
-        out.append(r)
-    return out
-
-
 def colour_of(source_id: str) -> int:
     # Stable across processes and restarts (unlike hash()): an outlet keeps its colour.
     return int(hashlib.blake2s(source_id.encode(), digest_size=2).hexdigest(), 16) % PALETTE
@@ -290,7 +275,9 @@ class Reader:
             if prefer_source and lead.outlet.id != prefer_source:
                 lead = next((r for r in reversed(reports) if r.outlet.id == prefer_source),
                             lead)
-            reports = _one_per_article(reports, lead)
+            # an article in several of an outlet's feeds is one report, the lead's if it is one
+            kept = {id(r) for r in one_per_article([lead, *reports], lambda r: r.item.url)}
+            reports = [r for r in reports if id(r) in kept]
             by_key: dict[str, Outlet] = {lead.outlet.key: lead.outlet}
             for o in [*map(self.outlet, st.sources), *(r.outlet for r in reports)]:
                 by_key.setdefault(o.key, o)
