@@ -42,6 +42,7 @@ __all__ = [
     "resolve_published",
     "usable_date",
     "undated_bounds",
+    "feed_modified",
     "clean_text",
     "sanitize_html",
     "item_id",
@@ -423,10 +424,34 @@ def usable_date(entry_published: str | None, entry_updated: str | None, now: dat
     is implausibly old (placeholders like 1970-01-01) or more than ten minutes ahead of
     `now` (wrong zones, embargo tricks). A date ahead of `now` by less than that is clock
     skew and is clamped to `now`, so nothing sorts above the present."""
-    dt = parse_date(entry_published) or parse_date(entry_updated)
-    if dt is None or dt < OLDEST_PLAUSIBLE or dt > now + FUTURE_TOLERANCE:
+    return _plausible(parse_date(entry_published) or parse_date(entry_updated), now)
+
+
+def _plausible(dt: datetime | None, horizon: datetime) -> datetime | None:
+    if dt is None or dt < OLDEST_PLAUSIBLE or dt > horizon + FUTURE_TOLERANCE:
         return None
-    return min(dt, now)
+    return min(dt, horizon)
+
+
+def feed_modified(last_modified: str | None, dates: Sequence[datetime | None],
+                  now: datetime) -> datetime | None:
+    """The feed's own clock: its Last-Modified (no later than `now`), when the feed's
+    dated entries bear it out (more than half of them are no later than it, give or take
+    the skew tolerance); else None. No entry of the feed can have been published after
+    it, so it bounds the dates the feed may claim more tightly than our clock does.
+
+    Why: our clock only catches dates ahead of the present. A feed that dates its newest
+    entry two days after the rest (a wrong zone, a scheduled post, the newsroom's
+    future_date replaying 2018) pinned that story on top of the timeline for two days.
+    A stale header (a constant date, the epoch, a cache's old copy) is not borne out: most
+    entries are newer than it, and it is ignored."""
+    modified = parse_date(last_modified)
+    dated = [d for d in dates if d is not None]
+    if modified is None or modified < OLDEST_PLAUSIBLE or not dated:
+        return None
+    modified = min(modified, now)
+    agreeing = sum(d <= modified + FUTURE_TOLERANCE for d in dated)
+    return modified if agreeing * 2 > len(dated) else None
 
 
 def resolve_published(
@@ -440,21 +465,21 @@ def resolve_published(
     return usable_date(entry_published, entry_updated, now) or first_seen
 
 
-def undated_bounds(dates: Sequence[datetime | None]) -> list[datetime | None]:
+def undated_bounds(dates: Sequence[datetime | None], top: datetime | None = None) -> list[datetime | None]:
     """For each entry of a feed (its usable date or None, in feed order), the date an
     undated entry is given: that of the nearest dated entry above it, when the feed's
-    dates run newest first (then an entry is no newer than the one above it). None
-    where there is no such bound: the entry is new to us at the top of the feed, or the
-    feed is in some other order, and first_seen is all we know.
+    dates run newest first (then an entry is no newer than the one above it); else `top`
+    (the feed's own clock, feed_modified, when known). None where there is no bound: the
+    entry is new to us and first_seen is all we know.
 
     Without this, a new source whose feed dates only some entries (BBC sport's, the
     newsroom's missing_date) put its whole undated backlog on top of the timeline as
     'just now'."""
     known = [d for d in dates if d is not None]
     if any(a < b for a, b in zip(known, known[1:])):
-        return [None] * len(dates)
+        return [None if d is not None else top for d in dates]
     bounds: list[datetime | None] = []
-    above = None
+    above = top
     for d in dates:
         bounds.append(None if d is not None else above)
         if d is not None:
@@ -686,7 +711,8 @@ def normalize_entry(source: Source, entry: EntryData, first_seen: datetime, now:
     )
 
 
-def normalize_feed(source: Source, feed: FeedData, first_seen: datetime, now: datetime) -> list[Item]:
+def normalize_feed(source: Source, feed: FeedData, first_seen: datetime, now: datetime,
+                   last_modified: str | None = None) -> list[Item]:
     """Every entry of a feed → Items in feed order, one per id.
 
     A GUID that one feed gives to entries with different links (seen in the wild: CMS
@@ -698,10 +724,14 @@ def normalize_feed(source: Source, feed: FeedData, first_seen: datetime, now: da
     are dropped, the first one wins, and so are entries with neither a title nor a link
     (what a broken feed leaves behind): there is nothing to show or to link to. An
     undated entry takes the date of the dated entry above it (undated_bounds).
+    `last_modified`: the response's Last-Modified header, the feed's own clock
+    (feed_modified) when its entries bear it out: no entry's date may pass it.
     """
-    dates = [usable_date(e.published, e.updated, now) for e in feed.entries]
+    parsed = [parse_date(e.published) or parse_date(e.updated) for e in feed.entries]
+    modified = feed_modified(last_modified, parsed, now)
+    dates = [_plausible(d, modified or now) for d in parsed]
     normalized = [(entry, normalize_entry(source, entry, first_seen, now, date or bound or first_seen))
-                  for entry, date, bound in zip(feed.entries, dates, undated_bounds(dates))]
+                  for entry, date, bound in zip(feed.entries, dates, undated_bounds(dates, modified))]
     links_of_guid: dict[str, set[str]] = {}
     for _, item in normalized:
         if item.guid is not None and item.url is not None:

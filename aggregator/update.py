@@ -66,7 +66,9 @@ def read_feed(source: Source, body: bytes, headers: Mapping[str, str], url: str,
         feed = parse_feed(body, headers, url)
     except ParseError as e:
         return [], Outcome.NOT_A_FEED, str(e)[:500]
-    return normalize_feed(source, feed, first_seen=now, now=now), Outcome.OK, None
+    last_modified = next((v for k, v in headers.items() if k.lower() == "last-modified"), None)
+    items = normalize_feed(source, feed, first_seen=now, now=now, last_modified=last_modified)
+    return items, Outcome.OK, None
 
 
 def fetch_items(source: Source, state: SourceState, fetcher: Fetcher, now: datetime,

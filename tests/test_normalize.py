@@ -21,11 +21,13 @@ from aggregator.normalize import (
     normalize_feed,
     parse_date,
     resolve_published,
+    feed_modified,
     undated_bounds,
     sanitize_html,
 )
 from aggregator.parse import parse_feed
-from aggregator.types import EntryData, FeedData, Item, Source
+from aggregator.types import EntryData, FeedData, Item, Outcome, Source
+from aggregator.update import read_feed
 
 UTC = timezone.utc
 DATA = os.path.join(os.path.dirname(__file__), "data")
@@ -628,6 +630,63 @@ def test_normalize_feed_future_and_missing_dates():
         assert all(items[k].published < items[k - 2].published for k in range(2, 10, 2))
 
 
+def _headers_of(name: str) -> dict:
+    with open(os.path.join(FEEDS, f"{name}.headers.json"), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+@pytest.mark.parametrize("now", [NOW, datetime(2026, 12, 5, 9, 0, tzinfo=UTC)],
+                         ids=["the-feed's-present", "replayed-years-later"])
+def test_a_date_past_the_feeds_own_last_modified_is_not_believed(now):
+    # The newsroom's future_date fault dates the newest entry 2 days after its clock. Our
+    # clock alone catches that only while we poll in the feed's present; replaying 2018 news
+    # in 2026 it is 8 years in the past and the story sat on top of the timeline. The
+    # response's Last-Modified (the real newest entry, 11:48:08) is the feed's own clock.
+    source, feed = fixture_feed("chaos_future_date")
+    first_seen = now - timedelta(minutes=1)
+    modified = _headers_of("chaos_future_date")["last-modified"]
+    items = normalize_feed(source, feed, first_seen, now, last_modified=modified)
+    assert items[0].published == dt(2018, 3, 13, 11, 48, 8)  # no later than the feed changed
+    assert items[1].published == dt(2018, 3, 13, 10, 53, 32)
+    assert items[2].published == items[1].published  # 10 years ahead, below the one above
+    assert all(i.published <= dt(2018, 3, 13, 11, 48, 8) for i in items)
+
+
+def test_read_feed_takes_the_feeds_clock_from_the_response_headers():
+    with open(os.path.join(FEEDS, "chaos_future_date.xml"), "rb") as fh:
+        body = fh.read()
+    source, _ = fixture_feed("chaos_future_date")
+    headers = {k.title(): v for k, v in _headers_of("chaos_future_date").items()}  # any case
+    later = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
+    items, outcome, _ = read_feed(source, body, headers, source.url, later)
+    assert outcome is Outcome.OK and items[0].published == dt(2018, 3, 13, 11, 48, 8)
+    without = {k: v for k, v in headers.items() if k != "Last-Modified"}
+    items, _, _ = read_feed(source, body, without, source.url, later)
+    assert items[0].published == dt(2018, 3, 15, 12)  # our clock alone cannot tell
+
+
+L = "Tue, 13 Mar 2018 11:48:08 GMT"
+LM = dt(2018, 3, 13, 11, 48, 8)
+MODIFIED = [
+    # (Last-Modified, the entries' parsed dates, the feed's clock)
+    (L, [dt(2018, 3, 15, 12), LM, dt(2018, 3, 13, 10)], LM),  # one entry ahead of it: kept
+    (L, [LM + timedelta(minutes=10), LM], LM),  # within the skew tolerance: agrees
+    (L, [dt(2018, 3, 15), dt(2018, 3, 14), LM], None),  # most entries newer: a stale header
+    (L, [dt(2018, 3, 15), LM], None),  # half and half: not borne out
+    (L, [None, None], None),  # no dated entry to bear it out
+    (L, [], None),
+    (None, [LM], None),
+    ("not a date", [LM], None),
+    ("Thu, 01 Jan 1970 00:00:00 GMT", [LM], None),  # the newsroom's empty feed; placeholders
+    ("Sun, 12 Mar 2028 12:00:00 GMT", [LM, None], NOW),  # ahead of us: our clock is the bound
+]
+
+
+@pytest.mark.parametrize("last_modified, dates, want", MODIFIED)
+def test_feed_modified(last_modified, dates, want):
+    assert feed_modified(last_modified, dates, NOW) == want
+
+
 D1, D2, D3 = dt(2018, 3, 13, 11), dt(2018, 3, 13, 10), dt(2018, 3, 13, 9)
 BOUNDS = [
     # (usable dates in feed order, the date each undated entry is given)
@@ -643,6 +702,21 @@ BOUNDS = [
 @pytest.mark.parametrize("dates, want", BOUNDS)
 def test_undated_bounds(dates, want):
     assert undated_bounds(dates) == want
+
+
+TOP = dt(2018, 3, 13, 11, 30)
+BOUNDS_UNDER_THE_FEEDS_CLOCK = [
+    # (usable dates, the date each undated entry is given when the feed's clock is TOP)
+    ([None, D1, None], [TOP, None, D1]),  # new at the top: no later than the feed changed
+    ([None, None], [TOP, TOP]),
+    ([D3, None, D1], [None, TOP, None]),  # oldest first: only the feed's clock bounds it
+    ([D1, None, D2], [None, D1, None]),
+]
+
+
+@pytest.mark.parametrize("dates, want", BOUNDS_UNDER_THE_FEEDS_CLOCK)
+def test_undated_bounds_under_the_feeds_clock(dates, want):
+    assert undated_bounds(dates, TOP) == want
 
 
 def test_normalize_feed_malformed_drops_the_entry_with_nothing_to_show():
