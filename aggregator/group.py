@@ -1001,7 +1001,7 @@ class Grouper:
             wd = weights(d, idf, P)
             ranked = _by_weight(wd[0])
             d.indexed = tuple(ranked[: P.index_terms])
-            topic_score, topic_best = -1.0, None
+            topic_candidates: list[tuple[float, Doc, tuple[dict[str, float], float]]] = []
             # 2. candidates from the inverted index, queried with the item's heaviest
             # terms that any item of the window has; 3. score; 4. the best story
             query = [(idf[t], t) for t in ranked if t in df][: P.query_terms]
@@ -1014,8 +1014,8 @@ class Grouper:
                 s = raw - P.time_penalty_per_day * abs(d.published - c.published) / 86400.0
                 if c.story not in per_story or s > per_story[c.story][0]:
                     per_story[c.story] = (s, c)
-                if raw > topic_score and _top_share(wd, wc) <= P.topic_max_top_share:
-                    topic_score, topic_best = raw, c
+                if raw >= P.topic_threshold:
+                    topic_candidates.append((raw, c, wc))
             if per_story:
                 sid, (best_score, best) = max(per_story.items(), key=lambda kv: (kv[1][0], kv[0]))
                 if best_score >= P.story_threshold:
@@ -1023,10 +1023,9 @@ class Grouper:
             founded = story is None
             if founded:
                 story = story_id_for(d.id)
-                if topic_best is not None and topic_score >= P.topic_threshold and topic_best.topic:
-                    topic = topic_best.topic
-                else:
-                    topic = topic_id_for(story)
+                topic = next((c.topic for _, c, wc in sorted(topic_candidates, key=lambda t: -t[0])
+                              if c.topic and _top_share(wd, wc) <= P.topic_max_top_share),
+                             topic_id_for(story))
             d.story, d.topic = story, topic
             new_fps.append(w.add(d, fl))
             wcache[d.id] = wd  # as a later item's candidate (values of this IDF epoch)
