@@ -123,6 +123,29 @@ def test_clock_and_absolute_in_display_timezone():
     assert at.iso(when) == "2018-03-13T10:05:00Z"
 
 
+SUMMER = datetime(2018, 7, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("name, when, digits, expected", [
+    ("Asia/Riyadh", NOW, "arabic", "الرياض (غرينتش+٣)"),
+    (None, NOW, "arabic", "الرياض (غرينتش+٣)"),  # the default zone
+    ("Asia/Riyadh", NOW, "latin", "الرياض (غرينتش+3)"),
+    ("Asia/Beirut", NOW, "arabic", "بيروت (غرينتش+٢)"),
+    ("Asia/Beirut", SUMMER, "arabic", "بيروت (غرينتش+٣)"),  # summer time in force
+    ("Asia/Tehran", NOW, "arabic", "طهران (غرينتش+٣:٣٠)"),
+    ("Africa/Casablanca", NOW, "latin", "الدار البيضاء (غرينتش+0)"),
+    ("America/New_York", NOW, "latin", "America/New_York (غرينتش-4)"),  # no Arabic city here
+    ("UTC", NOW, "arabic", "غرينتش"),
+])
+def test_zone_label(name, when, digits, expected):
+    assert at.zone_label(name, when, digits) == expected
+
+
+def test_every_zone_city_is_a_zone():
+    for name in at.ZONE_CITIES:
+        at.zone(name)  # raises for a misspelt IANA name
+
+
 def test_every_unit_has_all_forms():
     for noun in (at.SOURCE, at.MINUTE, at.HOUR, at.DAY, at.WEEK, at.MONTH, at.YEAR, at.STORY):
         for n in (1, 2, 3, 11, 100):

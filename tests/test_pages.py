@@ -88,6 +88,9 @@ def test_index_is_arabic_rtl_and_grouped_by_day_in_display_timezone(client):
     # newest first: 17 minutes before the frozen clock
     assert "منذ ١٧ دقيقة" in text(first)
     assert "٠٢:٤٣" in text(first)  # 23:43 UTC shown in Riyadh time
+    # the footer names the zone as a reader knows it, not by its IANA name
+    footer = tree.xpath("//footer[@class='footer']")[0]
+    assert "الأوقات بتوقيت الرياض (غرينتش+٣)" in text(footer)
 
 
 def test_cards_show_outlets_with_counted_badges(client):
@@ -281,6 +284,7 @@ def test_timezone_is_configurable(redis_client, keys, feeds_path, config, store)
     tree = doc(app.test_client().get("/"))
     headings = [text(h) for h in tree.xpath('//h2[@class="day-heading"]/time')]
     assert headings[:2] == ["الثلاثاء ١٣ مارس ٢٠١٨", "الاثنين ١٢ مارس ٢٠١٨"]
+    assert "بتوقيت الدار البيضاء (غرينتش+٠)" in text(tree.xpath("//footer[@class='footer']")[0])
 
 
 def test_titles_are_autoescaped(redis_client, keys, feeds_path, config, store, client):

@@ -179,6 +179,38 @@ def absolute(when: datetime, tz: str | tzinfo | None, digits: str = "arabic",
     return f"{digits_of(d.day, digits)} {month} {digits_of(d.year, digits)}، {clock(when, tz, digits)}"
 
 
+# The zones of the Arab world (and of the outlets' newsrooms abroad) by the city Arabic
+# readers know them by; a page says "بتوقيت الرياض", not "Asia/Riyadh".
+ZONE_CITIES = {
+    "Asia/Riyadh": "الرياض", "Asia/Dubai": "دبي", "Asia/Qatar": "الدوحة",
+    "Asia/Bahrain": "المنامة", "Asia/Kuwait": "الكويت", "Asia/Muscat": "مسقط",
+    "Asia/Aden": "عدن", "Asia/Baghdad": "بغداد", "Asia/Damascus": "دمشق",
+    "Asia/Beirut": "بيروت", "Asia/Amman": "عمّان", "Asia/Jerusalem": "القدس",
+    "Asia/Gaza": "غزة", "Asia/Hebron": "الخليل", "Africa/Cairo": "القاهرة",
+    "Africa/Khartoum": "الخرطوم", "Africa/Tripoli": "طرابلس", "Africa/Tunis": "تونس",
+    "Africa/Algiers": "الجزائر", "Africa/Casablanca": "الدار البيضاء",
+    "Africa/Nouakchott": "نواكشوط", "Africa/Mogadishu": "مقديشو", "Africa/Djibouti": "جيبوتي",
+    "Indian/Comoro": "موروني", "Asia/Tehran": "طهران", "Europe/Istanbul": "إسطنبول",
+    "Europe/London": "لندن", "Europe/Paris": "باريس",
+}
+GMT = "غرينتش"
+
+
+def zone_label(name: str | None, when: datetime, digits: str = "arabic") -> str:
+    """How the footer names the display timezone at `when`: 'الرياض (غرينتش+٣)'; the IANA
+    name for a zone without an Arabic city here ('America/New_York (غرينتش-٥)'); 'غرينتش'
+    for UTC. The offset is the one in force at `when` (Beirut and Cairo keep summer time)."""
+    name = name or "Asia/Riyadh"
+    offset = local(when, name).utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
+    if minutes == 0 and name.upper() in ("UTC", "ETC/UTC", "GMT", "ETC/GMT", "Z"):
+        return GMT
+    sign = "+" if minutes >= 0 else "-"
+    h, m = divmod(abs(minutes), 60)
+    hours = digits_of(f"{h}:{m:02d}" if m else h, digits)
+    return f"{ZONE_CITIES.get(name, name)} ({GMT}{sign}{hours})"
+
+
 def day_key(when: datetime, tz: str | tzinfo | None) -> str:
     """The calendar day in the display timezone, for grouping ('2018-03-13')."""
     return local(when, tz).date().isoformat()
@@ -194,4 +226,5 @@ __all__ = [
     "Noun", "SOURCE", "REPORT", "STORY", "ITEM", "ERROR", "MINUTE", "HOUR", "DAY", "WEEK",
     "MONTH", "YEAR", "SECOND", "plural_category", "count", "more_sources", "relative",
     "day_heading", "clock", "absolute", "day_key", "iso", "digits_of", "local", "zone",
+    "zone_label",
 ]

@@ -664,7 +664,7 @@ def _globals():
         "site_name": site_name(),
         "site_tagline": current_app.config.get(
             "SITE_TAGLINE", "كل مصادر الخبر في مكان واحد، قصةً قصة"),
-        "display_tz": display().tz,
+        "display_tz": at.zone_label(display().tz, now_utc(), display().digits),
         "display_digits": display().digits,
         "render_now": at.iso(now_utc()),
     }
