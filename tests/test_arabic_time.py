@@ -150,3 +150,21 @@ def test_every_unit_has_all_forms():
     for noun in (at.SOURCE, at.MINUTE, at.HOUR, at.DAY, at.WEEK, at.MONTH, at.YEAR, at.STORY):
         for n in (1, 2, 3, 11, 100):
             assert at.count(n, noun).strip()
+
+
+@pytest.mark.parametrize("n, expected", [
+    (1, "أول مرة"), (2, "مرتان متتاليتان"), (3, "٣ مرات متتالية"), (10, "١٠ مرات متتالية"),
+    (11, "١١ مرة متتالية"), (100, "١٠٠ مرة متتالية"), (103, "١٠٣ مرات متتالية"),
+])
+def test_failures_in_a_row(n, expected):
+    assert at.in_a_row(n) == expected
+
+
+@pytest.mark.parametrize("ms, digits, expected", [
+    (3, "arabic", "٣ ميلي ثانية"), (2.6, "arabic", "٣ ميلي ثانية"), (999, "arabic", "٩٩٩ ميلي ثانية"),
+    (999.6, "arabic", "١٫٠ ثانية"),
+    (1000, "arabic", "١٫٠ ثانية"), (1240, "arabic", "١٫٢ ثانية"), (20000, "latin", "20.0 ثانية"),
+    (45, "latin", "45 ميلي ثانية"),
+])
+def test_duration_ms(ms, digits, expected):
+    assert at.duration_ms(ms, digits) == expected

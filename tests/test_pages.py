@@ -392,6 +392,30 @@ def test_sources_page_shows_health_counts_and_feed_links(client, store):
     cnn = rows["cnn_arabic"]
     assert "متعثّر" in text(cnn) and "http-5xx 503" in text(cnn) and "منذ ساعتين" in text(cnn)
     assert "HTTP 503 from arabic.cnn.com" in text(cnn)
+    assert "خطأ في خادم المصدر http-5xx 503" in text(cnn) and "(مرتان متتاليتان)" in text(cnn)
+
+
+def test_sources_page_says_in_arabic_what_a_poll_came_to(client, store):
+    cls = store.load_state("cnn_arabic").__class__
+    store.save_state("france24_ar", cls(
+        last_status="gone", last_http_status=410, errors=1, consecutive_failures=1,
+        last_poll=NOW - timedelta(hours=1), disabled_reason=f"410 Gone at {NOW.isoformat()}: "
+        "remove it from feeds.yaml or fix its URL"))
+    store.save_state("alarabiya", cls(last_status="ok", last_http_status=200, latency_ms=1240,
+                                      last_success=NOW, last_poll=NOW))
+    tree = doc(client.get("/sources"))
+    rows = {r.get("data-source"): text(r) for r in tree.xpath('//tr[@data-source]')}
+    gone = rows["france24_ar"]
+    assert "أُزيلت الخلاصة نهائيًا gone 410" in gone and "(أول مرة)" in gone, gone
+    assert "توقف جلبها بعد ردّ 410 Gone في" in gone and "Gone at" not in gone, gone
+    assert "١٫٢ ثانية" in rows["alarabiya"] and "ms" not in rows["alarabiya"]
+
+
+def test_every_poll_outcome_has_an_arabic_label():
+    from aggregator.types import Outcome
+    from web.pages import OUTCOME_LABELS
+
+    assert set(OUTCOME_LABELS) == {o.value for o in Outcome}
 
 
 def test_opml_lists_sources_and_our_outputs(client, config):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import lxml.html
 import pytest
@@ -240,8 +241,16 @@ def test_status_html_is_arabic_rtl_without_inline_script(redis_client, keys, fee
         assert not any(a.lower().startswith("on") for a in el.attrib), el.tag
     rows = tree.xpath("//tbody/tr")
     assert [r.get("data-source") for r in rows][:3] == ["cnn", "dead", "france24"]
-    cnn = tree.xpath('//tr[@data-source="cnn"]')[0].text_content()
+    cnn = " ".join(tree.xpath('//tr[@data-source="cnn"]')[0].text_content().split())
     assert "http-5xx 500" in cnn and "متعثّر" in cnn
+    # In Arabic beside the code: what the outcome means, how many failures in a row, since
+    # when (one منذ: the relative time carries its own), the response time.
+    assert "خطأ في خادم المصدر http-5xx" in cnn and "(٣ مرات متتالية)" in cnn, cnn
+    assert re.search("متعثّر (منذ|الآن)", cnn) and "منذ منذ" not in cnn, cnn
+    assert "ميلي ثانية" in cnn and " ms" not in cnn, cnn
+    gone = " ".join(tree.xpath('//tr[@data-source="france24"]')[0].text_content().split())
+    assert "أُزيلت الخلاصة نهائيًا gone 410" in gone, gone
+    assert "توقف جلبها بعد ردّ 410 Gone في" in gone and "Gone at" not in gone, gone
     moved = tree.xpath('//tr[@data-source="alarabiya"]')[0]
     assert moved.xpath('.//a[contains(@href, "/alarabia.xml") and not(contains(@href, "redirect"))]')
     # Sort links keep the token the page was opened with.

@@ -65,6 +65,7 @@ DAY = Noun("يوم", "يومان", "يومين", "أيام", "يومًا", "يو
 WEEK = Noun("أسبوع", "أسبوعان", "أسبوعين", "أسابيع", "أسبوعًا", "أسبوع")
 MONTH = Noun("شهر", "شهران", "شهرين", "أشهر", "شهرًا", "شهر")
 YEAR = Noun("سنة", "سنتان", "سنتين", "سنوات", "سنة", "سنة")
+TIMES = Noun("مرة", "مرتان", "مرتين", "مرات", "مرة", "مرة")
 
 
 def plural_category(n: int) -> str:
@@ -107,6 +108,30 @@ def count(n: int, noun: Noun, digits: str = "arabic", genitive: bool = False) ->
 def more_sources(n: int, digits: str = "arabic") -> str:
     """The badge after the outlets shown on a card: '+مصدر', '+مصدران', '+٤ مصادر'."""
     return "+" + count(n, SOURCE, digits)
+
+
+def in_a_row(n: int, digits: str = "arabic") -> str:
+    """Consecutive failures: 'أول مرة', 'مرتان متتاليتان', '٣ مرات متتالية', '١١ مرة متتالية'.
+
+    The adjective agrees with the counted noun: dual with the dual, and the feminine singular
+    that Arabic uses for a plural (or counted singular) of things."""
+    if n == 1:
+        return "أول مرة"
+    if n == 2:
+        return "مرتان متتاليتان"
+    return f"{count(n, TIMES, digits)} متتالية"
+
+
+def duration_ms(ms: float, digits: str = "arabic") -> str:
+    """A response time: '٣ ميلي ثانية' below a second, '١٫٢ ثانية' from one on (the Arabic
+    decimal separator with Arabic digits). 'ms' beside Arabic digits reads as a foreign
+    token and, without an isolate, the bidi algorithm puts it before the number."""
+    if round(ms) < 1000:
+        return f"{digits_of(round(ms), digits)} ميلي ثانية"
+    seconds = f"{ms / 1000:.1f}"
+    if digits == "arabic":
+        seconds = digits_of(seconds, digits).replace(".", "٫")
+    return f"{seconds} ثانية"
 
 
 def as_utc(dt: datetime) -> datetime:

@@ -595,6 +595,21 @@ def _errors_count(n: int) -> str:
     return at.count(n, at.ERROR, display().digits)
 
 
+@bp.app_template_filter("outcome_label")
+def _outcome_label(outcome: str) -> str:
+    return OUTCOME_LABELS.get(outcome, outcome)
+
+
+@bp.app_template_filter("in_a_row")
+def _in_a_row(n: int) -> str:
+    return at.in_a_row(n, display().digits)
+
+
+@bp.app_template_filter("duration_ms")
+def _duration_ms(ms: float) -> str:
+    return at.duration_ms(ms, display().digits)
+
+
 @bp.app_template_filter("more_sources")
 def _more_sources(n: int) -> str:
     return at.more_sources(n, display().digits)
@@ -855,6 +870,27 @@ class SourceRow:
 
 
 HEALTH_LABELS = {"ok": "يعمل", "failing": "متعثّر", "disabled": "متوقف", "new": "لم يُجلب بعد"}
+
+# What each poll outcome (aggregator.types.Outcome) means, for the Arabic pages. The code
+# itself stays beside it: it is what logs, `stats` and /metrics say.
+OUTCOME_LABELS = {
+    "ok": "جُلبت",
+    "not-modified": "لم تتغيّر",
+    "dns": "تعذّر العثور على النطاق",
+    "connect": "تعذّر الاتصال بالخادم",
+    "timeout": "انتهت مهلة الانتظار",
+    "tls": "خطأ في شهادة الأمان",
+    "http-4xx": "رفض الخادم الطلب",
+    "http-5xx": "خطأ في خادم المصدر",
+    "rate-limited": "طلب الخادم التمهّل",
+    "gone": "أُزيلت الخلاصة نهائيًا",
+    "too-large": "الرد أكبر من الحد المسموح",
+    "too-many-redirects": "تحويلات أكثر من اللازم",
+    "not-a-feed": "الرد ليس خلاصة صالحة",
+    "blocked": "عنوان محظور",
+    "protocol": "انقطع الاتصال أو وصل الرد ناقصًا",
+    "error": "خطأ غير متوقع",
+}
 
 
 # Poll states change with every poll, also the ones that store nothing (no version bump),
