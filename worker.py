@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from aggregator.config import no_config_to_run
+from aggregator.errors import ConfigError
 from aggregator.runner import Shutdown, run_forever, run_once, wait_for_redis
 from aggregator.settings import Settings
 
@@ -23,12 +25,15 @@ def main(argv=None) -> int:
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     settings = Settings.from_env(**({"feeds_path": args.feeds} if args.feeds else {}))
-    if args.once:
-        return run_once(settings)
-    shutdown = Shutdown().install()
-    wait_for_redis(settings, shutdown)
-    if not shutdown.requested:
-        run_forever(settings, shutdown)
+    try:
+        if args.once:
+            return run_once(settings)
+        shutdown = Shutdown().install()
+        wait_for_redis(settings, shutdown)
+        if not shutdown.requested:
+            run_forever(settings, shutdown)
+    except ConfigError as e:
+        return no_config_to_run(e)
     return 0
 
 

@@ -8,6 +8,8 @@ import sys
 import threading
 from dataclasses import replace
 
+from .config import no_config_to_run
+from .errors import ConfigError
 from .settings import Settings
 
 
@@ -37,12 +39,12 @@ def cmd_run(args, settings: Settings) -> int:
 
 
 def stats(settings: Settings) -> dict:
-    from .config import load_config
+    from .config import config_status, load_config_or_last_good
     from .keys import Keys
     from .store import Store, connect
 
-    config = load_config(settings.feeds_path)
     store = Store(connect(settings), Keys(settings.key_prefix))
+    config, rejected = load_config_or_last_good(settings.feeds_path, store.last_good_config)
     ids = [s.id for s in config.sources]
     states = store.load_states(ids)
     sources = {}
@@ -69,6 +71,7 @@ def stats(settings: Settings) -> dict:
     return {
         "items": store.count_items(),
         "stories": store.r.zcard(store.keys.group_story_timeline),
+        "config": config_status(config.path, rejected),
         "sources": sources,
     }
 
@@ -79,6 +82,11 @@ def cmd_stats(args, settings: Settings) -> int:
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return 0
     print(f"items {data['items']}  stories {data['stories']}")
+    if not data["config"]["valid"]:
+        print(f"{data['config']['path']} is not valid; the last good config runs "
+              "(sources below) until it is fixed:")
+        for problem in data["config"]["problems"]:
+            print(f"  {problem}")
     for sid, s in data["sources"].items():
         print(f"  {sid:<28} {s['items']:>6} items  {s['last_status'] or '-':<14} "
               f"errors {s['errors']:>3}  next {s['next_poll'] or '-'}")
@@ -93,11 +101,11 @@ def cmd_check_config(args, settings: Settings) -> int:
 
 def cmd_poll(args, settings: Settings) -> int:
     """Poll one source now. --dry-run shows what would be stored and writes nothing."""
-    from .config import load_config
-    from .runner import GroupingLoop, build_pipeline, format_report, make_grouper, utcnow
+    from .runner import (GroupingLoop, build_pipeline, format_report, make_grouper,
+                         startup_config, utcnow)
     from .update import update_source
 
-    config = load_config(settings.feeds_path)
+    config, _ = startup_config(settings, keep=not args.dry_run)
     source = next((s for s in config.sources if s.id == args.source), None)
     if source is None:
         print(f"no source {args.source!r} in {config.path}", file=sys.stderr)
@@ -186,7 +194,10 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    return args.func(args, Settings.from_env())
+    try:
+        return args.func(args, Settings.from_env())
+    except ConfigError as e:
+        return no_config_to_run(e)
 
 
 if __name__ == "__main__":

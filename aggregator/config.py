@@ -12,7 +12,8 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Callable
 from urllib.parse import urlsplit
@@ -52,6 +53,18 @@ class Config:
     path: str
     sources: tuple[Source, ...]
     digest: str  # sha256 of the file's bytes: what the watcher compares
+    data: bytes = field(default=b"", repr=False, compare=False)  # kept as the last good config
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A feeds file that does not validate (or cannot be read): the config in force stays
+    the last good one, and operators are told what is wrong (/status, `stats`)."""
+
+    path: str
+    problems: tuple[str, ...]  # "file:line: field: problem"
+    since: datetime  # the rejected file's modification time; when first seen if unreadable
+    digest: str | None = None  # of the rejected bytes (None: unreadable)
 
 
 # --------------------------------------------------------------------------- values
@@ -188,8 +201,54 @@ def load_config(path: str | os.PathLike) -> Config:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(path, [f"{path}:1: file: cannot read: {exc.strerror or exc}"]) from None
+        raise ConfigError(path, [_unreadable(path, exc)]) from None
     return _load_bytes(data, path)
+
+
+def _unreadable(path: str, exc: OSError) -> str:
+    return f"{path}:1: file: cannot read: {exc.strerror or exc}"
+
+
+def load_config_or_last_good(path: str | os.PathLike, last_good: Callable[[], bytes | None]
+                             ) -> tuple[Config, Rejected | None]:
+    """The feeds file; or, when it does not validate, the last good config (`last_good()`:
+    the bytes of the last valid file any of our processes loaded, kept in Redis) and what
+    is wrong with the file. A process started during a bad edit (a restart, a deploy)
+    then runs what was running before instead of refusing to start. Raises the file's
+    ConfigError when there is no last good config, or it no longer validates."""
+    path = str(path)
+    try:
+        return load_config(path), None
+    except ConfigError as exc:
+        saved = last_good()
+        if not saved:
+            raise
+        try:
+            config = _load_bytes(saved, path)
+        except ConfigError:
+            raise exc from None
+        try:
+            st = os.stat(path)
+            since, digest = _mtime(st), hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError:
+            since, digest = datetime.now(timezone.utc), None
+        return config, Rejected(path, tuple(exc.problems), since, digest)
+
+
+def config_status(path: str, rejected: Rejected | None) -> dict:
+    """For `stats --json` and /status.json: whether the feeds file is the config in force
+    (false while an edit does not validate and the last good config runs), with its
+    problems as file:line messages."""
+    return {
+        "path": path,
+        "valid": rejected is None,
+        "problems": list(rejected.problems) if rejected else [],
+        "rejected_since": rejected.since.isoformat(timespec="seconds") if rejected else None,
+    }
+
+
+def _mtime(st: os.stat_result) -> datetime:
+    return datetime.fromtimestamp(st.st_mtime, timezone.utc)
 
 
 def load_config_text(text: str, path: str = "<string>") -> Config:
@@ -209,7 +268,7 @@ def _load_bytes(data: bytes, path: str) -> Config:
         raise ConfigError(path, [_yaml_problem(exc, text, path)]) from None
     except YAMLError as exc:
         raise ConfigError(path, [f"{path}:1: yaml: {exc}"]) from None
-    return Config(path=path, sources=_validate(tree, path), digest=digest)
+    return Config(path=path, sources=_validate(tree, path), digest=digest, data=data)
 
 
 def _yaml_problem(exc: MarkedYAMLError, text: str, path: str) -> str:
@@ -362,13 +421,16 @@ class ConfigWatcher:
     RACY_SECONDS = 2.0
 
     def __init__(self, path: str | os.PathLike, on_change: Callable[[Config], None], log,
-                 initial: Config | None = None):
+                 initial: Config | None = None, rejected: Rejected | None = None):
         self.path = str(path)
         self.on_change = on_change
         self.log = log
         self._current = initial
         self._stat: tuple[int, int] | None = None
-        self._seen_digest = initial.digest if initial else None  # good or bad: handled once
+        # good or bad, each version of the file is handled once
+        self._seen_digest = (rejected.digest or "unreadable") if rejected else \
+            initial.digest if initial else None
+        self.rejected = rejected  # the file as it is now, when it is not the config in force
 
     @property
     def current(self) -> Config | None:
@@ -386,6 +448,8 @@ class ConfigWatcher:
             if self._seen_digest != "unreadable":
                 self._seen_digest = "unreadable"
                 self._stat = None
+                self.rejected = Rejected(self.path, (_unreadable(self.path, exc),),
+                                         datetime.now(timezone.utc))
                 self.log.error("%s: cannot read: %s; keeping the current config", self.path, exc)
             return False
         self._stat = stat_key if time.time() - st.st_mtime > self.RACY_SECONDS else None
@@ -396,15 +460,27 @@ class ConfigWatcher:
         try:
             config = _load_bytes(data, self.path)
         except ConfigError as exc:
+            self.rejected = Rejected(self.path, tuple(exc.problems), _mtime(st), digest)
             for problem in exc.problems:
                 self.log.error("%s", problem)
             self.log.error("%s: %d problem(s); keeping the previous config",
                            self.path, len(exc.problems))
             return False
         self._current = config
+        self.rejected = None
         self.log.info("%s: loaded %d sources", self.path, len(config.sources))
         self.on_change(config)
         return True
+
+
+def no_config_to_run(exc: ConfigError) -> int:
+    """A process that cannot start: the file does not validate and no valid one was kept
+    (a first start). Each problem on stderr, no traceback; exit status 2."""
+    for problem in exc.problems:
+        print(problem, file=sys.stderr)
+    print(f"{exc.path}: no valid config to run (none kept from an earlier start); "
+          f"fix the file (`python -m aggregator check-config`)", file=sys.stderr)
+    return 2
 
 
 def check_config_main(path: str | os.PathLike) -> int:

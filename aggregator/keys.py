@@ -14,6 +14,9 @@ Layout (P = prefix, default "agg"):
   meta
     P:heartbeat                 string worker heartbeat (iso time), with a TTL
     P:outputs:version           string bumped whenever items or stories change
+    P:config:good               hash   data, digest, saved: the last valid feeds.yaml any
+                                       process loaded; a process started while the file
+                                       does not validate runs it (config.load_config_or_last_good)
   grouping hand-off
     P:group:pending             zset   item_id -> published ts: stored, not yet grouped.
                                        Written in the same transaction as the item, removed
@@ -104,6 +107,10 @@ class Keys:
     @property
     def outputs_version(self) -> str:
         return f"{self.prefix}:outputs:version"
+
+    @property
+    def config_good(self) -> str:
+        return f"{self.prefix}:config:good"
 
     def index_pattern(self, kind: str) -> str:
         """SCAN pattern for every per-source/tag/country index (retention walks them)."""

@@ -25,7 +25,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from .alerts import Alerter, Monitor
-from .config import Config, ConfigWatcher, load_config
+from .config import Config, ConfigWatcher, Rejected, load_config_or_last_good
 from .errors import StoreError
 from .fetch import Fetcher
 from .keys import Keys
@@ -59,6 +59,32 @@ def build_monitor(store: Store, settings: Settings) -> Monitor:
     """Shared metrics, alerts (AGG_ALERT_WEBHOOK, AGG_ALERT_AFTER) and outage detection."""
     recorder = Recorder(store.r, store.keys)
     return Monitor(recorder, Alerter.from_env(store.r, store.keys, settings, metrics=recorder))
+
+
+def startup_config(settings: Settings, store: Store | None = None,
+                   now: Callable[[], datetime] = utcnow, keep: bool = True
+                   ) -> tuple[Config, Rejected | None]:
+    """feeds.yaml, kept in Redis as the last good config (unless not `keep`: a dry run
+    writes nothing); or, while the file does not validate, the last good config, with the
+    file's problems logged. Raises ConfigError when the file is invalid and no valid one
+    was ever kept."""
+    store = store or Store(connect(settings), Keys(settings.key_prefix))
+    config, rejected = load_config_or_last_good(settings.feeds_path, store.last_good_config)
+    if rejected:
+        for problem in rejected.problems:
+            log.error("%s", problem)
+        log.error("%s: %d problem(s); running the last good config (%d sources) until it "
+                  "is fixed", rejected.path, len(rejected.problems), len(config.sources))
+    elif keep:
+        save_good_config(store, config, now())
+    return config, rejected
+
+
+def save_good_config(store: Store, config: Config, now: datetime) -> None:
+    try:
+        store.save_good_config(config, now)
+    except redis.RedisError as e:  # the next valid load saves it; nothing else depends on it
+        log.warning("could not keep %s as the last good config: %s", config.path, e)
 
 
 def make_grouper(store: Store, sources: Iterable[Source]):
@@ -338,9 +364,12 @@ class Worker:
                  now: Callable[[], datetime] = utcnow):
         self.settings = settings
         self.now = now
-        self.config = config or load_config(settings.feeds_path)
-        self.watcher = ConfigWatcher(settings.feeds_path, on_change=self.apply_config, log=log,
-                                     initial=self.config)
+        rejected = None
+        if config is None:
+            config, rejected = startup_config(settings, now=now)
+        self.config = config
+        self.watcher = ConfigWatcher(settings.feeds_path, on_change=self._edited, log=log,
+                                     initial=self.config, rejected=rejected)
         self.pipe = build_pipeline(settings)
         self.monitor = self.pipe.monitor
         self.grouping = make_grouping(settings, self.pipe, self.config.sources, now)
@@ -365,6 +394,11 @@ class Worker:
         )
 
     # config -------------------------------------------------------------------------
+    def _edited(self, config: Config) -> None:
+        """A valid edit of feeds.yaml: keep it as the last good config, then apply it."""
+        save_good_config(self.pipe.store, config, self.now())
+        self.apply_config(config)
+
     def apply_config(self, config: Config) -> None:
         """Start new sources, stop removed or disabled ones, pick up changed ones."""
         wanted = {s.id: s for s in config.sources if s.enabled}
@@ -501,7 +535,7 @@ def format_report(r: PollReport) -> str:
 
 def run_once(settings: Settings, out=sys.stdout) -> int:
     """`worker.py --once`: one line per source; non-zero only if every source failed."""
-    config = load_config(settings.feeds_path)
+    config, _ = startup_config(settings)
     pipe = build_pipeline(settings)
     enabled = [s for s in config.sources if s.enabled]
     states = pipe.store.load_states([s.id for s in enabled])

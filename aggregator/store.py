@@ -419,5 +419,16 @@ class Store:
         raw = self.r.get(self.keys.heartbeat)
         return datetime.fromisoformat(raw) if raw else None
 
+    def save_good_config(self, config, now: datetime) -> None:
+        """Keep a valid feeds file as the last good config (written when it changed)."""
+        if config.data and self.r.hget(self.keys.config_good, "digest") != config.digest:
+            self.r.hset(self.keys.config_good, mapping={
+                "data": config.data.decode("utf-8"), "digest": config.digest,
+                "saved": now.isoformat()})
+
+    def last_good_config(self) -> bytes | None:
+        data = self.r.hget(self.keys.config_good, "data")
+        return data.encode("utf-8") if data else None
+
     def outputs_version(self) -> int:
         return int(self.r.get(self.keys.outputs_version) or 0)

@@ -13,6 +13,7 @@ from aggregator.config import (
     ConfigWatcher,
     check_config_main,
     load_config,
+    load_config_or_last_good,
     load_config_text,
     parse_interval,
 )
@@ -280,6 +281,7 @@ def test_watcher_applies_valid_edits_and_keeps_last_good(tmp_path):
 
     # A bad edit: logged with file:line, the previous config stays in force.
     _write(path, "one", "two", extra="    intervl: 5m\n")
+    edited = path.stat().st_mtime
     assert watcher.check() is False
     assert watcher.current is good and len(seen) == 2
     assert log.errors[0] == (
@@ -293,11 +295,54 @@ def test_watcher_applies_valid_edits_and_keeps_last_good(tmp_path):
     assert watcher.check() is False
     assert len(log.errors) == logged
 
+    # ... and kept for operators (/status, stats): what is wrong, since the file's edit.
+    assert watcher.rejected.problems[0] == log.errors[0]
+    assert watcher.rejected.since.timestamp() == pytest.approx(edited)
+
     # Fixing it applies again.
     _write(path, "one", "three")
     assert watcher.check() is True
     assert [s.id for s in watcher.current.sources] == ["one", "three"]
     assert seen[-1] is watcher.current and len(seen) == 3
+    assert watcher.rejected is None
+
+
+def test_a_process_started_during_a_bad_edit_runs_the_last_good_config(tmp_path):
+    path = tmp_path / "feeds.yaml"
+    _write(path, "one", "two")
+    good = load_config(path)
+    saved = [good.data]  # what Store.save_good_config keeps in Redis
+    assert load_config_or_last_good(path, lambda: None) == (good, None)
+
+    _write(path, "one", "two", extra="    intervl: 5m\n")
+    config, rejected = load_config_or_last_good(path, lambda: saved[0])
+    assert [s.id for s in config.sources] == ["one", "two"] and config.digest == good.digest
+    assert rejected.problems == (
+        f"{path}:8: sources[1].intervl: unknown key 'intervl' (did you mean 'interval'?)",)
+    assert rejected.since.timestamp() == pytest.approx(path.stat().st_mtime)
+
+    # A watcher started in that state does not log the same bad file again, and applies a fix.
+    log = RecordingLog()
+    seen: list[Config] = []
+    watcher = ConfigWatcher(path, on_change=seen.append, log=log, initial=config,
+                            rejected=rejected)
+    assert watcher.check() is False and log.errors == [] and watcher.rejected is rejected
+    _write(path, "one", "three")
+    assert watcher.check() is True and watcher.rejected is None
+    assert [s.id for s in seen[-1].sources] == ["one", "three"]
+
+    # Nothing kept (a first start), or a kept file today's rules reject: the file's own error.
+    _write(path, "one", extra="    intervl: 5m\n")
+    for kept in (None, b"", b"sources: []\nunknown: 1\n"):
+        with pytest.raises(ConfigError) as e:
+            load_config_or_last_good(path, lambda: kept)
+        assert e.value.problems == [
+            f"{path}:5: sources[0].intervl: unknown key 'intervl' (did you mean 'interval'?)"]
+
+    # An unreadable file is a problem too.
+    path.unlink()
+    config, rejected = load_config_or_last_good(path, lambda: saved[0])
+    assert config.digest == good.digest and "cannot read" in rejected.problems[0]
 
 
 def test_watcher_with_initial_config_and_missing_file(tmp_path):

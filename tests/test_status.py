@@ -269,3 +269,28 @@ def test_status_html_with_basic_auth_has_no_token_in_links(redis_client, keys, f
     assert links and not any("token" in h for h in links)
     # Sorting by a column twice flips it.
     assert "/status?sort=items" in links
+
+
+def test_status_says_a_feeds_edit_was_rejected_and_the_last_good_config_runs(
+        redis_client, keys, feeds_path, polled):
+    app = make_app(redis_client, keys, feeds_path, AGG_STATUS_TOKEN=TOKEN)
+    c = app.test_client()
+    assert c.get("/status.json", headers=BEARER).get_json()["config"] == {
+        "path": str(feeds_path), "valid": True, "problems": [], "rejected_since": None}
+    good = feeds_path.read_text(encoding="utf-8")
+    feeds_path.write_text(good.replace("    title:", "    titel:", 1), encoding="utf-8")
+    app.extensions["aggregator"]._config_checked = 0.0  # the next request checks the file
+    body = c.get("/status.json", headers=BEARER).get_json()
+    problem = body["config"]["problems"][-1]
+    assert body["config"]["valid"] is False and re.match(
+        re.escape(str(feeds_path)) + r":7: sources\[0\]\.titel: unknown key 'titel'", problem)
+    assert [r["id"] for r in body["sources"]]  # the last good config's sources still listed
+    tree = lxml.html.fromstring(c.get("/status", headers=BEARER).get_data(as_text=True))
+    alert = " ".join(tree.xpath('//*[@role="alert"]')[0].text_content().split())
+    assert "رُفض تعديل" in alert and "يعمل آخر إعداد صالح" in alert and problem in alert
+
+    feeds_path.write_text(good, encoding="utf-8")
+    app.extensions["aggregator"]._config_checked = 0.0
+    assert c.get("/status.json", headers=BEARER).get_json()["config"]["valid"] is True
+    assert not lxml.html.fromstring(c.get("/status", headers=BEARER).get_data(as_text=True)
+                                    ).xpath('//*[@role="alert"]')

@@ -167,6 +167,43 @@ def test_stats_json_reports_items_stories_and_every_source(server, env, redis_cl
     assert cnn["last_http_status"] == 503 and cnn["retry_after_until"]
 
 
+def test_started_during_a_bad_edit_the_worker_runs_the_last_good_config(server, env,
+                                                                         redis_client, keys):
+    feeds = Path(env["AGG_FEEDS"])
+    feeds.write_text(feeds_yaml(server, ["BBC", "CNN"]), encoding="utf-8")
+
+    def run(*args):
+        return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    # A first start has nothing to fall back on: the file's problems, no traceback, exit 2.
+    good = feeds.read_text(encoding="utf-8")
+    feeds.write_text(good.replace("    country: AE\n", "    contry: AE\n", 1), encoding="utf-8")
+    first = run(str(ROOT / "worker.py"), "--once")
+    assert first.returncode == 2 and "Traceback" not in first.stderr
+    assert f"{feeds}:7: sources[0].contry: unknown key 'contry'" in first.stderr
+    assert not server.requests
+
+    feeds.write_text(good, encoding="utf-8")
+    assert run(str(ROOT / "worker.py"), "--once").returncode == 0  # keeps this file as good
+    polled = len(server.requests)
+
+    # The operator removes CNN and mistypes a key; the worker restarts meanwhile.
+    feeds.write_text(feeds_yaml(server, ["BBC"]).replace("    tags:", "    tagz:"),
+                     encoding="utf-8")
+    again = run(str(ROOT / "worker.py"), "--once")
+    assert again.returncode == 0, again.stderr
+    assert f"{feeds}:8: sources[0].tagz: unknown key 'tagz'" in again.stderr
+    assert "running the last good config (2 sources)" in again.stderr
+    assert {r["path"] for r in server.requests[polled:]} == {"/bbc.xml", "/cnn.xml"}
+
+    stats = json.loads(run("-m", "aggregator", "stats", "--json").stdout)
+    assert set(stats["sources"]) == {"bbc", "cnn"}
+    assert stats["config"]["valid"] is False and stats["config"]["rejected_since"]
+    assert stats["config"]["problems"] == [
+        f"{feeds}:8: sources[0].tagz: unknown key 'tagz' (did you mean 'tags'?)"]
+
+
 def test_check_config_names_file_and_line(tmp_path):
     bad = tmp_path / "feeds.yaml"
     bad.write_text("sources:\n  - id: x\n    url: ftp://example.org/rss\n    title: x\n",

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime, timezone
+
+import redis
 
 from flask import Flask, current_app
 
@@ -53,15 +56,21 @@ class Services:
     def sources(self):
         """Sources from feeds.yaml (the web app reads the same file as the worker) and
         follows its edits as the worker does: a valid edit shows within a second, an
-        invalid one is logged and the last good list stays."""
-        from aggregator.config import ConfigWatcher, load_config
+        invalid one is logged and the last good list stays (`config_rejected` says why);
+        started while the file does not validate, the app runs the last good config."""
+        from aggregator.config import ConfigWatcher, load_config_or_last_good
 
         path = str(current_app.config.get("AGG_FEEDS", self.settings.feeds_path))
         with self._config_lock:
             if self._watcher is None or self._watcher.path != path:
-                config = load_config(path)
-                self._watcher = ConfigWatcher(path, on_change=lambda c: None,
-                                              log=current_app.logger, initial=config)
+                config, rejected = load_config_or_last_good(path, self.store.last_good_config)
+                for problem in rejected.problems if rejected else ():
+                    current_app.logger.error("%s; running the last good config", problem)
+                if rejected is None:
+                    self._keep_good(config)
+                self._watcher = ConfigWatcher(path, on_change=self._keep_good,
+                                              log=current_app.logger, initial=config,
+                                              rejected=rejected)
                 self._config_checked = time.monotonic()
             elif time.monotonic() - self._config_checked > CONFIG_CHECK_EVERY:
                 # Stamped when checked, not when read: readers more often than once a
@@ -69,6 +78,24 @@ class Services:
                 self._watcher.check()
                 self._config_checked = time.monotonic()
             return self._watcher.current.sources
+
+    @property
+    def config_path(self) -> str:
+        _ = self.sources
+        return self._watcher.path
+
+    @property
+    def config_rejected(self):
+        """aggregator.config.Rejected while feeds.yaml does not validate, else None."""
+        _ = self.sources  # the edit check
+        return self._watcher.rejected
+
+    def _keep_good(self, config) -> None:
+        try:
+            self.store.save_good_config(config, datetime.now(timezone.utc))
+        except redis.RedisError as e:  # pages do not depend on it; the next valid load saves
+            current_app.logger.warning("could not keep %s as the last good config: %s",
+                                       config.path, e)
 
     def config_digest(self) -> str:
         """sha256 of the feeds.yaml in use (after the same edit check as `sources`): cached

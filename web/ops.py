@@ -31,6 +31,7 @@ import redis
 from flask import (Blueprint, Response, abort, current_app, jsonify, render_template, request,
                    url_for)
 
+from aggregator.config import config_status
 from aggregator.errors import AggregatorError
 
 from .extensions import services
@@ -471,6 +472,7 @@ def status():
     try:
         rows = status_rows(now)
         svc = services()
+        rejected = svc.config_rejected
         incidents = svc.client.hgetall(svc.keys.alerts_open)
         beat = svc.store.last_heartbeat()
     except (redis.RedisError, OSError) as e:
@@ -497,6 +499,7 @@ def status():
             "generated": _iso(now), "sort": sort, "summary": summary,
             "outage": _json.loads(outage) if outage else None,
             "worker_heartbeat_age_s": heartbeat_age,
+            "config": config_status(svc.config_path, rejected),
             "sources": [_jsonable(r) for r in rows],
         })
         resp.headers["Vary"] = "Accept"
@@ -508,6 +511,7 @@ def status():
     html = render_template("status.html", rows=rows, sort=sort, sorts=SORTS, links=links,
                            summary=summary, labels=HEALTH_LABELS, classes=HEALTH_CLASS,
                            outage=bool(outage), heartbeat_age=heartbeat_age, now=now,
+                           rejected=rejected,
                            json_url=url_for("ops.status_json", sort=sort, **keep))
     resp = Response(html, content_type="text/html; charset=utf-8")
     resp.headers["Vary"] = "Accept"
