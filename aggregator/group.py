@@ -20,6 +20,10 @@ How a batch of pending items is placed (Grouper.process_pending), oldest publish
      topic of the most similar candidate (plain cosine) above Params.topic_threshold,
      unless one shared term carries most of that similarity (Params.topic_max_top_share).
 
+Labels: a story's are its members' title words, the most frequent and rarest first; a
+topic starts with its first story's and is renamed once, when a second story links to it,
+by the title words the two share (link_label).
+
 Every threshold is defined in `Params` with the evaluation figure behind it.
 
 Durability: each chunk of a batch is written by one fenced Lua call (_WRITE_LUA):
@@ -368,6 +372,22 @@ def _top_share(a: tuple[dict[str, float], float], b: tuple[dict[str, float], flo
     return max(products) / sum(products) if products else 1.0
 
 
+def link_label(a: tuple[dict[str, float], float], b: tuple[dict[str, float], float],
+               labels: matching.Labels, n: int = 4) -> str:
+    """A topic's label from the link that gave it a second story: the title words of the
+    new story (`labels`) that the two share, the heaviest n by their product in a . b, in
+    title order; "" when fewer than two are shared. What two reports of different events
+    have in common names the thread ("روسيا اغتيال سكريبال"), where one story's own rarest
+    title words often do not ("غاز الأعصاب وماذا الجاسوس")."""
+    va, vb = a[0], b[0]
+    shared = {stem: va[stem] * vb[stem] for stem, _, _ in labels if stem in va and stem in vb}
+    if len(shared) < 2:
+        return ""
+    top = set(sorted(shared, key=lambda t: (-shared[t], t))[:n])
+    return " ".join(surface for stem, surface, _ in sorted(labels, key=lambda x: x[2])
+                    if stem in top)
+
+
 def _cosine(a: tuple[dict[str, float], float], b: tuple[dict[str, float], float]) -> float:
     (va, na), (vb, nb) = a, b
     if len(va) > len(vb):
@@ -686,7 +706,8 @@ class _Window:
         self.fps: dict[str, list[tuple[float, int, str, str]]] = {}  # published, day, story, topic
         self.wcache: dict[str, tuple[dict[str, float], float]] = {}  # doc id -> weights
         self.stories: dict[str, _StoryState] = {}
-        self.topics: dict[str, tuple[float, str]] = {}  # topic id -> (updated, label)
+        # topic id -> (updated, label, whether the label comes from a link: link_label)
+        self.topics: dict[str, tuple[float, str, bool]] = {}
         # what each hour / day bucket added, so pruning costs what it removes
         self.hours: dict[int, list[Doc]] = {}
         self.days: dict[int, list[str]] = {}
@@ -946,14 +967,15 @@ class Grouper:
         try:
             for lo in range(0, len(items), step):
                 hi = lo + step
-                decided, new_fps = self._decide(w, items[lo:hi], docs[lo:hi], fps[lo:hi])
+                decided, new_fps, link_labels = self._decide(w, items[lo:hi], docs[lo:hi],
+                                                             fps[lo:hi])
                 _tick("decide")
                 touched, members = self._stories(w, decided)
                 _tick("stories")
                 new_gen = uuid.uuid4().hex
                 done = [d.id for _, d, _ in decided] + (gone if lo == 0 else [])
-                payload, topics = self._payload(w, touched, members, decided, fps[lo:hi], new_fps,
-                                                done, cutoff, new_gen)
+                payload, topics = self._payload(w, touched, members, decided, link_labels,
+                                                fps[lo:hi], new_fps, done, cutoff, new_gen)
                 _tick("payload")
                 writes.send([k.group_lock, k.group_gen], [token, prev_gen, payload])
                 # the working set assumes the write lands: if it does not, it is dropped
@@ -974,15 +996,18 @@ class Grouper:
         return [x for chunk in out[:landed] for x in chunk]
 
     def _decide(self, w: "_Window", items: list[_PendingItem], docs: list[Doc],
-                fps: list[list[str]]) -> tuple[list[tuple[_PendingItem, Doc, bool]], list[list[str]]]:
+                fps: list[list[str]]
+                ) -> tuple[list[tuple[_PendingItem, Doc, bool]], list[list[str]], dict[str, str]]:
         """Place the items, in published order; each decided item joins the working set at
         once, so later items find it like any earlier one. Returns (item, doc, founded a
-        story) per item and the fingerprints each is the first of."""
+        story) per item, the fingerprints each is the first of, and the link_label of each
+        topic a new story joined."""
         P = self.params
         win = P.window_hours * 3600.0
         idf, df, wcache = w.idf, w.df, w.wcache
         decided: list[tuple[_PendingItem, Doc, bool]] = []
         new_fps: list[list[str]] = []
+        link_labels: dict[str, str] = {}  # topic -> link_label of its first link here
         for it, d, fl in zip(items, docs, fps):
             story = topic = None
             # 1. exact duplicates
@@ -1023,14 +1048,22 @@ class Grouper:
             founded = story is None
             if founded:
                 story = story_id_for(d.id)
-                topic = next((c.topic for _, c, wc in sorted(topic_candidates, key=lambda t: -t[0])
-                              if c.topic and _top_share(wd, wc) <= P.topic_max_top_share),
-                             topic_id_for(story))
+                link = next(((c.topic, wc) for _, c, wc in sorted(topic_candidates,
+                                                                  key=lambda t: -t[0])
+                             if c.topic and _top_share(wd, wc) <= P.topic_max_top_share), None)
+                if link is None:
+                    topic = topic_id_for(story)
+                else:
+                    topic = link[0]
+                    if topic not in link_labels:
+                        link_labels[topic] = link_label(
+                            wd, link[1], it.labels if it.labels is not None
+                            else title_labels(it.title))
             d.story, d.topic = story, topic
             new_fps.append(w.add(d, fl))
             wcache[d.id] = wd  # as a later item's candidate (values of this IDF epoch)
             decided.append((it, d, founded))
-        return decided, new_fps
+        return decided, new_fps, link_labels
 
     def _stories(self, w: "_Window", decided: list[tuple[_PendingItem, Doc, bool]]
                  ) -> tuple[dict[str, _StoryState], dict[str, dict[str, float]]]:
@@ -1055,7 +1088,8 @@ class Grouper:
                 if h:
                     w.stories[sid] = _StoryState.from_hash(sid, h)
             for tid, h in zip(need_topics, res[len(need):]):
-                w.topics[tid] = (float(h.get("updated") or 0), h.get("label") or "")
+                w.topics[tid] = (float(h.get("updated") or 0), h.get("label") or "",
+                                 h.get("linked") == "1")
         touched: dict[str, _StoryState] = {}
         members: dict[str, dict[str, float]] = {}
         for it, d, founded in decided:
@@ -1083,8 +1117,8 @@ class Grouper:
 
     def _payload(self, w: "_Window", touched: dict[str, _StoryState],
                  members: dict[str, dict[str, float]], decided: list[tuple[_PendingItem, Doc, bool]],
-                 fps: list[list[str]], new_fps: list[list[str]], done: list[str], cutoff: float,
-                 new_gen: str) -> tuple[bytes, dict[str, tuple[float, str]]]:
+                 link_labels: dict[str, str], fps: list[list[str]], new_fps: list[list[str]], done: list[str], cutoff: float,
+                 new_gen: str) -> tuple[bytes, dict[str, tuple[float, str, bool]]]:
         """_WRITE_LUA's payload for decided items: assignments, stories, topics, the durable
         matching state, pending removal, and `new_gen` in GS:gen. Also returns the topics
         as written (updated, label)."""
@@ -1096,12 +1130,14 @@ class Grouper:
             prev = topic_updates.get(st.topic)
             if prev is None or st.updated > prev[0]:
                 topic_updates[st.topic] = (st.updated, labels[st.id] if st.new else "")
-        topics: dict[str, tuple[float, str]] = {}
+        topics: dict[str, tuple[float, str, bool]] = {}
         for tid, (upd, lab) in topic_updates.items():
-            old_upd, old_label = w.topics.get(tid, (0.0, ""))
+            old_upd, old_label, linked = w.topics.get(tid, (0.0, "", False))
             label = old_label or lab or next(
                 (labels[s.id] for s in touched.values() if s.topic == tid), "")
-            topics[tid] = (max(upd, old_upd), label)
+            if not linked and link_labels.get(tid):  # once: labels stay put after
+                label, linked = link_labels[tid], True
+            topics[tid] = (max(upd, old_upd), label, linked)
 
         ttl = str(int(win + 6 * 3600) * 2)
         assigned = [k.group_is]
@@ -1125,8 +1161,9 @@ class Grouper:
             upd = repr(st.updated)
             stl += (upd, st.id)
             by_topic.setdefault(st.topic, [k.group_topic_stories(st.topic)]).extend((upd, st.id))
-        for tid, (upd, label) in topics.items():
-            hset.append([k.group_topic(tid), "updated", repr(upd), "label", label])
+        for tid, (upd, label, linked) in topics.items():
+            hset.append([k.group_topic(tid), "updated", repr(upd), "label", label,
+                         "linked", "1" if linked else "0"])
         zadd = [stl, *by_topic.values()]
         for sid, m in members.items():
             row = [k.group_story_items(sid)]

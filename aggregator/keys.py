@@ -27,7 +27,8 @@ Layout (P = prefix, default "agg"):
                                        topic, label terms
     GS:story:<story_id>:items   zset   item_id -> published ts (members)
     GS:stl                      zset   story_id -> updated ts (story timeline, newest last)
-    GS:topic:<topic_id>         hash   label, updated
+    GS:topic:<topic_id>         hash   label, updated, linked ("1": the label is the words
+                                       its first two stories share, group.link_label)
     GS:topic:<topic_id>:stories zset   story_id -> updated ts
     GS:vec:<hour>               hash   item_id -> matching record (story, topic, source,
                                        published, terms, indexed terms) of items published in

@@ -71,7 +71,9 @@ def text_terms(title: str, summary: str, dup_min_tokens: int = DUP_MIN_TOKENS) -
 _TEXT_TERMS = Memo(4096)  # (title, summary) -> text_terms' result
 
 
-_WORD = re.compile(r"[\w\u0600-\u06ff]+")
+# Letters, digits and marks of the Arabic block, without its punctuation (، ؛ ؟ ٪ ٫ ٬ ٭ ۔):
+# a label word is shown as it is found, and "صلاح؟" is not a word.
+_WORD = re.compile(r"(?:(?![\u060c\u061b\u061f\u066a-\u066d\u06d4])[\w\u0600-\u06ff])+")
 
 
 def label_terms(title: str) -> list[tuple[str, str]]:

@@ -115,6 +115,40 @@ def test_seed_case_one_event_many_outlets_other_event_same_topic(redis_client, k
     assert t is not None and t.label and sid in t.stories
 
 
+def test_a_topic_is_named_by_what_its_first_two_stories_share(redis_client, keys):
+    rows, res = group_window(redis_client, keys)
+    g = Grouper(redis_client, keys)
+    titles: dict[str, list[str]] = {}
+    for r in rows:
+        titles.setdefault(res[r["id"]][1], []).append(r["title"])
+    linked = 0
+    for tid, ts in titles.items():
+        h = redis_client.hgetall(keys.group_topic(tid))
+        if h.get("linked") != "1":
+            continue
+        linked += 1
+        words = h["label"].split()
+        assert len(words) >= 2 and all(any(w in t for t in ts) for w in words), (h, ts)
+    assert linked >= 30  # most topics of several stories (48 in this window)
+    # The poisoning of Sergei Skripal ran over both days in 16 stories; its first story's own
+    # label was "بريطانيا خط تسميم الجاسوس", the words its stories share name him.
+    skripal = {res[r["id"]][1] for r in rows if r["topic"] == "skripal-poisoning"}
+    biggest = max(skripal, key=lambda t: len(titles[t]))
+    assert "سكريبال" in g.get_topic(biggest).label.split()
+
+
+def test_link_label():
+    from aggregator.group import link_label
+
+    labels = (("روس", "روسيا", 0), ("تطرد", "تطرد", 1), ("دبلوماس", "دبلوماسيين", 2),
+              ("سكريبال", "سكريبال", 3))
+    a = ({"روس": 1.0, "تطرد": 2.0, "دبلوماس": 1.5, "سكريبال": 3.0}, 1.0)
+    b = ({"روس": 1.0, "سكريبال": 2.5, "بريطان": 2.0, "دبلوماس": 0.1}, 1.0)
+    assert link_label(a, b, labels) == "روسيا دبلوماسيين سكريبال"  # title order
+    assert link_label(a, b, labels, n=2) == "روسيا سكريبال"  # the heaviest shared
+    assert link_label(a, ({"سكريبال": 1.0}, 1.0), labels) == ""  # one shared word names nothing
+
+
 def res_pub(row: dict) -> str:
     from aggregator.group import _parse_date
 
@@ -588,6 +622,8 @@ def test_similarity_is_a_symmetric_cosine_with_a_time_penalty():
     ("الوزارة في الرياض", [("وزار", "الوزارة"), ("رياض", "الرياض")]),  # stop word out
     ("#عاصي_الحلاني يغني", [("عاص", "عاصي"), ("حلان", "الحلاني"), ("يغن", "يغني")]),
     ("2018 ..", []),  # numbers and punctuation make no label
+    ("من هو محمد صلاح؟ الأمم، المتحدة", [("محمد", "محمد"), ("صلاح", "صلاح"), ("امم", "الأمم"),
+                                        ("متحد", "المتحدة")]),  # Arabic punctuation is not a word
 ])
 def test_label_terms(title, expected):
     assert label_terms(title) == expected
