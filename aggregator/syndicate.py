@@ -270,7 +270,7 @@ def story_content_html(meta: FeedMeta, entry: StoryEntry) -> str:
         more = len(entry.reports) - len(shown)
         more_text = f"+{at.count(more, at.REPORT)}" if at else f"+{more}"
         parts.append(f"<p>{e(more_text)}</p>")
-    if entry.topic:
+    if entry.topic and entry.topic.is_thread:
         parts.append(
             f'<p>الموضوع: <a href="{e(topic_url(meta, entry.topic.id))}">'
             f"{e(clean(entry.topic.label or entry.topic.id))}</a></p>"
@@ -461,7 +461,7 @@ def _story_entry(fe, fmt: Fmt, meta: FeedMeta, entry: StoryEntry) -> None:
                   clean(f"{src.title if src else it.source}: {it.title}"))
     # Last, for newsboat (see _article_entry).
     _link(fe, fmt, story_url(meta, story.id), "alternate")
-    if entry.topic:
+    if entry.topic and entry.topic.is_thread:
         fe.category(term=entry.topic.id, scheme=f"{meta.base_url}topics/",
                     label=clean(entry.topic.label) or None)
     fe.content(story_content_html(meta, entry), type="html")
@@ -570,7 +570,7 @@ def _json_story(meta: FeedMeta, entry: StoryEntry) -> dict:
         out["summary"] = clean(lead.summary_text)
     if lead.image:
         out["image"] = to_uri(lead.image)
-    if entry.topic:
+    if entry.topic and entry.topic.is_thread:
         out["tags"] = [clean(entry.topic.label) or entry.topic.id]
     out["_aggregator"] = {
         "story_id": story.id,

@@ -198,6 +198,12 @@ class Topic:
     stories: tuple[str, ...]
     updated: datetime
 
+    @property
+    def is_thread(self) -> bool:
+        """A topic worth naming beside a story: it has other stories. Every story gets a
+        topic, and a link to a topic holding only the same story is noise."""
+        return len(self.stories) > 1
+
 
 @dataclass(frozen=True)
 class PollReport:

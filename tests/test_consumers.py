@@ -27,7 +27,7 @@ def live(redis_client, keys):
     stories, topics = gold_stories(rows)
     save_all(Store(redis_client, keys), rows)
     server = LiveServer(make_app(redis_client, keys, GoldGrouper(stories, topics)))
-    server.rows, server.stories = rows, stories
+    server.rows, server.stories, server.topics = rows, stories, topics
     yield server
     server.close()
 
@@ -56,7 +56,13 @@ def test_feedparser_reads_every_entry(live, fmt, mode):
     assert got == expected(live, mode)
     assert all(e.id.startswith("tag:127.0.0.1,2026:") for e in d.entries)
     if mode == "stories":
-        assert all(e.get("tags") for e in d.entries)  # category = topic
+        # category = topic, when the topic has other stories too
+        topic_of = {f"{live.url}/stories/{s.id}": live.topics[s.topic]
+                    for s in live.stories.values()}
+        for e in d.entries:
+            t = topic_of[e.link]
+            assert [x.get("label") or x.term for x in e.get("tags", [])] == (
+                [t.label] if t.is_thread else []), e.link
     # Arabic intact: a known title, byte for byte
     assert "انفجار يستهدف موكب رئيس الوزراء الفلسطيني في غزة" in {t for t, _ in got}
 

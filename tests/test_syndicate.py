@@ -122,11 +122,30 @@ def test_atom_story_entry_lists_every_outlet(data):
         assert anchors[to_uri(items[i].url)] == items[i].title
     names = [a.findtext(A + "name") for a in e.findall(A + "author")]
     assert names == [SOURCES[s].title for s in story.sources]
-    cat = e.find(A + "category")
-    assert cat.get("term") == story.topic and cat.get("scheme") == "https://akhbar.example/topics/"
+    # its topic holds no other story in this fixture: not named (a link to itself is noise)
+    assert not topics[story.topic].is_thread and e.find(A + "category") is None
+    assert "الموضوع" not in content
     # atom:source names the lead outlet
     lead = items[story.lead_item]
     assert e.find(A + "source").findtext(A + "title") == SOURCES[lead.source].title
+
+
+def test_a_story_names_its_topic_when_the_topic_has_other_stories(data):
+    rows, stories, topics, items = data
+    s = stories[MULTI]
+    alone = topics[s.topic]
+    thread = dataclasses.replace(alone, label="غزة حمد الله", stories=alone.stories + ("other",))
+    for topic, named in ((alone, False), (thread, True)):
+        entry = StoryEntry(s, tuple(items[i] for i in s.items), SOURCES, topic)
+        atom = etree.fromstring(render("atom", meta(), [entry], "stories")).find(A + "entry")
+        cats = [(c.get("term"), c.get("label")) for c in atom.findall(A + "category")]
+        assert (cats == [(s.topic, "غزة حمد الله")]) is named and (cats == []) is not named
+        assert ("الموضوع: " in atom.findtext(A + "content")) is named
+        rss = etree.fromstring(render("rss", meta(), [entry], "stories")).find("channel/item")
+        assert [c.text for c in rss.findall("category")] == (["غزة حمد الله"] if named else [])
+        item = json.loads(render("json", meta(), [entry], "stories"))["items"][0]
+        assert item.get("tags") == (["غزة حمد الله"] if named else None)
+        assert item["_aggregator"]["topic"]["id"] == s.topic  # machines get it either way
 
 
 def test_story_updated_moves_when_an_outlet_joins_and_id_stays(data):
@@ -181,7 +200,8 @@ def test_rss_channel_and_items(data):
         src = it.find("source")
         assert src.get("url").startswith("https://") and src.text
         assert it.findtext("link").startswith("https://akhbar.example/stories/")
-        assert it.find("category") is not None and it.find("category").get("domain")
+        if it.find("category") is not None:  # only a topic of several stories is named
+            assert it.find("category").get("domain")
         assert it.find("author") is None  # RSS <author> must be an email; dc:creator instead
         assert it.find("{http://purl.org/dc/elements/1.1/}creator").text
 
