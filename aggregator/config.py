@@ -217,22 +217,27 @@ def load_config_or_last_good(path: str | os.PathLike, last_good: Callable[[], by
     then runs what was running before instead of refusing to start. Raises the file's
     ConfigError when there is no last good config, or it no longer validates."""
     path = str(path)
+    data = None
     try:
-        return load_config(path), None
+        data = Path(path).read_bytes()
+        return _load_bytes(data, path), None
+    except OSError as exc:
+        problem = ConfigError(path, [_unreadable(path, exc)])
     except ConfigError as exc:
-        saved = last_good()
-        if not saved:
-            raise
-        try:
-            config = _load_bytes(saved, path)
-        except ConfigError:
-            raise exc from None
-        try:
-            st = os.stat(path)
-            since, digest = _mtime(st), hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        except OSError:
-            since, digest = datetime.now(timezone.utc), None
-        return config, Rejected(path, tuple(exc.problems), since, digest)
+        problem = exc
+    saved = last_good()
+    if not saved:
+        raise problem
+    try:
+        config = _load_bytes(saved, path)
+    except ConfigError:
+        raise problem from None
+    try:
+        since = _mtime(os.stat(path)) if data is not None else datetime.now(timezone.utc)
+    except OSError:  # gone since it was read
+        since = datetime.now(timezone.utc)
+    digest = hashlib.sha256(data).hexdigest() if data is not None else None
+    return config, Rejected(path, tuple(problem.problems), since, digest)
 
 
 def config_status(path: str, rejected: Rejected | None) -> dict:

@@ -1117,11 +1117,12 @@ class Grouper:
 
     def _payload(self, w: "_Window", touched: dict[str, _StoryState],
                  members: dict[str, dict[str, float]], decided: list[tuple[_PendingItem, Doc, bool]],
-                 link_labels: dict[str, str], fps: list[list[str]], new_fps: list[list[str]], done: list[str], cutoff: float,
-                 new_gen: str) -> tuple[bytes, dict[str, tuple[float, str, bool]]]:
+                 link_labels: dict[str, str], fps: list[list[str]], new_fps: list[list[str]],
+                 done: list[str], cutoff: float, new_gen: str
+                 ) -> tuple[bytes, dict[str, tuple[float, str, bool]]]:
         """_WRITE_LUA's payload for decided items: assignments, stories, topics, the durable
         matching state, pending removal, and `new_gen` in GS:gen. Also returns the topics
-        as written (updated, label)."""
+        as written (updated, label, linked)."""
         k, idf = self.keys, w.idf
         win = self.params.window_hours * 3600.0
         labels = {sid: st.label(idf) for sid, st in touched.items()}

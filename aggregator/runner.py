@@ -76,15 +76,8 @@ def startup_config(settings: Settings, store: Store | None = None,
         log.error("%s: %d problem(s); running the last good config (%d sources) until it "
                   "is fixed", rejected.path, len(rejected.problems), len(config.sources))
     elif keep:
-        save_good_config(store, config, now())
+        store.keep_good_config(config, now())
     return config, rejected
-
-
-def save_good_config(store: Store, config: Config, now: datetime) -> None:
-    try:
-        store.save_good_config(config, now)
-    except redis.RedisError as e:  # the next valid load saves it; nothing else depends on it
-        log.warning("could not keep %s as the last good config: %s", config.path, e)
 
 
 def make_grouper(store: Store, sources: Iterable[Source]):
@@ -396,7 +389,7 @@ class Worker:
     # config -------------------------------------------------------------------------
     def _edited(self, config: Config) -> None:
         """A valid edit of feeds.yaml: keep it as the last good config, then apply it."""
-        save_good_config(self.pipe.store, config, self.now())
+        self.pipe.store.keep_good_config(config, self.now())
         self.apply_config(config)
 
     def apply_config(self, config: Config) -> None:

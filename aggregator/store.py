@@ -14,6 +14,8 @@ from datetime import datetime, timedelta, timezone
 from json.encoder import encode_basestring as _encode_basestring
 from typing import TYPE_CHECKING
 
+import logging
+
 import orjson
 import redis
 
@@ -419,12 +421,18 @@ class Store:
         raw = self.r.get(self.keys.heartbeat)
         return datetime.fromisoformat(raw) if raw else None
 
-    def save_good_config(self, config, now: datetime) -> None:
-        """Keep a valid feeds file as the last good config (written when it changed)."""
-        if config.data and self.r.hget(self.keys.config_good, "digest") != config.digest:
-            self.r.hset(self.keys.config_good, mapping={
-                "data": config.data.decode("utf-8"), "digest": config.digest,
-                "saved": now.isoformat()})
+    def keep_good_config(self, config, now: datetime) -> None:
+        """Keep a valid feeds file as the last good config (written when it changed). Best
+        effort: nothing else depends on it and the next valid load keeps it, so a Redis
+        error is logged, not raised."""
+        try:
+            if config.data and self.r.hget(self.keys.config_good, "digest") != config.digest:
+                self.r.hset(self.keys.config_good, mapping={
+                    "data": config.data.decode("utf-8"), "digest": config.digest,
+                    "saved": now.isoformat()})
+        except redis.RedisError as e:
+            logging.getLogger(__name__).warning(
+                "could not keep %s as the last good config: %s", config.path, e)
 
     def last_good_config(self) -> bytes | None:
         data = self.r.hget(self.keys.config_good, "data")

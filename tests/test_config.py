@@ -311,7 +311,7 @@ def test_a_process_started_during_a_bad_edit_runs_the_last_good_config(tmp_path)
     path = tmp_path / "feeds.yaml"
     _write(path, "one", "two")
     good = load_config(path)
-    saved = [good.data]  # what Store.save_good_config keeps in Redis
+    saved = [good.data]  # what Store.keep_good_config keeps in Redis
     assert load_config_or_last_good(path, lambda: None) == (good, None)
 
     _write(path, "one", "two", extra="    intervl: 5m\n")

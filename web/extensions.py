@@ -8,8 +8,6 @@ import threading
 import time
 from datetime import datetime, timezone
 
-import redis
-
 from flask import Flask, current_app
 
 from aggregator.keys import Keys
@@ -91,11 +89,7 @@ class Services:
         return self._watcher.rejected
 
     def _keep_good(self, config) -> None:
-        try:
-            self.store.save_good_config(config, datetime.now(timezone.utc))
-        except redis.RedisError as e:  # pages do not depend on it; the next valid load saves
-            current_app.logger.warning("could not keep %s as the last good config: %s",
-                                       config.path, e)
+        self.store.keep_good_config(config, datetime.now(timezone.utc))
 
     def config_digest(self) -> str:
         """sha256 of the feeds.yaml in use (after the same edit check as `sources`): cached
