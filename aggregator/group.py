@@ -514,6 +514,23 @@ class _Writes:
 # grouper's.
 LOCK_TTL_MS = 8_000
 
+# Version of the grouping state's layout (GS:schema); Grouper._migrate upgrades older state.
+SCHEMA = "2"
+
+# Schema 2 (Grouper._migrate): score a chunk of stories by their newest member's published
+# time, read and written in one step so a grouper writing meanwhile cannot be overwritten.
+# KEYS: story timeline, then per story: story hash, its topic's story list. ARGV: story ids.
+_RESCORE_LUA = """
+for i, sid in ipairs(ARGV) do
+  local last = redis.call('HGET', KEYS[2 * i], 'last')
+  if last then
+    redis.call('ZADD', KEYS[1], 'XX', last, sid)
+    redis.call('ZADD', KEYS[2 * i + 1], 'XX', last, sid)
+  end
+end
+return 0
+"""
+
 
 class LockBusy(Exception):
     """Retention could not get the grouping lock in time; the items are kept for now."""
@@ -846,9 +863,29 @@ class Grouper:
         self.params = replace(params or DEFAULT_PARAMS, window_hours=window_hours)
         self._unlock = client.register_script(_UNLOCK_LUA)
         self._forget = client.register_script(_FORGET_LUA)
+        self._rescore = client.register_script(_RESCORE_LUA)
         self._read = client.register_script(_READ_LUA)
         self.timings: dict[str, float] = {}  # seconds per phase, summed (bench/grouping_cost.py)
         self._window: _Window | None = None  # loaded by the first batch (readers never need it)
+
+    def _migrate(self) -> None:
+        """Bring state written by earlier versions to SCHEMA (called with the lock held).
+        Schema 2: the story timeline and topic story lists are scored by each story's newest
+        published member instead of the time we last saw one. Idempotent, and the marker is
+        set last, so a crash midway reruns it."""
+        k = self.keys
+        sids = [sid for sid, _ in self.r.zscan_iter(k.group_story_timeline, count=1000)]
+        for start in range(0, len(sids), 500):
+            chunk = sids[start:start + 500]
+            with self.r.pipeline(transaction=False) as p:
+                for sid in chunk:
+                    p.hget(k.group_story(sid), "topic")
+                topics = p.execute()
+            keys = [k.group_story_timeline]
+            for sid, topic in zip(chunk, topics):
+                keys += [k.group_story(sid), k.group_topic_stories(topic or topic_id_for(sid))]
+            self._rescore(keys=keys, args=chunk)
+        self.r.set(k.group_schema, SCHEMA)
 
     def _rank(self, source: str) -> int:
         return self.source_rank.get(source, 1 << 20)
@@ -857,6 +894,8 @@ class Grouper:
         """The working set from Redis' copy: the window's records (their terms give df and
         N) and fingerprints. Stories and topics are read when a batch first touches them."""
         k = self.keys
+        if self.r.get(k.group_schema) != SCHEMA:
+            self._migrate()
         buckets = self.r.zrange(k.group_buckets, 0, -1)
         with self.r.pipeline(transaction=False) as p:
             for key in buckets:
@@ -1159,9 +1198,11 @@ class Grouper:
         hset = [assigned]
         for st in touched.values():
             hset.append([k.group_story(st.id), *_flat(st.to_hash(labels[st.id]))])
-            upd = repr(st.updated)
-            stl += (upd, st.id)
-            by_topic.setdefault(st.topic, [k.group_topic_stories(st.topic)]).extend((upd, st.id))
+            # Published time orders stories (as the pages order them): a backlog of old
+            # reports polled now must not rise above today's news.
+            newest = repr(st.last)
+            stl += (newest, st.id)
+            by_topic.setdefault(st.topic, [k.group_topic_stories(st.topic)]).extend((newest, st.id))
         for tid, (upd, label, linked) in topics.items():
             hset.append([k.group_topic(tid), "updated", repr(upd), "label", label,
                          "linked", "1" if linked else "0"])
@@ -1258,7 +1299,8 @@ class Grouper:
         return out
 
     def story_timeline(self, before: float | None = None, limit: int = 50) -> list[tuple[str, float]]:
-        """Stories newest first by `updated`; `before` is an exclusive cursor."""
+        """Stories newest first by their newest member's published time; `before` is an
+        exclusive cursor."""
         top = f"({before}" if before is not None else "+inf"
         return self.r.zrevrangebyscore(self.keys.group_story_timeline, top, "-inf",
                                        start=0, num=limit, withscores=True)
@@ -1272,7 +1314,7 @@ class Grouper:
                      updated=datetime.fromtimestamp(float(h["updated"]), UTC))
 
     def topic_stories(self, topic_id: str, limit: int = 50) -> list[str]:
-        """Story ids of a topic, newest updated first."""
+        """Story ids of a topic, newest published first."""
         return self.r.zrevrange(self.keys.group_topic_stories(topic_id), 0, limit - 1)
 
     def story_items(self, story_id: str) -> list[str]:

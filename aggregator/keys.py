@@ -26,10 +26,11 @@ Layout (P = prefix, default "agg"):
     GS:story:<story_id>         hash   lead, first/last published, updated, sources, label,
                                        topic, label terms
     GS:story:<story_id>:items   zset   item_id -> published ts (members)
-    GS:stl                      zset   story_id -> updated ts (story timeline, newest last)
+    GS:stl                      zset   story_id -> its newest member's published ts (story
+                                       timeline, newest last)
     GS:topic:<topic_id>         hash   label, updated, linked ("1": the label is the words
                                        its first two stories share, group.link_label)
-    GS:topic:<topic_id>:stories zset   story_id -> updated ts
+    GS:topic:<topic_id>:stories zset   story_id -> its newest member's published ts
     GS:vec:<hour>               hash   item_id -> matching record (story, topic, source,
                                        published, terms, indexed terms) of items published in
                                        that hour (UTC epoch hours): the durable copy of the
@@ -38,6 +39,8 @@ Layout (P = prefix, default "agg"):
                                        the first item with it, per published day
     GS:buckets                  zset   vec/dup bucket key -> its hour (trimming walks it)
     GS:lock                     string single-grouper lock (SET NX PX), token value
+    GS:schema                   string layout version of the grouping state (group.SCHEMA);
+                                       an older one is upgraded by the next grouper to load
     GS:gen                      string token of the last write to grouping state: a grouper
                                        whose in-process working set was not built from
                                        that write reloads it (group.py, _Window)
@@ -171,6 +174,10 @@ class Keys:
     @property
     def group_lock(self) -> str:
         return f"{self.prefix}:group:lock"
+
+    @property
+    def group_schema(self) -> str:
+        return f"{self.prefix}:group:schema"
 
     @property
     def group_gen(self) -> str:

@@ -137,7 +137,7 @@ class GoldGrouper:
         return self.item_story.get(item_id)
 
     def story_timeline(self, before=None, limit=50):
-        rows = sorted(((s.id, s.updated.timestamp()) for s in self.stories.values()),
+        rows = sorted(((s.id, s.last_published.timestamp()) for s in self.stories.values()),
                       key=lambda r: (r[1], r[0]), reverse=True)
         if before is not None:
             rows = [r for r in rows if r[1] < before]

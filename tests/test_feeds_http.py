@@ -433,6 +433,9 @@ def test_stories_mode_with_the_real_grouper(redis_client, keys, rows):
         doc = json.loads(get(server.url + "/feeds/all.json?limit=200")[2])
         timeline = g.story_timeline(None, 1000)
         assert [i["_aggregator"]["story_id"] for i in doc["items"]] == [s for s, _ in timeline]
+        # newest published first, as the timeline page orders them
+        newest = [s.last_published for s in g.get_stories([s for s, _ in timeline])]
+        assert newest == sorted(newest, reverse=True)
         # every stored report is listed under exactly one story
         reports = [r["url"] for it in doc["items"] for r in it["_aggregator"]["reports"]]
         assert sorted(reports) == sorted(to_uri(r.item.url) for r in rows)

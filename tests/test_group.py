@@ -387,6 +387,47 @@ def test_story_timeline_newest_first_with_cursor(redis_client, keys):
     assert g.story_of("nope") is None
 
 
+def test_story_timeline_follows_published_not_when_we_saw_it(redis_client, keys):
+    # A source added today brings a backlog of old reports: seen now, published days ago.
+    # It must not rise above today's news (the pages order by published time; so do feeds).
+    seen_now = T0 + timedelta(days=3)
+    todays = replace(CRASH[0], first_seen=T0, updated=T0)
+    backlog = replace(OTHER, published=T0 - timedelta(days=2), first_seen=seen_now,
+                      updated=seen_now)
+    save(redis_client, keys, [todays])
+    g = Grouper(redis_client, keys)
+    g.process_pending(T0)
+    save(redis_client, keys, [backlog])
+    g.process_pending(seen_now)
+    assert [s for s, _ in g.story_timeline(None, 10)] == [story_id_for("sky-1"),
+                                                           story_id_for("cnn-9")]
+    assert g.story_timeline(None, 10)[0][1] == T0.timestamp()
+    topic = g.get_stories([story_id_for("cnn-9")])[0].topic
+    assert redis_client.zscore(keys.group_topic_stories(topic), story_id_for("cnn-9")) == \
+        backlog.published.timestamp()
+
+
+def test_state_of_schema_1_is_rescored_by_published(redis_client, keys):
+    # Schema 1 scored the timelines by when we last saw a member; the next grouper to load
+    # rescores them once, and marks the state as schema 2.
+    save(redis_client, keys, CRASH[:2] + [OTHER])
+    g = Grouper(redis_client, keys)
+    g.process_pending(T0 + timedelta(hours=6))
+    ids = [story_id_for("sky-1"), story_id_for("cnn-9")]
+    topics = [s.topic for s in g.get_stories(ids)]
+    for sid, topic in zip(ids, topics):  # what schema 1 wrote: both seen in one poll
+        redis_client.zadd(keys.group_story_timeline, {sid: 1e9})
+        redis_client.zadd(keys.group_topic_stories(topic), {sid: 1e9})
+    redis_client.delete(keys.group_schema)
+    save(redis_client, keys, CRASH[2:3])  # something to group makes a grouper load
+    Grouper(redis_client, keys).process_pending(T0 + timedelta(hours=6))
+    assert redis_client.get(keys.group_schema) == group_mod.SCHEMA
+    assert g.story_timeline(None, 10) == [(ids[0], CRASH[2].published.timestamp()),
+                                          (ids[1], OTHER.published.timestamp())]
+    assert redis_client.zscore(keys.group_topic_stories(topics[1]), ids[1]) == \
+        OTHER.published.timestamp()
+
+
 # --- durability -----------------------------------------------------------------------------
 
 def test_process_pending_is_idempotent(redis_client, keys):

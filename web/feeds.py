@@ -254,8 +254,9 @@ def _story_matches(q_norm, story: Story, items: dict[str, Item]) -> bool:
 
 def _timeline_after(grouper, cursor, n: int) -> list[tuple[str, float]]:
     """Up to n (story_id, score) of the story timeline strictly after `cursor` in
-    (score desc, id desc) order — Redis' order for equal scores. One poll gives many
-    stories the same `updated`, so a score-only cursor would skip the rest of a tie.
+    (score desc, id desc) order — Redis' order for equal scores. Stories can share a
+    published time (wire copy, feeds with minute precision), so a score-only cursor would
+    skip the rest of a tie.
     The grouper's cursor is score-exclusive: ask from just above the score, drop the
     part of the tie already served."""
     if cursor is None:
@@ -493,7 +494,8 @@ def _one_story(story: Story, p: Params, sources):
 def _topic_entries(topic_id: str, p: Params, sources):
     grouper, store = _grouper(), services().store
     ids = grouper.topic_stories(topic_id, 1000)
-    stories = sorted(grouper.get_stories(ids), key=lambda s: (s.updated, s.id), reverse=True)
+    stories = sorted(grouper.get_stories(ids), key=lambda s: (s.last_published, s.id),
+                     reverse=True)
     if p.q:
         q_norm = normalize(p.q)
         items = {it.id: it for it in store.get_items({i for s in stories for i in s.items})}
@@ -501,7 +503,7 @@ def _topic_entries(topic_id: str, p: Params, sources):
     if p.before:
         score, ident = p.before
         stories = [s for s in stories
-                   if (s.updated.timestamp(), s.id) < (score, ident or "\uffff")]
+                   if (s.last_published.timestamp(), s.id) < (score, ident or "\uffff")]
     if p.mode == "articles":
         items = store.get_items(i for s in stories for i in s.items)
         sid = {i: s.id for s in stories for i in s.items}
@@ -513,7 +515,7 @@ def _topic_entries(topic_id: str, p: Params, sources):
                              syndicate._unknown_source(_meta_stub(base), it.source),
                              sid.get(it.id)) for it in page], nxt
     page = stories[: p.limit]
-    nxt = (page[-1].updated.timestamp(), page[-1].id) if len(stories) > p.limit else None
+    nxt = (page[-1].last_published.timestamp(), page[-1].id) if len(stories) > p.limit else None
     return _story_entries(page, sources), nxt
 
 
