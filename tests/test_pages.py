@@ -12,6 +12,8 @@ import lxml.html
 import pytest
 import redis
 
+from aggregator.store import Store
+from aggregator.types import Item, SourceState
 from web import create_app
 from web.extensions import services
 
@@ -578,3 +580,42 @@ def test_pages_with_the_real_grouper(redis_client, keys, feeds_path, config, sto
     card = card_by_id(tree, biggest.id)
     if len(biggest.sources) > 1:
         assert "التغطية الكاملة" in text(card)
+
+
+def test_story_page_orders_coverage_by_who_reported_first(redis_client, keys, feeds_path,
+                                                          config):
+    """France 24's later report reaches us first; BBC and CNN publish at the same minute an
+    hour earlier. Coverage reads in the order outlets reported it (not the order we polled),
+    and among reports of the same minute the lead (the operator's ranking: BBC above CNN) is
+    the one named first to publish. Real ANT titles of the 2018-03-12 Kathmandu crash."""
+    from aggregator.group import Grouper
+
+    t = datetime(2018, 3, 12, 10, 0, tzinfo=UTC)
+
+    def report(item, source, title, published):
+        return Item(id=item, source=source, url=f"https://{source}.example/{item}", guid=None,
+                    title=title, summary_html="", summary_text="", published=published,
+                    first_seen=NOW, updated=published, content_hash=item)
+
+    later = report("c-f24", "france24_ar",
+                   "مقتل 40 شخصا على الأقل في تحطم طائرة ركاب بنغلادشية قرب مطار كاتماندو بنيبال",
+                   t + timedelta(hours=1))
+    same_minute = [
+        report("a-cnn", "cnn_arabic", "تحطم طائرة ركاب بنغلادشية قرب مطار كاتماندو في نيبال", t),
+        report("b-bbc", "bbc_arabic", "نيبال: مقتل العشرات في تحطم طائرة في مطار كاتمندو", t),
+    ]
+    s = Store(redis_client, keys)
+    sources = {src.id: src for src in config.sources}
+    g = Grouper(redis_client, keys, source_rank={src.id: src.rank for src in config.sources})
+    for batch in ([later], same_minute):
+        for it in batch:
+            s.save_poll(sources[it.source], [it], SourceState(), NOW)
+        g.process_pending(NOW)
+    sid = g.story_of("b-bbc")
+    assert g.story_of("a-cnn") == g.story_of("c-f24") == sid  # else this test is moot
+    app = build_app(redis_client, keys, feeds_path, config, grouper=False)
+    tree = doc(app.test_client().get(f"/stories/{sid}"))
+    assert [r.get("data-outlet") for r in tree.xpath('//li[@class="report"]')] == \
+        ["bbc_arabic", "cnn_arabic", "france24_ar"]
+    first = tree.xpath('//ol[@class="tl"]/li')[0]
+    assert "أول من نشر" in text(first) and "بي بي سي" in text(first)

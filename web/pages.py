@@ -136,7 +136,7 @@ class Card:
     id: str  # story id (an item id when the story is a single report not yet grouped)
     lead: Report
     reports: list[Report]  # oldest first, one per article (an article in two feeds once)
-    outlets: list[Outlet]  # one feed per outlet: the lead's first, then in order of joining
+    outlets: list[Outlet]  # one feed per outlet: the lead's first, then by first report
     sort_time: datetime
     topic: TopicRef | None = None
 
@@ -265,9 +265,11 @@ class Reader:
         topics: dict[str, TopicRef | None] = {}
         cards = []
         for st in stories:
+            # the lead first among reports published at the same moment: it is the one
+            # the grouper chose by the operator's ranking of outlets
             reports = sorted(
                 (Report(items[i], self.outlet(items[i].source)) for i in st.items if i in items),
-                key=lambda r: r.item.published,
+                key=lambda r: (r.item.published, r.item.id != st.lead_item),
             )
             if not reports:
                 continue  # trimmed by retention since grouping: nothing left to show
@@ -279,7 +281,8 @@ class Reader:
             kept = {id(r) for r in one_per_article([lead, *reports], lambda r: r.item.url)}
             reports = [r for r in reports if id(r) in kept]
             by_key: dict[str, Outlet] = {lead.outlet.key: lead.outlet}
-            for o in [*map(self.outlet, st.sources), *(r.outlet for r in reports)]:
+            # then in the order they reported it (outlets whose reports retention trimmed last)
+            for o in [*(r.outlet for r in reports), *map(self.outlet, st.sources)]:
                 by_key.setdefault(o.key, o)
             outlets = list(by_key.values())
             if st.topic not in topics:
