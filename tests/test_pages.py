@@ -363,6 +363,13 @@ def test_topic_page_lists_its_stories(client):
                                    "uk-security-council-meets-on-skripal"}
     assert "٣ قصص" in text(tree.xpath('//p[@class="story-meta"]')[0])
     assert tree.xpath('//a[@href="/feeds/topics/skripal-poisoning.atom"]')
+    # its cards do not link back to the page they are on; the timeline's cards do
+    assert not tree.xpath('//article//a[@class="topic"]')
+    assert doc(client.get("/?limit=100")).xpath(
+        '//article//a[@class="topic" and @href="/topics/skripal-poisoning"]')
+    story = doc(client.get("/stories/uk-security-council-meets-on-skripal"))
+    assert story.xpath('//section[@class="related"]//article')
+    assert not story.xpath('//section[@class="related"]//a[@class="topic"]')
 
 
 @pytest.mark.parametrize("path", ["/stories/no-such-story", "/topics/no-such-topic",

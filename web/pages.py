@@ -830,7 +830,8 @@ def story(story_id: str):
         timeline.append((rep, rep.outlet.key not in joined))
         joined.add(rep.outlet.key)
     return render_template("story.html", card=card, coverage=coverage, timeline=timeline,
-                           related=related, feed_base=f"/feeds/stories/{quote(card.id, safe='')}")
+                           related=related, in_topic=card.topic.id if card.topic else None,
+                           feed_base=f"/feeds/stories/{quote(card.id, safe='')}")
 
 
 @bp.get("/topics/<topic_id>")
@@ -849,7 +850,7 @@ def topic(topic_id: str):
     for o in (o for c in cards for o in c.outlets):
         outlets.setdefault(o.key, o)
     return render_template("topic.html", topic=TopicRef(t.id, t.label or t.id, len(t.stories)),
-                           days=by_day(cards, display()), cards=cards,
+                           days=by_day(cards, display()), cards=cards, in_topic=t.id,
                            outlets=list(outlets.values()), feed_base=f"/feeds/topics/{quote(t.id, safe='')}")
 
 
