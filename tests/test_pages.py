@@ -626,3 +626,17 @@ def test_story_page_orders_coverage_by_who_reported_first(redis_client, keys, fe
         ["bbc_arabic", "cnn_arabic", "france24_ar"]
     first = tree.xpath('//ol[@class="tl"]/li')[0]
     assert "أول من نشر" in text(first) and "بي بي سي" in text(first)
+
+
+def test_topic_feed_pages_through_its_stories_newest_first(client):
+    """The topic feed pages by its stories' newest published report, as the topic page
+    orders them: every story once, in the page's order."""
+    page_order = card_ids(doc(client.get("/topics/skripal-poisoning")))
+    seen, url = [], "/feeds/topics/skripal-poisoning.json?limit=1"
+    while url:
+        feed = client.get(url).get_json()
+        seen += [i["id"].rsplit("/", 1)[1] for i in feed["items"]]
+        url = feed.get("next_url", "").split("://", 1)[-1].partition("/")[2]
+        url = "/" + url if url else None
+        assert len(seen) < 10
+    assert seen == page_order and len(seen) == 3
