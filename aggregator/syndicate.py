@@ -105,16 +105,21 @@ class StoryEntry:
     @cached_property
     def outlets(self) -> list[str]:
         """The story's sources, one per outlet (Source.outlet: an outlet's section feeds
-        count once), in the story's order."""
-        firsts: dict[str, str] = {}
-        for sid in self.story.sources:
+        count once): the lead's first, then in the order they reported it, as the story
+        page lists them."""
+        firsts: dict[str, str] = {self.outlet_of(self.lead.source): self.lead.source}
+        for sid in [*(it.source for it in self.reports), *self.story.sources]:
             firsts.setdefault(self.outlet_of(sid), sid)
         return list(firsts.values())
 
     @cached_property  # asked by every output of the entry: its list, counts and authors
     def reports(self) -> list[Item]:
-        """The members, one per article (types.one_per_article)."""
-        return one_per_article(self.items, lambda it: it.url)
+        """The members, one per article (types.one_per_article; the lead's copy of its
+        article), oldest first, the lead first among reports of the same moment."""
+        lead = self.lead
+        ordered = sorted(self.items, key=lambda it: (it.published, it.id != lead.id))
+        kept = {id(it) for it in one_per_article([lead, *ordered], lambda it: it.url)}
+        return [it for it in ordered if id(it) in kept]
 
 
 Entry = Union[ArticleEntry, StoryEntry]
@@ -126,7 +131,9 @@ def shown_reports(entry: StoryEntry, limit: int = MAX_REPORTS) -> list[Item]:
     """The reports a story entry lists, newest first: every outlet's newest report, then
     the newest others up to `limit`. A story that runs for days can gather hundreds of
     reports; the hot combined feed must stay small, and every outlet must still show."""
-    newest_first = sorted(entry.reports, key=lambda i: (i.published, i.id), reverse=True)
+    # the lead first among reports of the same moment, as in entry.reports
+    lead = entry.lead.id
+    newest_first = sorted(entry.reports, key=lambda i: (-i.published.timestamp(), i.id != lead))
     chosen: dict[str, Item] = {}
     outlets: set[str] = set()
     for it in newest_first:
@@ -138,7 +145,7 @@ def shown_reports(entry: StoryEntry, limit: int = MAX_REPORTS) -> list[Item]:
         if len(chosen) >= limit:
             break
         chosen.setdefault(it.id, it)
-    return sorted(chosen.values(), key=lambda i: (i.published, i.id), reverse=True)
+    return [it for it in newest_first if it.id in chosen]
 
 
 # --- helpers ---------------------------------------------------------------------------

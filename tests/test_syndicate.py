@@ -430,7 +430,8 @@ def test_an_outlets_section_feeds_count_as_one_source_and_one_article_once(data)
                                 sources=(*s.sources, "bbc-sport"))
     entry = StoryEntry(grown, (*members, copy, own), sources, None)
     assert len(s.sources) == 5 and len(entry.outlets) == 5
-    assert [i.id for i in entry.reports] == [*s.items, own.id]
+    assert [i.id for i in entry.reports] == [
+        i.id for i in sorted((*members, own), key=lambda i: (i.published, i.id != s.lead_item))]
     shown = syndicate.shown_reports(entry)
     assert copy.id not in {i.id for i in shown} and len(shown) == len(members) + 1
     frag = etree.fromstring(etree.fromstring(render("atom", meta(), [entry], "stories"))
@@ -503,3 +504,30 @@ def test_the_atom_schema_can_fail(data, atom_rng, breakage):
     else:
         e.find(A + "content").set("type", "text/plain+html")
     assert not atom_rng.validate(doc)
+
+
+def test_a_story_entry_puts_its_lead_first_among_reports_of_the_same_moment(data):
+    # A clone feed publishes the lead's report at the same second with an id that sorts
+    # first, and an outlet's section feed carried the lead's article before its main feed
+    # did. The lead (the grouper's choice, by the operator's ranking) still comes first,
+    # its own feed names its outlet, and its copy of the article is the one kept.
+    rows, stories, topics, items = data
+    s = stories[MULTI]
+    members = [items[i] for i in s.items]
+    lead = next(i for i in members if i.id == s.lead_item)
+    twin = dataclasses.replace(lead, id="0-twin", source="cnn",
+                               url="https://arabic.cnn.com/twin")
+    section = dataclasses.replace(SOURCES[lead.source], id="lead-section",
+                                  title="قسم", url="https://example.com/section.xml")
+    early_copy = dataclasses.replace(lead, id="0-copy", source="lead-section",
+                                     published=lead.published - timedelta(minutes=5))
+    sources = {**SOURCES, "lead-section": section}
+    grown = dataclasses.replace(s, items=(*s.items, twin.id, early_copy.id),
+                                sources=("lead-section", *s.sources))
+    entry = StoryEntry(grown, (early_copy, *members, twin), sources, None)
+    assert entry.outlets[0] == lead.source
+    assert early_copy not in entry.reports
+    at_lead = [i.id for i in entry.reports if i.published == lead.published]
+    assert at_lead[0] == lead.id and twin.id in at_lead
+    shown = [i.id for i in syndicate.shown_reports(entry) if i.published == lead.published]
+    assert shown[0] == lead.id
