@@ -74,13 +74,23 @@ def outlet_key(site: str | None) -> str | None:
     return host + parts.path.rstrip("/")
 
 
+def article_key(url: str) -> str:
+    """What identifies an article's link for showing it once: http and https of the same
+    address are one article (CNN Arabic's feed lists some under both: 158 of its items in
+    the ANT corpus)."""
+    scheme, sep, rest = url.partition("://")
+    return rest if sep and scheme.lower() in ("http", "https") else url
+
+
 def one_per_article(reports: Iterable[T], url: Callable[[T], str | None]) -> list[T]:
     """The first report of each article: an outlet's article in several of its feeds (the
-    same link) is one report. Reports without a link are all kept. Order is kept."""
+    same link, article_key) is one report. Reports without a link are all kept. Order is
+    kept."""
     seen: set[str] = set()
     out = []
     for r in reports:
         link = url(r)
+        link = article_key(link) if link else link
         if link and link in seen:
             continue
         if link:

@@ -531,3 +531,32 @@ def test_a_story_entry_puts_its_lead_first_among_reports_of_the_same_moment(data
     assert at_lead[0] == lead.id and twin.id in at_lead
     shown = [i.id for i in syndicate.shown_reports(entry) if i.published == lead.published]
     assert shown[0] == lead.id
+
+
+@pytest.mark.parametrize("links,kept", [
+    # CNN Arabic lists some articles under http and https (158 items in ANT)
+    (["http://arabic.cnn.com/tech/video/2018/09/13/v65460",
+      "https://arabic.cnn.com/tech/video/2018/09/13/v65460"], [0]),
+    (["https://a.example/x", "https://a.example/x"], [0]),
+    (["https://a.example/x", "https://a.example/X"], [0, 1]),  # paths are case-sensitive
+    (["https://a.example/x", "https://b.example/x"], [0, 1]),
+    (["ftp://a.example/x", "http://a.example/x"], [0, 1]),
+    ([None, None], [0, 1]),  # no link: nothing to say they are one article
+])
+def test_one_report_per_article(links, kept):
+    from aggregator.types import one_per_article
+    assert one_per_article(list(range(len(links))), lambda i: links[i]) == kept
+
+
+def test_a_story_entry_shows_an_article_listed_under_http_and_https_once(data):
+    rows, stories, topics, items = data
+    s = stories[MULTI]
+    members = [items[i] for i in s.items]
+    lead = next(i for i in members if i.id == s.lead_item)
+    other_scheme = ("http://" if lead.url.startswith("https://") else "https://") + \
+        lead.url.split("://", 1)[1]
+    again = dataclasses.replace(lead, id="again", url=other_scheme)
+    grown = dataclasses.replace(s, items=(*s.items, again.id))
+    entry = StoryEntry(grown, (*members, again), SOURCES, None)
+    assert [i.id for i in entry.reports].count(lead.id) == 1
+    assert "again" not in [i.id for i in entry.reports]
