@@ -2,6 +2,7 @@
 content types, validators and 304, gzip, CORS, Link, paging, search, freshness."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import http.client
@@ -111,6 +112,28 @@ def test_story_feed_follows_its_reports(live):
     assert {i["id"].rsplit("/", 1)[1] for i in doc["items"]} == set(s.items)
     dates = [i["date_published"] for i in doc["items"]]
     assert dates == sorted(dates, reverse=True)
+
+
+def test_story_feed_lists_an_article_under_http_and_https_once(redis_client, keys, rows):
+    # CNN Arabic lists some articles under both schemes (158 items in ANT): two items.
+    stories, topics = gold_stories(rows)
+    s = stories["hamdallah-convoy-bombing-gaza"]
+    member = next(r.item for r in rows if r.item.id == s.items[-1])
+    again = dataclasses.replace(member, id="again", guid="again",
+                                url=member.url.replace("https://", "http://", 1)
+                                if member.url.startswith("https://")
+                                else member.url.replace("http://", "https://", 1))
+    save_all(Store(redis_client, keys), rows)
+    Store(redis_client, keys).save_poll(SOURCES[member.source], [again], SourceState(),
+                                        datetime(2018, 3, 14, tzinfo=timezone.utc))
+    stories[s.id] = dataclasses.replace(s, items=(*s.items, "again"))
+    server = LiveServer(make_app(redis_client, keys, GoldGrouper(stories, topics),
+                                 AGG_VERSION_TTL=0.0))
+    try:
+        doc = json.loads(get(f"{server.url}/feeds/stories/{s.id}.json")[2])
+    finally:
+        server.close()
+    assert {i["id"].rsplit("/", 1)[1] for i in doc["items"]} == set(s.items)
 
 
 def test_filtered_stories_are_those_with_a_member_in_the_index(live):

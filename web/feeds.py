@@ -476,6 +476,8 @@ def _one_story(story: Story, p: Params, sources):
     if p.mode == "stories":
         return _story_entries([story], sources), None
     items = services().store.get_items(story.items)
+    # one per article, as the story page lists them (the lead's copy of its article)
+    items = StoryEntry(story, tuple(items), sources).reports if items else []
     q_norm = normalize(p.q) if p.q else None
     items = [it for it in items if _matches(q_norm, (it.title, it.summary_text))]
     items.sort(key=lambda it: (it.published.timestamp(), it.id), reverse=True)
