@@ -73,7 +73,7 @@ def after_poll(
         return replace(
             failed,
             next_poll=None,
-            disabled_reason=f"410 Gone at {now.isoformat()}: remove it from feeds.yaml "
+            disabled_reason=f"410 Gone at {now:%Y-%m-%d %H:%M} UTC: remove it from feeds.yaml "
                             "or fix its URL",
         )
     delay = jittered(backoff_delay(source.interval, failures), rng)

@@ -64,7 +64,10 @@ def test_retry_after_is_capped_at_a_day():
 
 def test_gone_disables_and_says_so():
     st = after_poll(SRC, SourceState(), result(Outcome.GONE, 410), NOW, random.Random(0))
-    assert st.next_poll is None and "410" in st.disabled_reason
+    assert st.next_poll is None
+    # read by operators in logs, alerts and `stats`: a time to the minute, its zone named
+    assert st.disabled_reason == ("410 Gone at 2026-11-29 12:00 UTC: remove it from "
+                                  "feeds.yaml or fix its URL")
     assert initial_poll(SRC, st, NOW, random.Random(0)) is None
 
 
