@@ -867,9 +867,11 @@ class Grouper:
         self._read = client.register_script(_READ_LUA)
         self.timings: dict[str, float] = {}  # seconds per phase, summed (bench/grouping_cost.py)
         self._window: _Window | None = None  # loaded by the first batch (readers never need it)
+        self._schema_checked = False  # GS:schema read (and state migrated) by this grouper
 
     def _migrate(self) -> None:
-        """Bring state written by earlier versions to SCHEMA (called with the lock held).
+        """Bring state written by earlier versions to SCHEMA (the first process_pending of
+        a grouper, with the lock held).
         Schema 2: the story timeline and topic story lists are scored by each story's newest
         published member instead of the time we last saw one. Idempotent, and the marker is
         set last, so a crash midway reruns it."""
@@ -894,8 +896,6 @@ class Grouper:
         """The working set from Redis' copy: the window's records (their terms give df and
         N) and fingerprints. Stories and topics are read when a batch first touches them."""
         k = self.keys
-        if self.r.get(k.group_schema) != SCHEMA:
-            self._migrate()
         buckets = self.r.zrange(k.group_buckets, 0, -1)
         with self.r.pipeline(transaction=False) as p:
             for key in buckets:
@@ -947,6 +947,10 @@ class Grouper:
             t = time.perf_counter()
             self.timings[name] = self.timings.get(name, 0.0) + t - t_last[0]
             t_last[0] = t
+        if not self._schema_checked:  # the worker's first call, at start: even with no items
+            if self.r.get(k.group_schema) != SCHEMA:
+                self._migrate()
+            self._schema_checked = True
         # RT: what is pending, and whether our working set is still Redis' state
         with self.r.pipeline(transaction=False) as p:
             p.zrange(k.group_pending, 0, limit - 1)

@@ -40,7 +40,7 @@ Layout (P = prefix, default "agg"):
     GS:buckets                  zset   vec/dup bucket key -> its hour (trimming walks it)
     GS:lock                     string single-grouper lock (SET NX PX), token value
     GS:schema                   string layout version of the grouping state (group.SCHEMA);
-                                       an older one is upgraded by the next grouper to load
+                                       an older one is upgraded when the worker starts
     GS:gen                      string token of the last write to grouping state: a grouper
                                        whose in-process working set was not built from
                                        that write reloads it (group.py, _Window)
