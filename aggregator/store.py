@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from json.encoder import encode_basestring as _encode_basestring
 from typing import TYPE_CHECKING
-
-import logging
 
 import orjson
 import redis
@@ -28,6 +27,7 @@ from .types import Item, Source, SourceState
 if TYPE_CHECKING:
     from .metrics import PollCounts
 
+log = logging.getLogger(__name__)
 UTC = timezone.utc
 
 
@@ -431,8 +431,7 @@ class Store:
                     "data": config.data.decode("utf-8"), "digest": config.digest,
                     "saved": now.isoformat()})
         except redis.RedisError as e:
-            logging.getLogger(__name__).warning(
-                "could not keep %s as the last good config: %s", config.path, e)
+            log.warning("could not keep %s as the last good config: %s", config.path, e)
 
     def last_good_config(self) -> bytes | None:
         data = self.r.hget(self.keys.config_good, "data")
