@@ -36,7 +36,7 @@ from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
 from feedgen.util import xml_elem
 
-from .types import Item, Source, Story, Topic, one_per_article
+from .types import Item, Source, Story, Topic, story_reports
 
 UTC = timezone.utc
 ATOM_NS = "http://www.w3.org/2005/Atom"
@@ -114,12 +114,8 @@ class StoryEntry:
 
     @cached_property  # asked by every output of the entry: its list, counts and authors
     def reports(self) -> list[Item]:
-        """The members, one per article (types.one_per_article; the lead's copy of its
-        article), oldest first, the lead first among reports of the same moment."""
-        lead = self.lead
-        ordered = sorted(self.items, key=lambda it: (it.published, it.id != lead.id))
-        kept = {id(it) for it in one_per_article([lead, *ordered], lambda it: it.url)}
-        return [it for it in ordered if id(it) in kept]
+        """The members as types.story_reports lists them (as the story page does)."""
+        return story_reports(self.items, self.story.lead_item, keep=self.lead)
 
 
 Entry = Union[ArticleEntry, StoryEntry]
@@ -131,9 +127,8 @@ def shown_reports(entry: StoryEntry, limit: int = MAX_REPORTS) -> list[Item]:
     """The reports a story entry lists, newest first: every outlet's newest report, then
     the newest others up to `limit`. A story that runs for days can gather hundreds of
     reports; the hot combined feed must stay small, and every outlet must still show."""
-    # the lead first among reports of the same moment, as in entry.reports
-    lead = entry.lead.id
-    newest_first = sorted(entry.reports, key=lambda i: (-i.published.timestamp(), i.id != lead))
+    # a stable sort: the lead stays first among reports of the same moment (entry.reports)
+    newest_first = sorted(entry.reports, key=lambda i: i.published, reverse=True)
     chosen: dict[str, Item] = {}
     outlets: set[str] = set()
     for it in newest_first:

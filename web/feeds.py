@@ -30,7 +30,7 @@ from flask import Blueprint, Response, abort, current_app, redirect, request
 
 from aggregator import syndicate
 from aggregator.syndicate import ArticleEntry, FeedMeta, StoryEntry
-from aggregator.types import Item, Source, Story
+from aggregator.types import Item, Source, Story, story_reports
 
 from .cache import FastPath, OutputCache, Rendered, VersionClock, request_key, respond
 from .extensions import EXT, services
@@ -476,8 +476,7 @@ def _one_story(story: Story, p: Params, sources):
     if p.mode == "stories":
         return _story_entries([story], sources), None
     items = services().store.get_items(story.items)
-    # one per article, as the story page lists them (the lead's copy of its article)
-    items = StoryEntry(story, tuple(items), sources).reports if items else []
+    items = story_reports(items, story.lead_item)  # one per article, as the story page
     q_norm = normalize(p.q) if p.q else None
     items = [it for it in items if _matches(q_norm, (it.title, it.summary_text))]
     items.sort(key=lambda it: (it.published.timestamp(), it.id), reverse=True)

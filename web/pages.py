@@ -26,7 +26,7 @@ from markupsafe import Markup, escape
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
 from aggregator.errors import AggregatorError, StoreError
-from aggregator.types import Item, Source, SourceState, Story, one_per_article
+from aggregator.types import Item, Source, SourceState, Story, story_reports
 
 from . import arabic_time as at
 from .extensions import services
@@ -129,6 +129,10 @@ class TopicRef:
         """A topic worth a link from a card: one with other stories than this one. Every
         story gets a topic, and a link to a page holding only the same story is noise."""
         return self.size > 1
+
+
+def _report_item(r: Report) -> Item:
+    return r.item
 
 
 @dataclass
@@ -265,21 +269,18 @@ class Reader:
         topics: dict[str, TopicRef | None] = {}
         cards = []
         for st in stories:
-            # the lead first among reports published at the same moment: it is the one
-            # the grouper chose by the operator's ranking of outlets
-            reports = sorted(
-                (Report(items[i], self.outlet(items[i].source)) for i in st.items if i in items),
-                key=lambda r: (r.item.published, r.item.id != st.lead_item),
-            )
-            if not reports:
+            members = [Report(items[i], self.outlet(items[i].source))
+                       for i in st.items if i in items]
+            if not members:
                 continue  # trimmed by retention since grouping: nothing left to show
-            lead = next((r for r in reports if r.item.id == st.lead_item), reports[0])
+            lead = next((r for r in members if r.item.id == st.lead_item), None) \
+                or min(members, key=lambda r: r.item.published)
             if prefer_source and lead.outlet.id != prefer_source:
-                lead = next((r for r in reversed(reports) if r.outlet.id == prefer_source),
-                            lead)
-            # an article in several of an outlet's feeds is one report, the lead's if it is one
-            kept = {id(r) for r in one_per_article([lead, *reports], lambda r: r.item.url)}
-            reports = [r for r in reports if id(r) in kept]
+                # that outlet's newest report (the last of equals, as in report order)
+                lead = max((r for r in reversed(members) if r.outlet.id == prefer_source),
+                           key=lambda r: r.item.published, default=lead)
+            # one per article, the headline's copy of its article kept
+            reports = story_reports(members, st.lead_item, keep=lead, item=_report_item)
             by_key: dict[str, Outlet] = {lead.outlet.key: lead.outlet}
             # then in the order they reported it (outlets whose reports retention trimmed last)
             for o in [*(r.outlet for r in reports), *map(self.outlet, st.sources)]:
