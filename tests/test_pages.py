@@ -372,6 +372,26 @@ def test_topic_page_lists_its_stories(client):
     assert not story.xpath('//section[@class="related"]//a[@class="topic"]')
 
 
+def test_no_separator_a_reader_could_take_for_the_digit_zero(redis_client, keys, feeds_path,
+                                                            config, store):
+    # The Arabic-Indic zero (٠) is a dot at mid-height: "٢٣ قصة · ٦ مصادر" reads as 60
+    # sources. Lists of counts and times are separated with the Arabic comma instead.
+    store.save_state("cnn_arabic", SourceState(last_status="http-5xx", errors=2,
+                                               consecutive_failures=2))
+    client = build_app(redis_client, keys, feeds_path, config,
+                       AGG_STATUS_TOKEN="t").test_client()
+    topic = doc(client.get("/topics/skripal-poisoning"))
+    assert "٣ قصص، ٥ مصادر" in text(topic.xpath('//p[@class="story-meta"]')[0])
+    for path in ["/", "/topics/skripal-poisoning",
+                 "/stories/russia-rejects-uk-ultimatum-summons-envoy", "/sources",
+                 "/status?token=t"]:
+        tree = doc(client.get(path))
+        for el in tree.xpath("//script|//style"):
+            el.drop_tree()
+        visible = text(tree) + " " + " ".join(tree.xpath("//title/text()"))
+        assert "·" not in visible, (path, visible[max(0, visible.find("·") - 40):][:80])
+
+
 @pytest.mark.parametrize("path", ["/stories/no-such-story", "/topics/no-such-topic",
                                   "/no/such/page", "/embed/bogus", "/embed/topics/nope"])
 def test_not_found_pages_are_arabic(client, path):
