@@ -91,7 +91,7 @@ import redis
 from . import matching
 from .keys import Keys
 from .matching import text_terms, title_labels
-from .types import Item, Story, Topic
+from .types import Item, Story, Topic, article_key
 
 UTC = timezone.utc
 SEP = "\x1f"
@@ -407,14 +407,25 @@ def topic_id_for(story_id: str) -> str:
 
 
 def fingerprints(item: Item, doc: Doc, params: Params) -> list[str]:
+    """The keys that make two items one article: its link (http or https alike), its GUID
+    (the parser drops a GUID that a feed gives to several articles), its exact text."""
     fps = []
-    if item.url:
-        fps.append("u:" + hashlib.sha1(item.url.strip().encode()).hexdigest()[:16])
+    if item.url and not _front_page(item.url):
+        fps.append("u:" + hashlib.sha1(article_key(item.url.strip()).encode()).hexdigest()[:16])
     if item.guid and len(item.guid) >= 8:
         fps.append("g:" + hashlib.sha1(item.guid.strip().encode()).hexdigest()[:16])
     if doc.text_key:
         fps.append("x:" + doc.text_key)
     return fps
+
+
+def _front_page(url: str) -> bool:
+    """A link to a site's front page (no path, no query), not to an article: feeds whose
+    items all link home exist, and their items would all be one article. (WordPress'
+    /?p=123 is an article.)"""
+    rest = article_key(url).split("#", 1)[0]
+    path = rest.partition("/")[2]
+    return path == ""
 
 
 # --- the batch write -------------------------------------------------------------------------

@@ -717,7 +717,8 @@ def normalize_feed(source: Source, feed: FeedData, first_seen: datetime, now: da
 
     A GUID that one feed gives to entries with different links (seen in the wild: CMS
     templates that print the same GUID everywhere; the newsroom's dup_guid fault)
-    identifies none of them: every entry carrying it gets its link-based id. Keeping the
+    identifies none of them: every entry carrying it gets its link-based id and no GUID
+    (grouping takes one GUID for one article, and would merge the stories). Keeping the
     GUID's id for the first of them would move that id to whichever entry comes first
     in the next poll, and store the others again under new ids. (An entry whose GUID is
     shared in one poll and its own in another still changes id once.) Exact repeats (same id)
@@ -742,13 +743,11 @@ def normalize_feed(source: Source, feed: FeedData, first_seen: datetime, now: da
         if not item.title and item.url is None:
             continue
         if item.url is not None and len(links_of_guid.get(item.guid, ())) > 1:
-            item = _replace_id(item, item_id(source.id, None, item.url, item.title, entry.published))
+            item = replace(item, id=item_id(source.id, None, item.url, item.title, entry.published),
+                           guid=None)
         if item.id in seen_ids:
             continue
         seen_ids.add(item.id)
         items.append(item)
     return items
 
-
-def _replace_id(item: Item, new_id: str) -> Item:
-    return replace(item, id=new_id)

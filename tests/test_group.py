@@ -27,7 +27,8 @@ from aggregator import matching
 from aggregator.matching import label_terms
 from aggregator.keys import Keys
 from aggregator.store import Store
-from aggregator.types import Item, Source, SourceState
+from aggregator.normalize import normalize_feed
+from aggregator.types import EntryData, FeedData, Item, Source, SourceState
 
 UTC = timezone.utc
 HERE = os.path.dirname(__file__)
@@ -303,6 +304,52 @@ def test_exact_duplicates_join_whatever_their_wording(redis_client, keys):
     assert story["u1"] == story["u2"]
     assert story["w1"] == story["w2"]
     assert story["u1"] != story["w1"]
+
+
+def test_a_link_is_one_article_over_http_and_https_but_a_front_page_is_none(redis_client, keys):
+    # CNN Arabic lists some articles under both schemes (158 ANT items); a retitled copy
+    # still joins its article. Feeds whose every item links to the site's front page say
+    # nothing about which items are one article.
+    a = make_item("c1", "CNN", "عنوان أول", "نص قصير", T0, url="http://arabic.cnn.com/a/1")
+    b = make_item("c2", "CNN", "تفاصيل جديدة", "كلام مختلف", T0 + timedelta(hours=1),
+                  url="https://arabic.cnn.com/a/1")
+    home = [make_item(f"h{k}", "site", title, summary, T0 + timedelta(minutes=k),
+                      url="https://site.example/")
+            for k, (title, summary) in enumerate([(CRASH[0].title, CRASH[0].summary_text),
+                                                  (OTHER.title, OTHER.summary_text)])]
+    save(redis_client, keys, [a, b, *home])
+    story = {i: s for i, s, _ in Grouper(redis_client, keys).process_pending(T0 + timedelta(hours=2))}
+    assert story["c1"] == story["c2"]
+    assert story["h0"] != story["h1"]
+
+
+def test_a_guid_a_feed_gives_to_several_articles_merges_none_of_them(redis_client, keys):
+    # the newsroom's dup_guid fault on BBC Arabic's feed (real ANT items, October 2018), as
+    # the worker stores it: Libya's refusal of EU migrant centres carried the GUID of the
+    # entry above it, Turkey's denial on the Khashoggi recordings, and joined that story as
+    # its "copy". One GUID for one article makes a copy; a GUID that several articles of a
+    # feed share says nothing about any of them.
+    guid = "http://www.bbc.co.uk/arabic/middleeast-45915491"
+    entries = [
+        ("http://www.bbc.co.uk/arabic/middleeast-45915493",
+         "ليبيا ترفض خطة أوروبية لفتح مراكز للمهاجرين على أراضيها",
+         "وزير الخارجية الليبي يقول إن بلاده تعترض على خطة عرضها الاتحاد الأوروبي لفتح مراكز "
+         "لدراسة حالات المهاجرين على أراضيها.", "Fri, 19 Oct 2018 15:56:16 GMT"),
+        ("http://www.bbc.co.uk/arabic/middleeast-45915491",
+         'اختفاء خاشقجي: تركيا تنفي "تسليم أي تسجيلات" للولايات المتحدة',
+         "وزير الخارجية التركي يقول إن أنقرة لم تسلم أي تسجيلات خاصة بقضية الصحفي جمال خاشقجي "
+         "لأي طرف آخر بمن فيهم وزير الخارجية الأمريكي.", "Fri, 19 Oct 2018 12:19:34 GMT"),
+    ]
+    feed = FeedData(title="BBC News عربي", link=None, language="ar", entries=tuple(
+        EntryData(guid=guid, link=link, title=title, summary=summary, content=None,
+                  published=pub, updated=None, author=None, categories=(), image=None,
+                  language=None) for link, title, summary, pub in entries))
+    source = Source(id="bbc", url="https://feeds.bbci.co.uk/arabic/rss.xml", title="BBC")
+    now = datetime(2018, 10, 19, 16, 0, tzinfo=UTC)
+    items = normalize_feed(source, feed, now, now)
+    save(redis_client, keys, items)
+    story = {i: s for i, s, _ in Grouper(redis_client, keys).process_pending(now)}
+    assert len(story) == 2 and len(set(story.values())) == 2
 
 
 def test_a_copy_joins_its_story_without_entering_the_index(redis_client, keys):

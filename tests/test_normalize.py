@@ -584,8 +584,14 @@ def test_normalize_feed_dup_guid():
     assert len(items) == 10  # the repeated first item is dropped
     assert len({i.id for i in items}) == 10
     assert len({i.url for i in items}) == 10
-    # the second reuses the first one's GUID for another story: neither is known by it
-    assert items[0].guid == items[1].guid == "1029844"
+    # the second reuses the first one's GUID for another story: neither is known by it,
+    # and neither keeps it (grouping would take the two for copies of one article)
+    assert feed.entries[0].guid == feed.entries[1].guid == "1029844"
+    assert items[0].guid is None and items[1].guid is None
+    # an entry that owns its GUID keeps it
+    mixed = normalize_feed(SOURCE, _feed_of([3, 2, 1], lambda stories, pos: f"g{max(stories[pos], 2)}"),
+                           FIRST_SEEN, NOW)
+    assert [i.guid for i in mixed] == ["g3", None, None]
     assert items[0].id == item_id(source.id, None, items[0].url, None, None)
     assert items[1].id == item_id(source.id, None, "https://www.skynewsarabia.com/middle-east/1029835", None, None)
 
