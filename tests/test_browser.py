@@ -157,6 +157,10 @@ def test_sources_table_fits_a_desktop_and_scrolls_inside_itself_on_a_phone(
         store.save_state(source_id, SourceState(last_status="ok", last_http_status=200,
                                                 last_poll=polled, last_success=polled,
                                                 next_poll=polled, polls=40, latency_ms=420.0))
+    moved = "https://www.alarabiya.net/.mrss/ar/aswaq/economy/2018/feeds/moved-permanently.xml"
+    store.save_state("alarabiya", SourceState(  # a 301 recorded as a suggested edit
+        last_status="ok", last_http_status=200, last_poll=polled, last_success=polled,
+        next_poll=polled, polls=40, latency_ms=420.0, suggested_url=moved))
     store.save_state("cnn_arabic", SourceState(  # an error as long as a real one
         last_status="protocol", last_poll=polled, next_poll=polled, errors=3, polls=40,
         consecutive_failures=3, last_error="ProtocolError: ('Connection aborted.', "
@@ -167,6 +171,7 @@ def test_sources_table_fits_a_desktop_and_scrolls_inside_itself_on_a_phone(
     fits = "e => e.scrollWidth <= e.clientWidth"
     assert page.locator(".table-wrap").evaluate(fits)  # every column on screen
     assert page.locator("tr#src-cnn_arabic .err").inner_text().startswith("ProtocolError")
+    assert page.locator(f'tr#src-alarabiya a[href="{moved}"]').get_attribute("title") == moved
 
     page.set_viewport_size({"width": 420, "height": 900})  # a phone: the table scrolls alone
     assert not page.locator(".table-wrap").evaluate(fits)
