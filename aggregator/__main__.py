@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 from dataclasses import replace
@@ -198,6 +199,11 @@ def main(argv=None) -> int:
         return args.func(args, Settings.from_env())
     except ConfigError as e:
         return no_config_to_run(e)
+    except BrokenPipeError:
+        # `stats | head` closed our stdout: not an error worth a traceback. Point stdout at
+        # /dev/null so the interpreter's flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -167,6 +167,17 @@ def test_stats_json_reports_items_stories_and_every_source(server, env, redis_cl
     assert cnn["last_http_status"] == 503 and cnn["retry_after_until"]
 
 
+def test_stats_into_a_closed_pipe_ends_without_a_traceback(server, env):
+    # `python -m aggregator stats | head -3`: head exits before stats has written it all
+    Path(env["AGG_FEEDS"]).write_text(feeds_yaml(server, ["BBC", "CNN"]), encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "aggregator", "stats"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # long before it starts writing
+    err = proc.communicate(timeout=60)[1].decode()
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert proc.returncode == 1
+
+
 def test_started_during_a_bad_edit_the_worker_runs_the_last_good_config(server, env,
                                                                          redis_client, keys):
     feeds = Path(env["AGG_FEEDS"])
