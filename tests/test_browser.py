@@ -146,6 +146,15 @@ def test_timeline_and_story_page_are_rtl(browser, app_url):
     assert outlets == {"alarabiya", "bbc_arabic", "france24_ar", "skynewsarabia", "cnn_arabic"}
     assert page.locator("ol.tl > li").count() == 5
     assert page.locator("section.related article").count() == 2
+
+    page.goto(app_url + "/topics")  # the threads, each headline right-aligned, no overflow
+    skripal = page.locator('article[data-topic="skripal-poisoning"]')
+    assert skripal.locator("ul.also a").count() == 3
+    line = skripal.locator("ul.also li").first.bounding_box()
+    link = skripal.locator("ul.also a").first.bounding_box()
+    assert abs((link["x"] + link["width"]) - (line["x"] + line["width"])) < 2
+    page.set_viewport_size({"width": 420, "height": 900})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 420
     assert not [e for e in errors if "Content Security Policy" in e], errors
 
 

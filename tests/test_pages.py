@@ -382,7 +382,7 @@ def test_no_separator_a_reader_could_take_for_the_digit_zero(redis_client, keys,
                        AGG_STATUS_TOKEN="t").test_client()
     topic = doc(client.get("/topics/skripal-poisoning"))
     assert "٣ قصص، ٥ مصادر" in text(topic.xpath('//p[@class="story-meta"]')[0])
-    for path in ["/", "/topics/skripal-poisoning",
+    for path in ["/", "/topics", "/topics/skripal-poisoning",
                  "/stories/russia-rejects-uk-ultimatum-summons-envoy", "/sources",
                  "/status?token=t"]:
         tree = doc(client.get(path))
@@ -390,6 +390,36 @@ def test_no_separator_a_reader_could_take_for_the_digit_zero(redis_client, keys,
             el.drop_tree()
         visible = text(tree) + " " + " ".join(tree.xpath("//title/text()"))
         assert "·" not in visible, (path, visible[max(0, visible.find("·") - 40):][:80])
+
+
+def test_topics_page_lists_the_threads_newest_activity_first(client):
+    tree = doc(client.get("/topics"))
+    assert tree.xpath('//nav//a[@href="/topics" and @aria-current="page"]')
+    topics = tree.xpath('//article[@data-topic]')
+    # a topic of one story is not a thread; the two threads of the window, the one with
+    # the newest story first
+    threads = {}
+    for r in ROWS:
+        threads.setdefault(r["topic"], {}).setdefault(r["story"], []).append(r["time_utc"])
+    threads = {t: s for t, s in threads.items() if len(s) > 1}
+    newest = {t: max(datetime.fromisoformat(x) for p in s.values() for x in p)
+              for t, s in threads.items()}
+    assert [t.get("data-topic") for t in topics] == sorted(threads, key=newest.get, reverse=True)
+    skripal = tree.xpath('//article[@data-topic="skripal-poisoning"]')[0]
+    assert skripal.xpath('.//h2/a/@href') == ["/topics/skripal-poisoning"]
+    assert "٣ قصص، آخرها" in text(skripal)
+    assert set(skripal.xpath('.//ul[@class="also"]//a/@href')) == {
+        "/stories/russia-rejects-uk-ultimatum-summons-envoy",
+        "/stories/may-says-russia-highly-likely-behind-skripal",
+        "/stories/uk-security-council-meets-on-skripal"}
+    # Russia's rejection was reported by five outlets
+    assert "(٥ مصادر)" in text(skripal)
+
+
+def test_topics_page_without_stories_says_so(redis_client, keys, feeds_path, config, store):
+    client = build_app(redis_client, keys, feeds_path, config, grouper=False).test_client()
+    tree = doc(client.get("/topics"))
+    assert not tree.xpath('//article[@data-topic]') and tree.xpath('//div[@class="empty"]')
 
 
 @pytest.mark.parametrize("path", ["/stories/no-such-story", "/topics/no-such-topic",

@@ -855,6 +855,52 @@ def topic(topic_id: str):
                            outlets=list(outlets.values()), feed_base=f"/feeds/topics/{quote(t.id, safe='')}")
 
 
+# The topics page: the threads that the newest stories belong to, newest activity first.
+# 300 stories is a day or two of a few dozen outlets: what "ongoing" means to a reader.
+RECENT_STORIES = 300
+TOPICS_SHOWN = 30
+HEADLINES_PER_TOPIC = 3
+
+
+@dataclass(frozen=True)
+class TopicRow:
+    topic: TopicRef
+    cards: list[Card]  # its newest stories, newest first
+
+    @property
+    def newest(self) -> datetime:
+        return self.cards[0].sort_time
+
+
+@bp.get("/topics")
+@cached_page()
+def topics():
+    reader = Reader()
+    g = reader.grouper
+    rows: list[TopicRow] = []
+    if g is not None:
+        recent = g.story_timeline(None, RECENT_STORIES)
+        found = reader.stories(sid for sid, _ in recent)
+        # each topic once, in the order of its newest recent story
+        order = dict.fromkeys(found[sid].topic for sid, _ in recent
+                              if sid in found and found[sid].topic)
+        threads = []
+        for tid in order:
+            t = g.get_topic(tid)
+            if t is not None and t.is_thread:
+                threads.append((TopicRef(t.id, t.label or t.id, len(t.stories)),
+                                g.topic_stories(tid, HEADLINES_PER_TOPIC)))
+                if len(threads) == TOPICS_SHOWN:
+                    break
+        stories = reader.stories(sid for _, ids in threads for sid in ids)
+        for ref, ids in threads:
+            cards = sorted(reader.cards([stories[s] for s in ids if s in stories]),
+                           key=lambda c: c.sort_time, reverse=True)
+            if cards:
+                rows.append(TopicRow(ref, cards))
+    return render_template("topics.html", rows=rows)
+
+
 @dataclass(frozen=True)
 class SourceRow:
     outlet: Outlet
