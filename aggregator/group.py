@@ -410,8 +410,9 @@ def fingerprints(item: Item, doc: Doc, params: Params) -> list[str]:
     """The keys that make two items one article: its link (http or https alike), its GUID
     (the parser drops a GUID that a feed gives to several articles), its exact text."""
     fps = []
-    if item.url and not _front_page(item.url):
-        fps.append("u:" + hashlib.sha1(article_key(item.url.strip()).encode()).hexdigest()[:16])
+    link = article_key(item.url.strip()) if item.url else ""
+    if link and not _front_page(link):
+        fps.append("u:" + hashlib.sha1(link.encode()).hexdigest()[:16])
     if item.guid and len(item.guid) >= 8:
         fps.append("g:" + hashlib.sha1(item.guid.strip().encode()).hexdigest()[:16])
     if doc.text_key:
@@ -419,13 +420,11 @@ def fingerprints(item: Item, doc: Doc, params: Params) -> list[str]:
     return fps
 
 
-def _front_page(url: str) -> bool:
-    """A link to a site's front page (no path, no query), not to an article: feeds whose
-    items all link home exist, and their items would all be one article. (WordPress'
-    /?p=123 is an article.)"""
-    rest = article_key(url).split("#", 1)[0]
-    path = rest.partition("/")[2]
-    return path == ""
+def _front_page(link: str) -> bool:
+    """A link (article_key) to a site's front page (no path, no query), not to an article:
+    feeds whose items all link home exist, and their items would all be one article.
+    (WordPress' /?p=123 is an article.)"""
+    return link.split("#", 1)[0].partition("/")[2] == ""
 
 
 # --- the batch write -------------------------------------------------------------------------

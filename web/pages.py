@@ -886,10 +886,9 @@ def topics():
                               if sid in found and found[sid].topic)
         threads = []
         for tid in order:
-            t = g.get_topic(tid)
-            if t is not None and t.is_thread:
-                threads.append((TopicRef(t.id, t.label or t.id, len(t.stories)),
-                                g.topic_stories(tid, HEADLINES_PER_TOPIC)))
+            ref = reader.topic(tid)
+            if ref is not None and ref.is_thread:
+                threads.append((ref, g.topic_stories(tid, HEADLINES_PER_TOPIC)))
                 if len(threads) == TOPICS_SHOWN:
                     break
         stories = reader.stories(sid for _, ids in threads for sid in ids)
