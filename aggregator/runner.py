@@ -47,8 +47,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def build_pipeline(settings: Settings) -> Pipeline:
-    store = Store(connect(settings), Keys(settings.key_prefix))
+def open_store(settings: Settings) -> Store:
+    return Store(connect(settings), Keys(settings.key_prefix))
+
+
+def build_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
+    store = store or open_store(settings)
     fetcher = Fetcher.for_polls(settings)
     parser = ParsePool(settings.parse_processes, settings) if settings.parse_processes else None
     return Pipeline(store=store, fetcher=fetcher, parser=parser,
@@ -68,7 +72,7 @@ def startup_config(settings: Settings, store: Store | None = None,
     writes nothing); or, while the file does not validate, the last good config, with the
     file's problems logged. Raises ConfigError when the file is invalid and no valid one
     was ever kept."""
-    store = store or Store(connect(settings), Keys(settings.key_prefix))
+    store = store or open_store(settings)
     config, rejected = load_config_or_last_good(settings.feeds_path, store.last_good_config)
     if rejected:
         for problem in rejected.problems:
@@ -357,13 +361,15 @@ class Worker:
                  now: Callable[[], datetime] = utcnow):
         self.settings = settings
         self.now = now
+        # The config first: an invalid feeds.yaml must fail before the parse pool starts.
+        store = open_store(settings)
         rejected = None
         if config is None:
-            config, rejected = startup_config(settings, now=now)
+            config, rejected = startup_config(settings, store, now=now)
         self.config = config
         self.watcher = ConfigWatcher(settings.feeds_path, on_change=self._edited, log=log,
                                      initial=self.config, rejected=rejected)
-        self.pipe = build_pipeline(settings)
+        self.pipe = build_pipeline(settings, store)
         self.monitor = self.pipe.monitor
         self.grouping = make_grouping(settings, self.pipe, self.config.sources, now)
         self.pipe.notify_grouping = self.grouping.notify
@@ -528,8 +534,9 @@ def format_report(r: PollReport) -> str:
 
 def run_once(settings: Settings, out=sys.stdout) -> int:
     """`worker.py --once`: one line per source; non-zero only if every source failed."""
-    config, _ = startup_config(settings)
-    pipe = build_pipeline(settings)
+    store = open_store(settings)
+    config, _ = startup_config(settings, store)
+    pipe = build_pipeline(settings, store)
     enabled = [s for s in config.sources if s.enabled]
     states = pipe.store.load_states([s.id for s in enabled])
     sources, now = [], utcnow()
