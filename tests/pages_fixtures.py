@@ -148,6 +148,9 @@ class GoldGrouper:
     def story_of(self, item_id):
         return self._story_of.get(item_id)
 
+    def stories_of(self, item_ids):
+        return [self._story_of.get(i) for i in item_ids]
+
     def story_items(self, story_id):
         st = self.stories.get(story_id)
         return list(st.items) if st else []

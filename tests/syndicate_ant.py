@@ -136,6 +136,9 @@ class GoldGrouper:
     def story_of(self, item_id):
         return self.item_story.get(item_id)
 
+    def stories_of(self, item_ids):
+        return [self.item_story.get(i) for i in item_ids]
+
     def story_timeline(self, before=None, limit=50):
         rows = sorted(((s.id, s.last_published.timestamp()) for s in self.stories.values()),
                       key=lambda r: (r[1], r[0]), reverse=True)

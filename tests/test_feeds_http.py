@@ -444,7 +444,7 @@ def test_documented_nginx_front_serves_files_like_the_app(live):
 # --- with the real grouper ---------------------------------------------------------------
 
 def test_stories_mode_with_the_real_grouper(redis_client, keys, rows):
-    group = pytest.importorskip("aggregator.group")
+    from aggregator import group
     from aggregator.syndicate import to_uri
 
     store = Store(redis_client, keys)
@@ -483,7 +483,7 @@ def test_stories_mode_with_the_real_grouper(redis_client, keys, rows):
 
 
 def test_story_entry_updated_moves_when_an_outlet_joins(redis_client, keys, rows):
-    group = pytest.importorskip("aggregator.group")
+    from aggregator import group
     import dataclasses
 
     store = Store(redis_client, keys)

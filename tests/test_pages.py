@@ -308,11 +308,8 @@ def test_titles_are_autoescaped(redis_client, keys, feeds_path, config, store, c
     assert [(s.get("src"), (s.text or "").strip()) for s in scripts] == [("/static/app.js", "")]
 
 
-def test_items_show_as_single_stories_without_a_grouper(redis_client, keys, feeds_path,
-                                                       config, store, monkeypatch):
-    from web import pages
-
-    monkeypatch.setattr(pages.Reader, "grouper", property(lambda self: None))
+def test_items_the_worker_has_not_grouped_yet_show_as_single_stories(redis_client, keys,
+                                                                    feeds_path, config, store):
     app = build_app(redis_client, keys, feeds_path, config, grouper=False)
     c = app.test_client()
     tree = doc(c.get("/?limit=100"))
@@ -621,7 +618,8 @@ def test_pages_with_the_real_grouper(redis_client, keys, feeds_path, config, sto
     """Integration with aggregator.group as it is: every story it made is on the timeline once,
     and a story page shows all of its reports. (How well it groups is tested in its own
     suite; this one must not fail when a grouping change splits a story.)"""
-    group = pytest.importorskip("aggregator.group")
+    from aggregator import group
+
     g = group.Grouper(redis_client, keys, source_rank={s.id: s.rank for s in config.sources})
     g.process_pending(NOW)
     app = build_app(redis_client, keys, feeds_path, config, grouper=False)
@@ -637,6 +635,25 @@ def test_pages_with_the_real_grouper(redis_client, keys, feeds_path, config, sto
     card = card_by_id(tree, biggest.id)
     if len(biggest.sources) > 1:
         assert "التغطية الكاملة" in text(card)
+
+
+def test_grouped_stories_show_while_feeds_yaml_has_never_validated(redis_client, keys,
+                                                                   tmp_path, config, store):
+    """Outlet ranks matter to grouping, not to reading stories: a feeds.yaml that never
+    validated names outlets by id but hides no story from the pages or the feeds."""
+    from aggregator import group
+
+    g = group.Grouper(redis_client, keys, source_rank={s.id: s.rank for s in config.sources})
+    g.process_pending(NOW)
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("sources:\n  - id: Bad Id\n", encoding="utf-8")
+    c = build_app(redis_client, keys, bad, config, grouper=False).test_client()
+    stories = {g.story_of(item_id(r)) or item_id(r) for r in ROWS}
+    assert sorted(card_ids(doc(c.get("/?limit=100")))) == sorted(stories)
+    resp = c.get("/feeds/all.json?limit=200")
+    assert resp.status_code == 200
+    assert [i["_aggregator"]["story_id"] for i in resp.get_json()["items"]] == \
+        [sid for sid, _ in g.story_timeline(None, 1000)]
 
 
 def test_story_page_orders_coverage_by_who_reported_first(redis_client, keys, feeds_path,

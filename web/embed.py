@@ -75,7 +75,7 @@ def widget(output: str):
         more = url_for("pages.index", country=cc)
     elif kind == "topics" and value:
         g = reader.grouper
-        topic = g.get_topic(value) if g is not None else None
+        topic = g.get_topic(value)
         if topic is None:
             abort(404)
         ids = list(g.topic_stories(value, limit))

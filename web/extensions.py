@@ -43,11 +43,12 @@ class Services:
 
     @property
     def grouper(self):
+        """The grouper's reads. Outlet ranks only matter to grouping (the worker's), so
+        the pages do not depend on feeds.yaml validating."""
         if self._grouper is None:
             from aggregator.group import Grouper
 
-            ranks = {s.id: s.rank for s in self.sources}
-            self._grouper = Grouper(self.client, self.keys, source_rank=ranks)
+            self._grouper = Grouper(self.client, self.keys)
         return self._grouper
 
     @property

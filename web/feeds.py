@@ -19,8 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,6 +27,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, abort, current_app, redirect, request
 
 from aggregator import syndicate
+from aggregator.arabic import normalize_for_matching as normalize
 from aggregator.syndicate import ArticleEntry, FeedMeta, StoryEntry
 from aggregator.types import Item, Source, Story, story_reports
 
@@ -89,28 +88,6 @@ def _clock() -> VersionClock:
     return current_app.extensions[CACHE_EXT + ".clock_factory"]()
 
 
-# --- collaborators that other modules provide (tolerated while absent) -----------------
-
-def normalize(text: str) -> str:
-    try:
-        from aggregator.arabic import normalize_for_matching
-    except ImportError:
-        return _fallback_normalize(text)
-    return normalize_for_matching(text)
-
-
-_TASHKEEL = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed\u0640]")
-
-
-def _fallback_normalize(text: str) -> str:
-    """Until aggregator.arabic lands: casefold, drop diacritics and tatweel, unify
-    alef/yaa/taa-marbuta forms — enough for a search box."""
-    t = unicodedata.normalize("NFKC", text or "").casefold()
-    t = _TASHKEEL.sub("", t)
-    t = re.sub("[إأآٱ]", "ا", t).replace("ى", "ي").replace("ة", "ه")
-    return " ".join(t.split())
-
-
 def configured_sources() -> dict[str, Source]:
     override = current_app.config.get("AGG_SOURCES")  # tests and embedding
     if override is not None:
@@ -120,14 +97,6 @@ def configured_sources() -> dict[str, Source]:
     except Exception:
         log.warning("feeds: sources unavailable (feeds.yaml/config)", exc_info=True)
         return {}
-
-
-def _grouper():
-    try:
-        return services().grouper
-    except Exception:  # no aggregator.group / feeds.yaml: article outputs still work
-        log.warning("feeds: grouper unavailable; stories answer 503", exc_info=True)
-        return None
 
 
 # --- parameters ------------------------------------------------------------------------
@@ -231,7 +200,7 @@ def _article_page(index: str, p: Params):
 
 
 def _story_entries(stories: list[Story], sources: dict[str, Source]) -> list[StoryEntry]:
-    store, grouper = services().store, _grouper()
+    store, grouper = services().store, services().grouper
     items = {it.id: it for it in store.get_items({i for s in stories for i in s.items})}
     topics = {}
     out = []
@@ -242,7 +211,7 @@ def _story_entries(stories: list[Story], sources: dict[str, Source]) -> list[Sto
         topic = None
         if s.topic:
             if s.topic not in topics:
-                topics[s.topic] = grouper.get_topic(s.topic) if grouper else None
+                topics[s.topic] = grouper.get_topic(s.topic)
             topic = topics[s.topic]
         out.append(StoryEntry(s, members, sources, topic))
     return out
@@ -274,7 +243,7 @@ def _timeline_after(grouper, cursor, n: int) -> list[tuple[str, float]]:
 
 
 def _stories_global(p: Params):
-    grouper = _grouper()
+    grouper = services().grouper
     q_norm = normalize(p.q) if p.q else None
     store = services().store
     found: list[tuple[Story, tuple]] = []
@@ -310,7 +279,7 @@ def _stories_in_index(index: str, p: Params):
     """Stories with at least one member in `index`, ordered by their newest member there.
     A story belongs to the page holding its newest member in the index, so paging
     neither repeats nor drops a story."""
-    grouper, store = _grouper(), services().store
+    grouper, store = services().grouper, services().store
     r = store.r
     q_norm = normalize(p.q) if p.q else None
     found: list[Story] = []
@@ -372,9 +341,7 @@ def _build(kind: str, name: str | None, fmt: str) -> tuple[bytes, datetime, str]
     sources = configured_sources()
     store, keys = services().store, services().keys
     base = public_base()
-    grouper = _grouper()
-    if p.mode == "stories" and grouper is None:
-        abort(503, "stories are not available yet")
+    grouper = services().grouper
 
     if kind == "all":
         path, title, home = "feeds/all", SITE_TITLE, base
@@ -405,8 +372,6 @@ def _build(kind: str, name: str | None, fmt: str) -> tuple[bytes, datetime, str]
         path, title = f"feeds/countries/{syndicate.seg(cc)}", f"{cc} — {SITE_TITLE}"
         home = f"{base}?{urlencode({'country': cc})}"
     elif kind == "stories":
-        if grouper is None:
-            abort(503, "stories are not available yet")
         found = grouper.get_stories([name])
         if not found:
             abort(404)
@@ -418,8 +383,6 @@ def _build(kind: str, name: str | None, fmt: str) -> tuple[bytes, datetime, str]
         title = f"{(lead[0].title if lead else '') or story.label or name} — {SITE_TITLE}"
         home, index = syndicate.story_url(_meta_stub(base), name), None
     elif kind == "topics":
-        if grouper is None:
-            abort(503, "topics are not available yet")
         topic = grouper.get_topic(name)
         if topic is None:
             abort(404)
@@ -436,10 +399,10 @@ def _build(kind: str, name: str | None, fmt: str) -> tuple[bytes, datetime, str]
         entries, nxt = _topic_entries(name, p, sources)
     elif p.mode == "articles":
         items, nxt = _article_page(index, p)
-        story_of = grouper.story_of if grouper else (lambda _i: None)
+        sids = grouper.stories_of([it.id for it in items])
         entries = [ArticleEntry(it, sources.get(it.source) or
                                 syndicate._unknown_source(_meta_stub(base), it.source),
-                                story_of(it.id)) for it in items]
+                                sid) for it, sid in zip(items, sids)]
     else:
         stories, nxt = (_stories_global(p) if kind == "all" else _stories_in_index(index, p))
         entries = _story_entries(stories, sources)
@@ -493,7 +456,7 @@ def _one_story(story: Story, p: Params, sources):
 
 
 def _topic_entries(topic_id: str, p: Params, sources):
-    grouper, store = _grouper(), services().store
+    grouper, store = services().grouper, services().store
     ids = grouper.topic_stories(topic_id, 1000)
     stories = sorted(grouper.get_stories(ids), key=lambda s: (s.last_published, s.id),
                      reverse=True)

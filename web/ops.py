@@ -93,7 +93,7 @@ def sources_opml():
     site = site_name()
     try:
         sources = sorted(services().sources, key=lambda s: (s.rank, s.id))
-    except (ImportError, OSError, AggregatorError):
+    except (OSError, AggregatorError):
         sources = []
 
     opml = ET.Element("opml", version="2.0")

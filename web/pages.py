@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,11 +24,13 @@ import redis
 from markupsafe import Markup, escape
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
+from aggregator.arabic import normalize_for_matching as normalize
 from aggregator.errors import AggregatorError, StoreError
 from aggregator.types import Item, Source, SourceState, Story, story_reports
 
 from . import arabic_time as at
 from .extensions import services
+from .feeds import SITE_TITLE
 from .pagecache import cached_page
 
 log = logging.getLogger(__name__)
@@ -172,17 +173,17 @@ def colour_of(source_id: str) -> int:
 
 
 class Reader:
-    """Per-request access to items, stories and sources, tolerant of parts not configured.
+    """Per-request access to items, stories and sources.
 
-    The grouper and feeds.yaml may be missing (a fresh checkout, a web-only test): pages
-    then show each report as its own story and derive outlets from the items.
+    An item the worker has not grouped yet shows as its own story; while feeds.yaml is
+    missing or never validated, outlets are named by their source ids.
     """
 
     def __init__(self):
         self.svc = services()
         self.store = self.svc.store
+        self.grouper = self.svc.grouper
         self._sources: dict[str, Source] | None = None
-        self._grouper = False  # False: not looked up yet; None: unavailable
 
     # sources -----------------------------------------------------------------------------
     @property
@@ -190,7 +191,7 @@ class Reader:
         if self._sources is None:
             try:
                 self._sources = {s.id: s for s in self.svc.sources}
-            except (ImportError, OSError, AggregatorError) as e:
+            except (OSError, AggregatorError) as e:
                 log.warning("feeds config unavailable, showing outlets by id: %s", e)
                 self._sources = {}
         return self._sources
@@ -203,46 +204,17 @@ class Reader:
                       s.language or "ar", s.outlet)
 
     # grouping ----------------------------------------------------------------------------
-    @property
-    def grouper(self):
-        if self._grouper is False:
-            try:
-                self._grouper = self.svc.grouper
-            except ImportError:
-                self._grouper = None
-            except (OSError, AggregatorError) as e:
-                # The grouper needs source ranks from feeds.yaml; without them rank nothing.
-                log.warning("grouper without source ranks: %s", e)
-                try:
-                    from aggregator.group import Grouper
-
-                    self._grouper = Grouper(self.svc.client, self.svc.keys, source_rank={})
-                except ImportError:
-                    self._grouper = None
-        return self._grouper
-
     def story_ids_of(self, item_ids: list[str]) -> dict[str, str]:
         """item id -> story id; an item not (yet) grouped is its own story."""
-        g = self.grouper
-        if g is None:
-            return {iid: iid for iid in item_ids}
-        if hasattr(g, "stories_of"):
-            sids = g.stories_of(item_ids)
-        elif hasattr(self.store.keys, "group_is") and hasattr(g, "r"):
-            # One HMGET instead of a round trip per item: a page maps ~60 items.
-            sids = g.r.hmget(self.store.keys.group_is, item_ids) if item_ids else []
-        else:
-            sids = [g.story_of(iid) for iid in item_ids]
+        sids = self.grouper.stories_of(item_ids)
         return {iid: sid or iid for iid, sid in zip(item_ids, sids)}
 
     def stories(self, story_ids: Iterable[str]) -> dict[str, Story]:
         ids = list(dict.fromkeys(story_ids))
         found: dict[str, Story] = {}
-        g = self.grouper
-        if g is not None and ids:
-            for st in g.get_stories(ids):
-                if st is not None:
-                    found[st.id] = st
+        if ids:
+            for st in self.grouper.get_stories(ids):
+                found[st.id] = st
         missing = [i for i in ids if i not in found]
         if missing:
             for item in self.store.get_items(missing):
@@ -250,7 +222,7 @@ class Reader:
         return found
 
     def topic(self, topic_id: str | None) -> TopicRef | None:
-        if not topic_id or self.grouper is None:
+        if not topic_id:
             return None
         t = self.grouper.get_topic(topic_id)
         if t is None:
@@ -409,29 +381,9 @@ def single_story(item: Item) -> Story:
 
 # --- search -----------------------------------------------------------------------------
 
-_DIACRITICS = {chr(c) for c in range(0x064B, 0x0660)} | {"\u0670", "\u0640"}
-_FOLD = str.maketrans({"أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا", "ى": "ي", "ة": "ه", "ؤ": "و",
-                       "ئ": "ي"})
-
-
-def _fallback_normalize(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text or "")
-    text = "".join(ch for ch in text if ch not in _DIACRITICS)
-    return " ".join(text.translate(_FOLD).casefold().split())
-
-
-def normalize(text: str) -> str:
-    """The ingest side's matching normalisation when it exists, so a search finds what the
-    grouping matched; a light local one (diacritics, tatweel, alef/yaa/taa marbuta) until then."""
-    try:
-        from aggregator.arabic import normalize_for_matching
-    except ImportError:
-        return _fallback_normalize(text)
-    out = normalize_for_matching(text)
-    return out if isinstance(out, str) else " ".join(out)
-
-
 def search_matcher(q: str) -> Callable[[Item], bool] | None:
+    """The grouping's matching normalisation on both sides: a search finds the spellings
+    the grouping treats as one."""
     terms = normalize(q).split()
     if not terms:
         return None
@@ -668,13 +620,7 @@ def _country_name(cc: str | None) -> str:
 
 def site_name() -> str:
     """SITE_NAME, else the title our feeds carry: a reader sees one name in both places."""
-    name = current_app.config.get("SITE_NAME")
-    if not name:
-        try:
-            from .feeds import SITE_TITLE as name
-        except ImportError:
-            name = "أخبار الشرق الأوسط"
-    return name
+    return current_app.config.get("SITE_NAME") or SITE_TITLE
 
 
 @bp.app_context_processor
@@ -797,16 +743,14 @@ def feed_path_for(f: Filters) -> str:
 def story(story_id: str):
     reader = Reader()
     g = reader.grouper
-    st = None
-    if g is not None:
-        found = g.get_stories([story_id])
-        st = found[0] if found and found[0] is not None else None
+    found = g.get_stories([story_id])
+    st = found[0] if found else None
     if st is None:
         # An item id: once grouped, its story is the canonical page.
         items = reader.store.get_items([story_id])
         if not items:
             abort(404)
-        sid = g.story_of(story_id) if g is not None else None
+        sid = g.story_of(story_id)
         if sid and sid != story_id:
             return redirect(url_for("pages.story", story_id=sid), 301)
         st = single_story(items[0])
@@ -815,7 +759,7 @@ def story(story_id: str):
         abort(404)
     card = cards[0]
     related: list[Card] = []
-    if card.topic is not None and g is not None:
+    if card.topic is not None:
         others = [s for s in g.topic_stories(card.topic.id, 12) if s != card.id]
         found = reader.stories(others)
         related = sorted(reader.cards([found[s] for s in others if s in found]),
@@ -840,7 +784,7 @@ def story(story_id: str):
 def topic(topic_id: str):
     reader = Reader()
     g = reader.grouper
-    t = g.get_topic(topic_id) if g is not None else None
+    t = g.get_topic(topic_id)
     if t is None:
         abort(404)
     ids = list(g.topic_stories(topic_id, 100))
@@ -878,25 +822,24 @@ def topics():
     reader = Reader()
     g = reader.grouper
     rows: list[TopicRow] = []
-    if g is not None:
-        recent = g.story_timeline(None, RECENT_STORIES)
-        found = reader.stories(sid for sid, _ in recent)
-        # each topic once, in the order of its newest recent story
-        order = dict.fromkeys(found[sid].topic for sid, _ in recent
-                              if sid in found and found[sid].topic)
-        threads = []
-        for tid in order:
-            ref = reader.topic(tid)
-            if ref is not None and ref.is_thread:
-                threads.append((ref, g.topic_stories(tid, HEADLINES_PER_TOPIC)))
-                if len(threads) == TOPICS_SHOWN:
-                    break
-        stories = reader.stories(sid for _, ids in threads for sid in ids)
-        for ref, ids in threads:
-            cards = sorted(reader.cards([stories[s] for s in ids if s in stories]),
-                           key=lambda c: c.sort_time, reverse=True)
-            if cards:
-                rows.append(TopicRow(ref, cards))
+    recent = g.story_timeline(None, RECENT_STORIES)
+    found = reader.stories(sid for sid, _ in recent)
+    # each topic once, in the order of its newest recent story
+    order = dict.fromkeys(found[sid].topic for sid, _ in recent
+                          if sid in found and found[sid].topic)
+    threads = []
+    for tid in order:
+        ref = reader.topic(tid)
+        if ref is not None and ref.is_thread:
+            threads.append((ref, g.topic_stories(tid, HEADLINES_PER_TOPIC)))
+            if len(threads) == TOPICS_SHOWN:
+                break
+    stories = reader.stories(sid for _, ids in threads for sid in ids)
+    for ref, ids in threads:
+        cards = sorted(reader.cards([stories[s] for s in ids if s in stories]),
+                       key=lambda c: c.sort_time, reverse=True)
+        if cards:
+            rows.append(TopicRow(ref, cards))
     return render_template("topics.html", rows=rows)
 
 
