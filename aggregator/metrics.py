@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import redis
 
 from .keys import Keys
-from .types import Outcome, PollReport, Source
+from .types import Outcome, Source
 
 log = logging.getLogger(__name__)
 

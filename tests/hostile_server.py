@@ -25,7 +25,6 @@ Bookkeeping, for assertions:
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import socket

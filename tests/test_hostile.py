@@ -12,7 +12,6 @@ import signal
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
-from pathlib import Path
 
 import pytest
 

@@ -79,7 +79,7 @@ def vectors(canary: str) -> tuple[list[str], list[str], list[str]]:
         f"<style>@import '{canary}?s-style';</style><p style=\"background:url({canary}?s-bg)\">",
         f"<noscript><p title=\"</noscript><img src=x onerror=\"{js('s-mxss')}\">\"></noscript>",
         f"<table><td><template><img src=x onerror=\"{js('s-template')}\"></template></td></table>",
-        f"<p>عادي <b>عريض</b> <a href=\"https://example.org/ok\">رابط سليم</a></p>",
+        "<p>عادي <b>عريض</b> <a href=\"https://example.org/ok\">رابط سليم</a></p>",
     ]
     links = [
         f"javascript:{js('l-js')}",
