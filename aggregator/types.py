@@ -222,16 +222,20 @@ class Story:
 
 @dataclass(frozen=True)
 class Topic:
+    """A thread of stories. Its story ids are a separate, paged read (Grouper.topic_stories):
+    a thread can run for months, and every reader of a Topic but the topic page needs only
+    its name and size."""
+
     id: str
     label: str
-    stories: tuple[str, ...]
+    size: int  # stories in the topic
     updated: datetime
 
     @property
     def is_thread(self) -> bool:
         """A topic worth naming beside a story: it has other stories. Every story gets a
         topic, and a link to a topic holding only the same story is noise."""
-        return len(self.stories) > 1
+        return self.size > 1
 
 
 @dataclass(frozen=True)

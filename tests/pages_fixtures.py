@@ -131,13 +131,14 @@ class GoldGrouper:
             )
             for i in its:
                 self._story_of[i.id] = sid
-        self.topics: dict[str, Topic] = {}
+        self.topic_members: dict[str, list[str]] = defaultdict(list)
         for sid, st in self.stories.items():
-            t = self.topics.get(st.topic)
-            stories = (t.stories if t else ()) + (sid,)
-            label = TOPIC_LABELS.get(st.topic) or " ".join(st.label.split()[:4])
-            self.topics[st.topic] = Topic(st.topic, label, stories,
-                                          max(self.stories[s].updated for s in stories))
+            self.topic_members[st.topic].append(sid)
+        self.topics: dict[str, Topic] = {}
+        for tid, sids in self.topic_members.items():
+            label = TOPIC_LABELS.get(tid) or " ".join(self.stories[sids[0]].label.split()[:4])
+            self.topics[tid] = Topic(tid, label, len(sids),
+                                     max(self.stories[s].updated for s in sids))
 
     def process_pending(self, now):
         return 0
@@ -163,11 +164,12 @@ class GoldGrouper:
     def get_topic(self, topic_id):
         return self.topics.get(topic_id)
 
+    def get_topics(self, ids):
+        return {t: self.topics[t] for t in ids if t in self.topics}
+
     def topic_stories(self, topic_id, limit=50):
-        t = self.topics.get(topic_id)
-        if t is None:
-            return []
-        return sorted(t.stories, key=lambda s: -self.stories[s].last_published.timestamp())[:limit]
+        sids = self.topic_members.get(topic_id, [])
+        return sorted(sids, key=lambda s: -self.stories[s].last_published.timestamp())[:limit]
 
 
 def gold_story_count(rows) -> int:

@@ -101,11 +101,10 @@ def gold_stories(rows: list[Row]) -> tuple[dict[str, Story], dict[str, Topic]]:
             label=members[0].item.title,
             topic=members[0].topic,
         )
-    for sid, st in stories.items():
+    for st in stories.values():
         t = topics.get(st.topic)
         topics[st.topic] = Topic(
-            id=st.topic, label=st.topic.replace("-", " "),
-            stories=(t.stories if t else ()) + (sid,),
+            id=st.topic, label=st.topic.replace("-", " "), size=(t.size if t else 0) + 1,
             updated=max(st.updated, t.updated) if t else st.updated,
         )
     return stories, topics
@@ -149,9 +148,14 @@ class GoldGrouper:
     def get_topic(self, topic_id):
         return self.topics.get(topic_id)
 
+    def get_topics(self, ids):
+        return {t: self.topics[t] for t in ids if t in self.topics}
+
     def topic_stories(self, topic_id, limit=50):
-        t = self.topics.get(topic_id)
-        return list(t.stories)[:limit] if t else []
+        """Newest first, as the grouper's sorted set answers."""
+        sids = [s for s in self.stories.values() if s.topic == topic_id]
+        sids.sort(key=lambda s: (s.last_published.timestamp(), s.id), reverse=True)
+        return [s.id for s in sids[:limit]]
 
     def story_items(self, story_id):
         s = self.stories.get(story_id)

@@ -656,6 +656,50 @@ def test_grouped_stories_show_while_feeds_yaml_has_never_validated(redis_client,
         [sid for sid, _ in g.story_timeline(None, 1000)]
 
 
+class CountingRedis(redis.Redis):
+    """A client that counts round trips: each command, and each pipeline once."""
+
+    trips = 0
+
+    def execute_command(self, *args, **options):
+        CountingRedis.trips += 1
+        return super().execute_command(*args, **options)
+
+    def pipeline(self, transaction=True, shard_hint=None):
+        p = super().pipeline(transaction, shard_hint)
+        execute = p.execute
+
+        def counted(raise_on_error=True):
+            CountingRedis.trips += 1
+            return execute(raise_on_error)
+
+        p.execute = counted
+        return p
+
+
+@pytest.mark.parametrize("path", ["/", "/topics"])
+def test_pages_read_the_topics_of_their_stories_together(redis_client, keys, feeds_path,
+                                                         config, store, path):
+    """A page's topics cost one round trip, not one or two per topic: /topics looks at the
+    topics of 300 stories, and a timeline page names the topic of each card."""
+    from aggregator import group
+
+    g = group.Grouper(redis_client, keys, source_rank={s.id: s.rank for s in config.sources})
+    g.process_pending(NOW)
+    client = CountingRedis(connection_pool=redis_client.connection_pool)
+    c = build_app(client, keys, feeds_path, config, grouper=False).test_client()
+    c.get("/sources")  # the first request reads the config
+    before = CountingRedis.trips
+    tree = doc(c.get(path + "?limit=100" if path == "/" else path))
+    trips = CountingRedis.trips - before
+    topics = {s.topic for s in g.get_stories([sid for sid, _ in g.story_timeline(None, 1000)])}
+    shown = len(tree.xpath("//article[@data-topic]"))
+    assert len(topics) >= 10 and (path == "/" or shown >= 2)
+    # the page cache, the story timeline, stories, items, topics; /topics: + each thread's
+    # newest stories
+    assert trips <= 12 + shown, trips
+
+
 def test_story_page_orders_coverage_by_who_reported_first(redis_client, keys, feeds_path,
                                                           config):
     """France 24's later report reaches us first; BBC and CNN publish at the same minute an

@@ -202,18 +202,13 @@ def _article_page(index: str, p: Params):
 def _story_entries(stories: list[Story], sources: dict[str, Source]) -> list[StoryEntry]:
     store, grouper = services().store, services().grouper
     items = {it.id: it for it in store.get_items({i for s in stories for i in s.items})}
-    topics = {}
+    topics = grouper.get_topics(s.topic for s in stories if s.topic)
     out = []
     for s in stories:
         members = tuple(items[i] for i in s.items if i in items)
         if not members:
             continue  # every report trimmed by retention
-        topic = None
-        if s.topic:
-            if s.topic not in topics:
-                topics[s.topic] = grouper.get_topic(s.topic)
-            topic = topics[s.topic]
-        out.append(StoryEntry(s, members, sources, topic))
+        out.append(StoryEntry(s, members, sources, topics.get(s.topic)))
     return out
 
 

@@ -222,12 +222,12 @@ class Reader:
         return found
 
     def topic(self, topic_id: str | None) -> TopicRef | None:
-        if not topic_id:
-            return None
-        t = self.grouper.get_topic(topic_id)
-        if t is None:
-            return None
-        return TopicRef(t.id, t.label or t.id, len(t.stories))
+        return self.topics([topic_id]).get(topic_id) if topic_id else None
+
+    def topics(self, topic_ids: Iterable[str | None]) -> dict[str, TopicRef]:
+        """The topics that exist among the ids, read together."""
+        found = self.grouper.get_topics(t for t in topic_ids if t)
+        return {t.id: TopicRef(t.id, t.label or t.id, t.size) for t in found.values()}
 
     # cards -------------------------------------------------------------------------------
     def cards(self, stories: list[Story], sort_times: dict[str, float] | None = None,
@@ -238,7 +238,7 @@ class Reader:
         need = [i for st in stories for i in st.items if i not in items]
         for item in self.store.get_items(need):
             items[item.id] = item
-        topics: dict[str, TopicRef | None] = {}
+        topics = self.topics(st.topic for st in stories)
         cards = []
         for st in stories:
             members = [Report(items[i], self.outlet(items[i].source))
@@ -258,12 +258,10 @@ class Reader:
             for o in [*(r.outlet for r in reports), *map(self.outlet, st.sources)]:
                 by_key.setdefault(o.key, o)
             outlets = list(by_key.values())
-            if st.topic not in topics:
-                topics[st.topic] = self.topic(st.topic)
             score = (sort_times or {}).get(st.id)
             sort_time = (datetime.fromtimestamp(score, UTC) if score is not None
                          else max(r.item.published for r in reports))
-            cards.append(Card(st.id, lead, reports, outlets, sort_time, topics[st.topic]))
+            cards.append(Card(st.id, lead, reports, outlets, sort_time, topics.get(st.topic)))
         return cards
 
     def _briefs(self, ids: list[str]) -> dict[str, Brief]:
@@ -794,7 +792,7 @@ def topic(topic_id: str):
     outlets: dict[str, Outlet] = {}
     for o in (o for c in cards for o in c.outlets):
         outlets.setdefault(o.key, o)
-    return render_template("topic.html", topic=TopicRef(t.id, t.label or t.id, len(t.stories)),
+    return render_template("topic.html", topic=TopicRef(t.id, t.label or t.id, t.size),
                            days=by_day(cards, display()), cards=cards, in_topic=t.id,
                            outlets=list(outlets.values()), feed_base=f"/feeds/topics/{quote(t.id, safe='')}")
 
@@ -827,19 +825,16 @@ def topics():
     # each topic once, in the order of its newest recent story
     order = dict.fromkeys(found[sid].topic for sid, _ in recent
                           if sid in found and found[sid].topic)
-    threads = []
-    for tid in order:
-        ref = reader.topic(tid)
-        if ref is not None and ref.is_thread:
-            threads.append((ref, g.topic_stories(tid, HEADLINES_PER_TOPIC)))
-            if len(threads) == TOPICS_SHOWN:
-                break
+    refs = reader.topics(order)
+    shown = [t for t in order if t in refs and refs[t].is_thread][:TOPICS_SHOWN]
+    threads = [(refs[t], g.topic_stories(t, HEADLINES_PER_TOPIC)) for t in shown]
     stories = reader.stories(sid for _, ids in threads for sid in ids)
+    cards = {c.id: c for c in reader.cards(list(stories.values()))}
     for ref, ids in threads:
-        cards = sorted(reader.cards([stories[s] for s in ids if s in stories]),
-                       key=lambda c: c.sort_time, reverse=True)
-        if cards:
-            rows.append(TopicRow(ref, cards))
+        row = sorted((cards[s] for s in ids if s in cards), key=lambda c: c.sort_time,
+                     reverse=True)
+        if row:
+            rows.append(TopicRow(ref, row))
     return render_template("topics.html", rows=rows)
 
 
