@@ -20,6 +20,7 @@ from web.extensions import services
 from pages_fixtures import (NOW, GoldGrouper, gold_story_count, item_id, load_rows,
                             make_item)
 from pages_fixtures import config, feeds_path, store  # noqa: F401 (fixtures)
+from roundtrips import CountingRedis
 
 UTC = timezone.utc
 ROWS = load_rows()
@@ -654,27 +655,6 @@ def test_grouped_stories_show_while_feeds_yaml_has_never_validated(redis_client,
     assert resp.status_code == 200
     assert [i["_aggregator"]["story_id"] for i in resp.get_json()["items"]] == \
         [sid for sid, _ in g.story_timeline(None, 1000)]
-
-
-class CountingRedis(redis.Redis):
-    """A client that counts round trips: each command, and each pipeline once."""
-
-    trips = 0
-
-    def execute_command(self, *args, **options):
-        CountingRedis.trips += 1
-        return super().execute_command(*args, **options)
-
-    def pipeline(self, transaction=True, shard_hint=None):
-        p = super().pipeline(transaction, shard_hint)
-        execute = p.execute
-
-        def counted(raise_on_error=True):
-            CountingRedis.trips += 1
-            return execute(raise_on_error)
-
-        p.execute = counted
-        return p
 
 
 @pytest.mark.parametrize("path", ["/", "/topics"])

@@ -275,30 +275,31 @@ def _stories_in_index(index: str, p: Params):
     A story belongs to the page holding its newest member in the index, so paging
     neither repeats nor drops a story."""
     grouper, store = services().grouper, services().store
-    r = store.r
     q_norm = normalize(p.q) if p.q else None
     found: list[Story] = []
     seen: set[str] = set()
     cursor, last, scanned = p.before, None, 0
+    # Items per read: a story has one or two members in most indexes; a search reads more.
+    size = 200 if q_norm else min(200, max(20, 2 * (p.limit + 1)))
     while True:
-        batch = _zpage(index, cursor, 200)
+        batch = _zpage(index, cursor, size)
         if not batch:
             return found, None
-        for item_id, score in batch:
+        # the batch's stories, and their members' places in the index: three round trips
+        sids = grouper.stories_of([m for m, _ in batch])
+        stories = {s.id: s for s in grouper.get_stories(
+            [sid for sid in dict.fromkeys(sids) if sid and sid not in seen])}
+        newest = _newest_members(index, stories.values())
+        for (item_id, score), sid in zip(batch, sids):
             cursor = (score, item_id)
             scanned += 1
-            sid = grouper.story_of(item_id)
             if sid is None or sid in seen:
                 continue
             seen.add(sid)
-            stories = grouper.get_stories([sid])
-            if not stories:
+            s = stories.get(sid)
+            if s is None:
                 continue
-            s = stories[0]
-            scores = r.zmscore(index, list(s.items)) if s.items else []
-            newest = max(((sc, m) for m, sc in zip(s.items, scores) if sc is not None),
-                         default=None)
-            if newest is not None and newest != (score, item_id):
+            if newest.get(sid, cursor) != cursor:
                 continue  # its newest member here is above the cursor: an earlier page
             if q_norm:
                 items = {it.id: it for it in store.get_items(s.items)}
@@ -310,6 +311,21 @@ def _stories_in_index(index: str, p: Params):
             last = cursor
         if q_norm and scanned >= SCAN_CAP:
             return found, cursor
+
+
+def _newest_members(index: str, stories: Iterable[Story]) -> dict[str, tuple[float, str]]:
+    """Per story, (score, member) of its newest member in `index`, in one pipeline."""
+    stories = [s for s in stories if s.items]
+    with services().store.r.pipeline(transaction=False) as pl:
+        for s in stories:
+            pl.zmscore(index, list(s.items))
+        scores = pl.execute()
+    out = {}
+    for s, sc in zip(stories, scores):
+        present = [(v, m) for m, v in zip(s.items, sc) if v is not None]
+        if present:
+            out[s.id] = max(present)
+    return out
 
 
 # --- outputs ---------------------------------------------------------------------------
