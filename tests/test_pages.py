@@ -122,6 +122,36 @@ def test_cards_show_outlets_with_counted_badges(client):
     assert tree.xpath('//bdi[text()="CNN بالعربية"]')
 
 
+LEAD_TITLE = "إيران تشن هجوما صاروخيا على إرهابيي هجوم الأحواز شرق الفرات"
+
+
+@pytest.mark.parametrize("titles,expected", [
+    # wire copy: every outlet carries the lead's headline; the badges already say who
+    ({"b": LEAD_TITLE, "c": LEAD_TITLE}, []),
+    # the same headline up to spelling (hamza, tatweel, tashkeel) is the same headline
+    ({"b": "ايران تشـن هجوماً صاروخيا على ارهابيي هجوم الاحواز شرق الفرات"}, []),
+    # an outlet with its own headline keeps its line
+    ({"b": LEAD_TITLE, "c": "الحرس الثوري يقصف مقرا للإرهابيين في سوريا"}, ["c"]),
+    # two outlets with one headline of their own: one line
+    ({"b": "الحرس الثوري يقصف مقرا في سوريا", "c": "الحرس الثوري يقصف مقرا في سوريا",
+      "d": "التحالف: الصواريخ سقطت قرب قواتنا"}, ["b", "d"]),
+])
+def test_also_lines_leave_out_headlines_the_card_already_shows(titles, expected):
+    from web.pages import Card, Outlet, Report
+
+    def report(source, title, minute):
+        when = datetime(2018, 10, 1, 6, minute, tzinfo=UTC)
+        item = Item(id=f"{source}-1", source=source, url=None, guid=None, title=title,
+                    summary_html="", summary_text="", published=when, first_seen=when,
+                    updated=when, content_hash=source)
+        return Report(item, Outlet(source, source.upper(), 0))
+
+    lead = report("a", LEAD_TITLE, 0)
+    reports = [lead] + [report(s, t, i + 1) for i, (s, t) in enumerate(titles.items())]
+    card = Card("s1", lead, reports, [r.outlet for r in reports], lead.item.published)
+    assert [r.outlet.id for r in card.others] == expected
+
+
 def test_an_outlets_section_feed_counts_once_and_its_copy_is_not_a_report(
         redis_client, keys, tmp_path, monkeypatch):
     # BBC's sport feed names BBC's site: it carries BBC's Gaza report (same link) and one

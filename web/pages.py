@@ -148,13 +148,17 @@ class Card:
     @property
     def others(self) -> list[Report]:
         """One report (the newest) per other outlet, in the card's outlet order: the
-        'also reported' lines under the headline."""
+        'also reported' lines under the headline. A headline the card already shows (wire
+        copy carried word for word, up to spelling) is left out: the line would add nothing
+        the outlet badges do not say."""
         out = []
+        shown = {normalize(self.lead.item.title)}
         for o in self.outlets:
             if o.key == self.lead.outlet.key:
                 continue
             reps = [r for r in self.reports if r.outlet.key == o.key]
-            if reps:
+            if reps and (headline := normalize(reps[-1].item.title)) not in shown:
+                shown.add(headline)
                 out.append(reps[-1])
         return out
 
