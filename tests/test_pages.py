@@ -749,6 +749,51 @@ def test_story_page_orders_coverage_by_who_reported_first(redis_client, keys, fe
     assert "أول من نشر" in text(first) and "بي بي سي" in text(first)
 
 
+def test_story_page_lists_word_for_word_copies_under_the_report_they_copy(
+        redis_client, keys, feeds_path, config):
+    """Wire copy: CNN and France 24 carry BBC's text as is (one with its own spelling of
+    hamza and tanween). The coverage shows the text once, with the other outlets as links
+    to their copies; the timeline still shows when each outlet joined."""
+    from aggregator.group import Grouper
+
+    t = datetime(2018, 3, 12, 10, 0, tzinfo=UTC)
+    title = "نيبال: مقتل العشرات في تحطم طائرة ركاب بنغلادشية في مطار كاتمندو"
+    summary = "تحطمت طائرة ركاب تابعة لشركة يو إس بنغلا أثناء هبوطها في مطار كاتمندو الدولي."
+
+    def report(item, source, title, summary, minutes):
+        return Item(id=item, source=source, url=f"https://{source}.example/{item}", guid=None,
+                    title=title, summary_html=summary, summary_text=summary,
+                    published=t + timedelta(minutes=minutes), first_seen=NOW,
+                    updated=t + timedelta(minutes=minutes), content_hash=item)
+
+    reports = [report("a-bbc", "bbc_arabic", title, summary, 0),
+               report("b-cnn", "cnn_arabic", title, summary, 5),
+               report("c-f24", "france24_ar", title.replace("إس", "اس"),
+                      summary.replace("إس", "اس"), 9),
+               report("d-sky", "skynewsarabia", "مقتل 49 في تحطم طائرة بنغلادشية في نيبال",
+                      "قتل 49 شخصا على الأقل في تحطم طائرة ركاب في مطار كاتمندو.", 12)]
+    s = Store(redis_client, keys)
+    sources = {src.id: src for src in config.sources}
+    g = Grouper(redis_client, keys, source_rank={src.id: src.rank for src in config.sources})
+    for it in reports:
+        s.save_poll(sources[it.source], [it], SourceState(), NOW)
+    g.process_pending(NOW)
+    sid = g.story_of("a-bbc")
+    assert g.story_of("b-cnn") == g.story_of("c-f24") == sid  # else this test is moot
+    app = build_app(redis_client, keys, feeds_path, config, grouper=False)
+    tree = doc(app.test_client().get(f"/stories/{sid}"))
+    shown = tree.xpath('//li[@class="report"]')
+    assert shown[0].get("data-outlet") == "bbc_arabic"
+    assert [(a.get("data-outlet"), a.get("href")) for a in shown[0].xpath('.//p[@class="copies"]/a')] \
+        == [("cnn_arabic", "https://cnn_arabic.example/b-cnn"),
+            ("france24_ar", "https://france24_ar.example/c-f24")]
+    assert len(tree.xpath(f'//li[@class="report"]//h3[contains(., "{title}")]')) == 1
+    # Sky's own report (if the grouper joined it) is a report of its own
+    assert [r.get("data-outlet") for r in shown[1:]] == \
+        (["skynewsarabia"] if g.story_of("d-sky") == sid else [])
+    assert len(tree.xpath('//ol[@class="tl"]/li')) == len(g.story_items(sid))
+
+
 def test_topic_feed_pages_through_its_stories_newest_first(client):
     """The topic feed pages by its stories' newest published report, as the topic page
     orders them: every story once, in the page's order."""

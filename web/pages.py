@@ -766,11 +766,7 @@ def story(story_id: str):
         found = reader.stories(others)
         related = sorted(reader.cards([found[s] for s in others if s in found]),
                          key=lambda c: c.sort_time, reverse=True)
-    coverage: OrderedDict[str, list[Report]] = OrderedDict()
-    for o in card.outlets:
-        coverage[o.key] = []
-    for rep in card.reports:
-        coverage.setdefault(rep.outlet.key, []).append(rep)
+    coverage = coverage_of(card)
     joined: set[str] = set()
     timeline = []
     for rep in card.reports:
@@ -779,6 +775,31 @@ def story(story_id: str):
     return render_template("story.html", card=card, coverage=coverage, timeline=timeline,
                            related=related, in_topic=card.topic.id if card.topic else None,
                            feed_base=f"/feeds/stories/{quote(card.id, safe='')}")
+
+
+@dataclass(frozen=True)
+class CoverageEntry:
+    report: Report
+    copies: tuple[Report, ...] = ()  # other outlets' reports with the same text
+
+
+def coverage_of(card: Card) -> list[CoverageEntry]:
+    """A story's reports, outlet by outlet in the card's order; a report whose headline
+    and summary another outlet's report already shows (wire copy, word for word up to
+    spelling) is listed under that one as a copy rather than repeated in full."""
+    place = {o.key: i for i, o in enumerate(card.outlets)}
+    ordered = sorted(card.reports, key=lambda r: place.get(r.outlet.key, len(place)))
+    entries: list[CoverageEntry] = []
+    first: dict[tuple[str, str], int] = {}  # a text -> the entry that shows it
+    for rep in ordered:
+        text = (normalize(rep.item.title), normalize(rep.item.summary_text))
+        i = first.get(text)
+        if i is not None and entries[i].report.outlet.key != rep.outlet.key:
+            entries[i] = CoverageEntry(entries[i].report, entries[i].copies + (rep,))
+        else:
+            first.setdefault(text, len(entries))
+            entries.append(CoverageEntry(rep))
+    return entries
 
 
 @bp.get("/topics/<topic_id>")
