@@ -89,6 +89,7 @@ import orjson
 import redis
 
 from . import matching
+from .errors import InputError
 from .keys import Keys
 from .matching import text_terms, title_labels
 from .types import Item, Story, Topic, article_key
@@ -1352,31 +1353,26 @@ class Grouper:
 # --- CLI -------------------------------------------------------------------------------------
 
 def _parse_date(value: str) -> datetime:
-    try:
-        from .normalize import parse_date  # type: ignore[attr-defined]
-    except ImportError:  # the normaliser is another module; fall back to the stdlib
-        parse_date = None
-    dt = None
-    if parse_date is not None:
-        try:
-            dt = parse_date(value)
-        except Exception:  # noqa: BLE001 - any failure: try the stdlib
-            dt = None
-    if dt is None:
-        import email.utils
+    """The feeds' date parser (RFC 3339, RFC 822, Arabic dates); aware UTC."""
+    from .normalize import parse_date
 
-        try:
-            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            dt = email.utils.parsedate_to_datetime(value)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    dt = parse_date(value)
+    if dt is None:
+        raise ValueError(f"published: not a date: {value!r} (RFC 3339 or RFC 822)")
+    return dt
+
+
+CLI_FIELDS = ("id", "source", "published")  # required; title and summary may be empty
 
 
 def _item_from_json(row: dict) -> Item:
     from .types import Item as _Item
 
+    if not isinstance(row, dict):
+        raise ValueError("not a JSON object")
+    missing = [f for f in CLI_FIELDS if row.get(f) in (None, "")]
+    if missing:
+        raise ValueError("missing " + ", ".join(missing))
     pub = _parse_date(str(row["published"]))
     title, summary = row.get("title") or "", row.get("summary") or ""
     text = title + "\n" + summary
@@ -1397,9 +1393,22 @@ def run_cli(lines: Iterable[str], client: redis.Redis, keys: Keys, out=sys.stdou
 
     from .store import Store
 
+    rows, items, problems = [], [], []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            items.append(_item_from_json(row))
+            rows.append(row)
+        except json.JSONDecodeError as e:
+            problems.append(f"line {n}: not JSON: {e.msg} at column {e.colno}")
+        except ValueError as e:
+            problems.append(f"line {n}: {e}")
+    if problems:  # checked before anything is stored: no half-grouped run
+        raise InputError(problems)
     store = Store(client, keys)
     grouper = Grouper(client, keys, params=params)
-    rows = [json.loads(line) for line in lines if line.strip()]
     result: dict[str, tuple[str, str]] = {}
     batch: list[Item] = []
     batch_src: str | None = None
@@ -1419,8 +1428,7 @@ def run_cli(lines: Iterable[str], client: redis.Redis, keys: Keys, out=sys.stdou
             if not done:
                 break
 
-    for row in rows:
-        item = _item_from_json(row)
+    for item in items:
         if batch and (item.source != batch_src or len(batch) >= flush_every):
             flush()
         batch_src = item.source
@@ -1458,6 +1466,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             keys = Keys()
         try:
             run_cli(fh, client, keys)
+        except InputError as e:
+            for problem in e.problems:
+                print(f"{'<stdin>' if fh is sys.stdin else args.items}: {problem}",
+                      file=sys.stderr)
+            return 2
         finally:
             if url:
                 for key in client.scan_iter(f"{keys.prefix}:*", count=1000):

@@ -642,6 +642,26 @@ def test_cli_output_shape(tmp_path):
     assert s["a"] == s["b"] == s["d"] != s["c"]
 
 
+def test_cli_names_every_unusable_line_and_groups_nothing(tmp_path):
+    good = {"id": "a", "source": "bbc", "title": CRASH[0].title, "summary": "",
+            "published": "2018-03-12T09:33:30Z"}
+    lines = [json.dumps(good), json.dumps(dict(good, id="b", published="yesterday")),
+             "not json", json.dumps(dict(good, id="c", source="")), "[1]", "",
+             json.dumps(dict(good, id="d", published="١٢ مارس ٢٠١٨ 10:00"))]
+    path = tmp_path / "items.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE))
+    proc = subprocess.run([sys.executable, "-m", "aggregator.group", str(path)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"{path}: line 2: published: not a date: 'yesterday' (RFC 3339 or RFC 822)",
+        f"{path}: line 3: not JSON: Expecting value at column 1",
+        f"{path}: line 4: missing source",
+        f"{path}: line 5: not a JSON object",
+    ]  # line 7: an Arabic date is a date, as in feeds
+
+
 # --- pure pieces: IDF, cosine, label terms ----------------------------------------------------
 
 @pytest.mark.parametrize("df,n,prior,term,expected", [
