@@ -859,6 +859,9 @@ def _flat(mapping: Mapping[str, str]) -> list[str]:
     return [x for kv in mapping.items() for x in kv]
 
 
+MIGRATE_CHUNK = 500  # stories rescored per script call by Grouper._migrate
+
+
 class Grouper:
     def __init__(
         self,
@@ -885,20 +888,30 @@ class Grouper:
         a grouper, with the lock held).
         Schema 2: the story timeline and topic story lists are scored by each story's newest
         published member instead of the time we last saw one. Idempotent, and the marker is
-        set last, so a crash midway reruns it."""
+        set last, so a crash midway reruns it. Streamed in chunks: a store of millions of
+        stories is never held in memory (ZSCAN may return a story twice; rescoring it
+        again changes nothing)."""
         k = self.keys
-        sids = [sid for sid, _ in self.r.zscan_iter(k.group_story_timeline, count=1000)]
-        for start in range(0, len(sids), 500):
-            chunk = sids[start:start + 500]
-            with self.r.pipeline(transaction=False) as p:
-                for sid in chunk:
-                    p.hget(k.group_story(sid), "topic")
-                topics = p.execute()
-            keys = [k.group_story_timeline]
-            for sid, topic in zip(chunk, topics):
-                keys += [k.group_story(sid), k.group_topic_stories(topic or topic_id_for(sid))]
-            self._rescore(keys=keys, args=chunk)
+        chunk: list[str] = []
+        for sid, _ in self.r.zscan_iter(k.group_story_timeline, count=1000):
+            chunk.append(sid)
+            if len(chunk) == MIGRATE_CHUNK:
+                self._rescore_chunk(chunk)
+                chunk = []
+        if chunk:
+            self._rescore_chunk(chunk)
         self.r.set(k.group_schema, SCHEMA)
+
+    def _rescore_chunk(self, sids: list[str]) -> None:
+        k = self.keys
+        with self.r.pipeline(transaction=False) as p:
+            for sid in sids:
+                p.hget(k.group_story(sid), "topic")
+            topics = p.execute()
+        keys = [k.group_story_timeline]
+        for sid, topic in zip(sids, topics):
+            keys += [k.group_story(sid), k.group_topic_stories(topic or topic_id_for(sid))]
+        self._rescore(keys=keys, args=sids)
 
     def _rank(self, source: str) -> int:
         return self.source_rank.get(source, 1 << 20)

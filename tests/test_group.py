@@ -454,9 +454,12 @@ def test_story_timeline_follows_published_not_when_we_saw_it(redis_client, keys)
         backlog.published.timestamp()
 
 
-def test_state_of_schema_1_is_rescored_by_published(redis_client, keys):
+@pytest.mark.parametrize("chunk", [1, group_mod.MIGRATE_CHUNK])
+def test_state_of_schema_1_is_rescored_by_published(redis_client, keys, monkeypatch, chunk):
     # Schema 1 scored the timelines by when we last saw a member; a grouper's first call
     # (the worker's start) rescores them once, with nothing pending, and marks schema 2.
+    # (chunk 1: one script call per story, during the scan; 500: one call, after it)
+    monkeypatch.setattr(group_mod, "MIGRATE_CHUNK", chunk)
     save(redis_client, keys, CRASH[:2] + [OTHER])
     g = Grouper(redis_client, keys)
     g.process_pending(T0 + timedelta(hours=6))
