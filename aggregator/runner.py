@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor as Pool
 from concurrent.futures import as_completed
+from dataclasses import fields
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
@@ -410,7 +411,11 @@ class Worker:
         spread = 10.0 if not self.sources else 0.0
         for sid, source in wanted.items():
             old = self.sources.get(sid)
-            if old == source:
+            changed = [] if old is None else [f.name for f in fields(Source)
+                                              if getattr(old, f.name) != getattr(source, f.name)]
+            if old is not None and set(changed) <= {"rank"}:
+                # unchanged, or moved in the file: a rank orders outlets for grouping only
+                self.sources[sid] = source
                 continue
             state = for_url(source, states[sid])
             when = initial_poll(source, state, now, self.rng, spread)
@@ -423,7 +428,8 @@ class Worker:
                 log.warning("source %s is disabled: %s", sid, state.disabled_reason)
                 continue
             self._schedule(sid, when)
-            log.info("source %s %s, next poll %s", sid, "changed" if old else "started",
+            log.info("source %s %s, next poll %s", sid,
+                     f"changed ({', '.join(changed)})" if old else "started",
                      when.isoformat(timespec="seconds"))
         self.config = config
         self.monitor.enabled_sources = len(wanted)
@@ -466,7 +472,9 @@ class Worker:
             log.exception("poll of %s crashed; retrying at its interval", source_id)
             self._schedule(source_id, self.now() + timedelta(seconds=source.interval))
             return
-        log.info("%s", format_report(report))
+        # one line per poll; a failed one (its error included) at WARNING
+        log.log(logging.INFO if report.outcome.is_success else logging.WARNING, "%s",
+                format_report(report))
         if report.next_poll is None:
             log.error("source %s disabled after %s: edit feeds.yaml", source_id,
                       report.outcome.value)

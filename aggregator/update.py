@@ -11,7 +11,6 @@ to start the same story.
 """
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -29,8 +28,6 @@ from .types import FetchResult, Item, Outcome, PollReport, Source, SourceState
 if TYPE_CHECKING:
     from .alerts import Monitor
     from .parsepool import ParsePool
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -111,8 +108,6 @@ def update_source(source: Source, pipe: Pipeline, now: datetime,
     saved = pipe.store.save_poll(source, fetched.items, new_state, now, also=counts)
     if saved.new and pipe.notify_grouping is not None:
         pipe.notify_grouping()
-    if not fetched.outcome.is_success:
-        log.warning("%s: %s (%s)", source.id, fetched.outcome.value, fetched.error)
     report = PollReport(
         source=source.id, outcome=fetched.outcome, http_status=fetched.result.http_status,
         new=len(saved.new), updated=len(saved.updated), seen=len(fetched.items),
