@@ -22,6 +22,10 @@ class InputError(AggregatorError):
         super().__init__("\n".join(self.problems))
 
 
+class DiscoveryError(AggregatorError):
+    """A URL given to `sources add` that is not a feed, nor a page announcing one."""
+
+
 class ParseError(AggregatorError):
     """Bytes that are not a feed we can read (outcome not-a-feed)."""
 

@@ -1,7 +1,7 @@
 """`python -m aggregator sources …`: edit feeds.yaml in place, keeping its comments and order.
 
     sources list [--json]
-    sources add --id ID --url URL --title T [--site URL] [--country CC] [--tags a,b]
+    sources add URL [--id ID] [--title T] [--site URL] [--country CC] [--tags a,b]
                 [--interval 10m] [--language ar] [--disabled]
     sources remove ID
     sources enable ID | disable ID
@@ -23,6 +23,7 @@ new one, never half). An edit that would make the file invalid leaves it untouch
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -39,7 +40,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from .config import Config, load_config_text, normalize_url
-from .errors import ConfigError
+from .errors import ConfigError, DiscoveryError
 
 UTC = timezone.utc
 MAX_OPML_BYTES = 5 * 1024 * 1024
@@ -232,7 +233,7 @@ def _duration(seconds: int) -> str:
 
 
 def source_fields(args) -> dict:
-    fields = {"id": args.id, "url": args.url, "title": args.title}
+    fields = {"id": args.id, "url": args.url, "title": args.title}  # add fills the blanks
     if args.site:
         fields["site"] = args.site
     if args.country:
@@ -267,13 +268,65 @@ def add_sources(ff: FeedsFile, new: list[dict]) -> Config:
                    else f"sources would be {[s.id for s in c.sources]}")
 
 
-def cmd_add(ff: FeedsFile, args) -> int:
+def cmd_add(ff: FeedsFile, args, settings) -> int:
+    """Without --id or --title, reads the URL (a feed, or a page announcing one) for what
+    is missing: the feed's title, its site and language, an id from the site's host."""
+    args.url = args.url or args.url_option
+    if not args.url:
+        raise CliError("sources add: give the feed's URL")
+    if not (args.id and args.title):
+        _not_there_yet(ff, args.url)
+        found = _discover(args.url, settings)
+        if found.via:
+            print(f"{found.via} announces the feed {found.url}")
+        elif found.url != args.url:
+            print(f"{args.url} moved permanently to {found.url}")
+        _not_there_yet(ff, found.url)
+        if not found.entries:
+            print(f"note: {found.url} is a feed without items for now", file=sys.stderr)
+        args.url = found.url
+        args.site = args.site or found.site
+        args.title = args.title or found.title or urlsplit(found.url).hostname
+        if not args.language and found.language and not found.language.startswith("ar"):
+            args.language = found.language
+        if not args.id:
+            try:
+                site = normalize_url(args.site) if args.site else None
+            except ValueError:
+                site = None
+            args.id = slug_for(normalize_url(args.url), site, {s.id for s in ff.config.sources})
     fields = source_fields(args)
     config = add_sources(ff, [fields])
     s = next(s for s in config.sources if s.id == args.id)
-    print(f"added {s.id} ({s.url}) to {ff.path} as source {len(config.sources)} of "
-          f"{len(config.sources)}; a running worker picks it up within seconds")
+    print(f"added {s.id} ({s.url}) \"{s.title}\" to {ff.path} as source "
+          f"{len(config.sources)} of {len(config.sources)}; a running worker picks it up "
+          "within seconds")
     return 0
+
+
+def _not_there_yet(ff: FeedsFile, url: str) -> None:
+    """Say so before reading a URL the file already has (validation would say it after)."""
+    try:
+        key = normalize_url(url)
+    except ValueError as e:
+        raise CliError(f"sources add: {e}") from e
+    for s in ff.config.sources:
+        if normalize_url(s.url) == key:
+            raise CliError(f"sources add: {url} is already in {ff.path} as {s.id}")
+
+
+def _discover(url: str, settings):
+    from .discover import discover
+    from .fetch import Fetcher
+
+    fetcher = Fetcher(settings)
+    try:
+        return discover(url, fetcher, datetime.now(UTC))
+    except DiscoveryError as e:
+        raise CliError(f"sources add: {e}\n(give --id and --title to add it without reading "
+                       "it)") from e
+    finally:
+        fetcher.close()
 
 
 def cmd_remove(ff: FeedsFile, args) -> int:
@@ -461,10 +514,12 @@ def add_parser(sub) -> None:
     ss = p.add_subparsers(dest="sources_command", required=True)
     q = ss.add_parser("list", help="every source, in ranking order")
     q.add_argument("--json", action="store_true")
-    q = ss.add_parser("add", help="append a source (last in the ranking)")
-    q.add_argument("--id", required=True)
-    q.add_argument("--url", required=True)
-    q.add_argument("--title", required=True)
+    q = ss.add_parser("add", help="append a source (last in the ranking); without --id or "
+                      "--title, they are read from the feed")
+    q.add_argument("url", nargs="?", help="the feed, or a web page that announces its feed")
+    q.add_argument("--url", dest="url_option", help=argparse.SUPPRESS)  # the older spelling
+    q.add_argument("--id", help="default: from the site's host, e.g. aljazeera")
+    q.add_argument("--title", help="default: the feed's title")
     q.add_argument("--site")
     q.add_argument("--country", help="ISO 3166-1 alpha-2, e.g. QA")
     q.add_argument("--tags", help="comma-separated slugs, e.g. gulf,broadcaster")
@@ -491,7 +546,7 @@ def main(args, settings) -> int:
         if c == "list":
             return cmd_list(ff, args)
         if c == "add":
-            return cmd_add(ff, args)
+            return cmd_add(ff, args, settings)
         if c == "remove":
             return cmd_remove(ff, args)
         if c in ("enable", "disable"):

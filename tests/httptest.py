@@ -20,18 +20,18 @@ def serving(server):
 
 
 @contextmanager
-def host_pages(pages: dict[str, str]):
-    """Serve {path: html} and yield the base URL."""
+def host_pages(pages: dict[str, str | tuple[str, bytes]]):
+    """Serve {path: html, or (content type, body)} and yield the base URL."""
 
     class Host(BaseHTTPRequestHandler):
         def do_GET(self):
-            body = pages.get(self.path)
-            if body is None:
+            page = pages.get(self.path)
+            if page is None:
                 self.send_error(404)
                 return
-            data = body.encode()
+            kind, data = page if isinstance(page, tuple) else ("text/html", page.encode())
             self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Type", f"{kind}; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

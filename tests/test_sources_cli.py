@@ -255,14 +255,103 @@ def test_export_opml_round_trips(feeds, tmp_path):
     assert empty.read_text(encoding="utf-8").startswith("# imported\nsources:\n  - id: ")
 
 
-# --- poll --dry-run -------------------------------------------------------------------------------
-
 @pytest.fixture
 def server():
     s = FeedServer().start()
     s.feeds["/bbc.xml"] = Feed("BBC", ant_items("BBC"))
     yield s
     s.stop()
+
+
+# --- add URL: what is not given is read from the feed ------------------------------------
+
+LOCAL = os.environ | {"AGG_ALLOW_PRIVATE_NETWORKS": "1"}  # the test servers are on 127.0.0.1
+
+
+@pytest.mark.parametrize("html,base,expected", [
+    ('<link rel="alternate" type="application/rss+xml" href="/rss.xml">',
+     "https://www.aljazeera.net/news/", ["https://www.aljazeera.net/rss.xml"]),
+    # <base href>, several rel tokens, a type with parameters and another case
+    ('<base href="https://x.example/ar/"><link rel="Alternate nofollow" '
+     'type="Application/Atom+XML; charset=utf-8" href="feed.atom">',
+     "https://x.example/", ["https://x.example/ar/feed.atom"]),
+    # not feeds: a stylesheet, another language's page, a JSON Feed, a javascript: URL
+    ('<link rel="stylesheet" type="text/css" href="/a.css">'
+     '<link rel="alternate" hreflang="en" href="/en/">'
+     '<link rel="alternate" type="application/feed+json" href="/feed.json">'
+     '<link rel="alternate" type="application/rss+xml" href="javascript:alert(1)">',
+     "https://x.example/", []),
+    # document order, each once
+    ('<link rel="alternate" type="application/rss+xml" href="/b.xml">'
+     '<link rel="alternate" type="application/atom+xml" href="/a.xml">'
+     '<link rel="alternate" type="application/rss+xml" href="/b.xml">',
+     "https://x.example/", ["https://x.example/b.xml", "https://x.example/a.xml"]),
+    ("", "https://x.example/", []),
+])
+def test_feed_links_a_page_announces(html, base, expected):
+    from aggregator.discover import feed_links
+
+    page = f"<!doctype html><html><head><title>t</title>{html}</head><body></body></html>"
+    assert feed_links(page.encode(), base) == expected
+
+
+def test_add_reads_title_site_and_id_from_the_feed(feeds, server):
+    server.feeds["/arabic.xml"] = Feed("بي بي سي عربي", ant_items("BBC"))
+    before = feeds.read_text(encoding="utf-8")
+    r = run("sources", "add", server.url("/arabic.xml"), "--tags", "broadcaster", env=LOCAL,
+            feeds=feeds)
+    assert r.returncode == 0, r.stderr
+    removed, added = changed_lines(before, feeds.read_text(encoding="utf-8"))
+    assert removed == []
+    s = load_config(feeds).sources[-1]
+    # the id from the site's host (the feed's <link>), the title as the feed names itself
+    assert (s.id, s.title, s.site, s.url, s.tags) == (
+        "example", "بي بي سي عربي", "https://example.org/", server.url("/arabic.xml"),
+        ("broadcaster",))
+    # --id and --title given: nothing is read (an offline edit), the URL stays as typed
+    r = run("sources", "add", "--id", "later", "--title", "لاحقًا",
+            "--url", "https://later.example/rss", feeds=feeds)
+    assert r.returncode == 0 and load_config(feeds).sources[-1].id == "later", r.stderr
+
+
+def test_add_follows_the_feed_a_page_announces(feeds, server):
+    from httptest import host_pages
+
+    feed = server.url("/bbc.xml")
+    pages = {"/": f'<!doctype html><html><head><link rel="alternate" '
+                  f'type="application/rss+xml" title="RSS" href="{feed}"></head></html>',
+             "/plain": "<!doctype html><html><head><title>no feed</title></head></html>"}
+    with host_pages(pages) as site:
+        r = run("sources", "add", site + "/", env=LOCAL, feeds=feeds)
+        assert r.returncode == 0, r.stderr
+        assert f"{site}/ announces the feed {feed}" in r.stdout
+        assert load_config(feeds).sources[-1].url == feed
+        before = feeds.read_text(encoding="utf-8")
+        r = run("sources", "add", site + "/plain", env=LOCAL, feeds=feeds)
+        assert r.returncode == 1 and "announces no RSS or Atom feed" in r.stderr
+        # the feed it announced is there already: said before anything is fetched
+        r = run("sources", "add", feed, env=LOCAL, feeds=feeds)
+        assert r.returncode == 1 and "is already in" in r.stderr
+    assert feeds.read_text(encoding="utf-8") == before
+
+
+def test_add_says_why_a_url_cannot_be_read_and_writes_nothing(feeds, server):
+    before = feeds.read_text(encoding="utf-8")
+    # the worker's own SSRF guard: a loopback feed needs the operator's opt-in
+    r = run("sources", "add", server.url("/bbc.xml"), feeds=feeds,
+            env={k: v for k, v in os.environ.items() if k != "AGG_ALLOW_PRIVATE_NETWORKS"})
+    assert r.returncode == 1 and "blocked" in r.stderr and "--id and --title" in r.stderr
+    r = run("sources", "add", server.url("/missing.xml"), env=LOCAL, feeds=feeds)
+    assert r.returncode == 1 and "http-4xx (HTTP 404)" in r.stderr
+    from httptest import host_pages
+
+    with host_pages({"/data.csv": ("text/csv", "عنوان,رابط\n".encode())}) as site:
+        r = run("sources", "add", site + "/data.csv", env=LOCAL, feeds=feeds)
+    assert r.returncode == 1 and "not a feed" in r.stderr, r.stderr
+    assert feeds.read_text(encoding="utf-8") == before
+
+
+# --- poll --dry-run -------------------------------------------------------------------------------
 
 
 def test_poll_dry_run_shows_what_would_be_stored_and_writes_nothing(server, redis_url,
