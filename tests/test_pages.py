@@ -710,21 +710,34 @@ def test_pages_read_the_topics_of_their_stories_together(redis_client, keys, fee
     assert trips <= 12 + shown, trips
 
 
+def report(item, source, title, published, summary=""):
+    """A report of outlet `source` as its feed would give it, seen at NOW."""
+    return Item(id=item, source=source, url=f"https://{source}.example/{item}", guid=None,
+                title=title, summary_html=summary, summary_text=summary, published=published,
+                first_seen=NOW, updated=published, content_hash=item)
+
+
+def grouped(redis_client, keys, config, *polls):
+    """Store each poll's reports and group after it, as the worker does; the grouper."""
+    from aggregator.group import Grouper
+
+    store = Store(redis_client, keys)
+    sources = {src.id: src for src in config.sources}
+    g = Grouper(redis_client, keys, source_rank={src.id: src.rank for src in config.sources})
+    for poll in polls:
+        for it in poll:
+            store.save_poll(sources[it.source], [it], SourceState(), NOW)
+        g.process_pending(NOW)
+    return g
+
+
 def test_story_page_orders_coverage_by_who_reported_first(redis_client, keys, feeds_path,
                                                           config):
     """France 24's later report reaches us first; BBC and CNN publish at the same minute an
     hour earlier. Coverage reads in the order outlets reported it (not the order we polled),
     and among reports of the same minute the lead (the operator's ranking: BBC above CNN) is
     the one named first to publish. Real ANT titles of the 2018-03-12 Kathmandu crash."""
-    from aggregator.group import Grouper
-
     t = datetime(2018, 3, 12, 10, 0, tzinfo=UTC)
-
-    def report(item, source, title, published):
-        return Item(id=item, source=source, url=f"https://{source}.example/{item}", guid=None,
-                    title=title, summary_html="", summary_text="", published=published,
-                    first_seen=NOW, updated=published, content_hash=item)
-
     later = report("c-f24", "france24_ar",
                    "مقتل 40 شخصا على الأقل في تحطم طائرة ركاب بنغلادشية قرب مطار كاتماندو بنيبال",
                    t + timedelta(hours=1))
@@ -732,13 +745,7 @@ def test_story_page_orders_coverage_by_who_reported_first(redis_client, keys, fe
         report("a-cnn", "cnn_arabic", "تحطم طائرة ركاب بنغلادشية قرب مطار كاتماندو في نيبال", t),
         report("b-bbc", "bbc_arabic", "نيبال: مقتل العشرات في تحطم طائرة في مطار كاتمندو", t),
     ]
-    s = Store(redis_client, keys)
-    sources = {src.id: src for src in config.sources}
-    g = Grouper(redis_client, keys, source_rank={src.id: src.rank for src in config.sources})
-    for batch in ([later], same_minute):
-        for it in batch:
-            s.save_poll(sources[it.source], [it], SourceState(), NOW)
-        g.process_pending(NOW)
+    g = grouped(redis_client, keys, config, [later], same_minute)
     sid = g.story_of("b-bbc")
     assert g.story_of("a-cnn") == g.story_of("c-f24") == sid  # else this test is moot
     app = build_app(redis_client, keys, feeds_path, config, grouper=False)
@@ -754,30 +761,17 @@ def test_story_page_lists_word_for_word_copies_under_the_report_they_copy(
     """Wire copy: CNN and France 24 carry BBC's text as is (one with its own spelling of
     hamza and tanween). The coverage shows the text once, with the other outlets as links
     to their copies; the timeline still shows when each outlet joined."""
-    from aggregator.group import Grouper
-
     t = datetime(2018, 3, 12, 10, 0, tzinfo=UTC)
     title = "نيبال: مقتل العشرات في تحطم طائرة ركاب بنغلادشية في مطار كاتمندو"
     summary = "تحطمت طائرة ركاب تابعة لشركة يو إس بنغلا أثناء هبوطها في مطار كاتمندو الدولي."
-
-    def report(item, source, title, summary, minutes):
-        return Item(id=item, source=source, url=f"https://{source}.example/{item}", guid=None,
-                    title=title, summary_html=summary, summary_text=summary,
-                    published=t + timedelta(minutes=minutes), first_seen=NOW,
-                    updated=t + timedelta(minutes=minutes), content_hash=item)
-
-    reports = [report("a-bbc", "bbc_arabic", title, summary, 0),
-               report("b-cnn", "cnn_arabic", title, summary, 5),
-               report("c-f24", "france24_ar", title.replace("إس", "اس"),
-                      summary.replace("إس", "اس"), 9),
+    minutes = [t + timedelta(minutes=m) for m in (0, 5, 9, 12)]
+    reports = [report("a-bbc", "bbc_arabic", title, minutes[0], summary),
+               report("b-cnn", "cnn_arabic", title, minutes[1], summary),
+               report("c-f24", "france24_ar", title.replace("إس", "اس"), minutes[2],
+                      summary.replace("إس", "اس")),
                report("d-sky", "skynewsarabia", "مقتل 49 في تحطم طائرة بنغلادشية في نيبال",
-                      "قتل 49 شخصا على الأقل في تحطم طائرة ركاب في مطار كاتمندو.", 12)]
-    s = Store(redis_client, keys)
-    sources = {src.id: src for src in config.sources}
-    g = Grouper(redis_client, keys, source_rank={src.id: src.rank for src in config.sources})
-    for it in reports:
-        s.save_poll(sources[it.source], [it], SourceState(), NOW)
-    g.process_pending(NOW)
+                      minutes[3], "قتل 49 شخصا على الأقل في تحطم طائرة ركاب في مطار كاتمندو.")]
+    g = grouped(redis_client, keys, config, reports)
     sid = g.story_of("a-bbc")
     assert g.story_of("b-cnn") == g.story_of("c-f24") == sid  # else this test is moot
     app = build_app(redis_client, keys, feeds_path, config, grouper=False)
