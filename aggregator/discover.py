@@ -16,9 +16,12 @@ from .errors import DiscoveryError, ParseError
 from .fetch import Fetcher
 from .normalize import clean_text
 from .parse import parse_feed
-from .types import FetchResult, SourceState
+from .types import FetchResult, Outcome, SourceState
 
 FEED_TYPES = ("application/rss+xml", "application/atom+xml", "application/rdf+xml")
+# Failures that may pass (see DiscoveryError.passing); `blocked`: the operator may opt in.
+PASSING = {Outcome.DNS, Outcome.CONNECT, Outcome.TIMEOUT, Outcome.TLS, Outcome.HTTP_5XX,
+           Outcome.RATE_LIMITED, Outcome.PROTOCOL, Outcome.BLOCKED}
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,8 @@ def _fetch(fetcher: Fetcher, url: str, now: datetime) -> FetchResult:
     result = fetcher.fetch(url, SourceState(), now)
     if not result.outcome.is_success or not result.body:
         raise DiscoveryError(f"{url}: {result.outcome.value}"
-                             + (f" ({result.error})" if result.error else ""))
+                             + (f" ({result.error})" if result.error else ""),
+                             passing=result.outcome in PASSING)
     return result
 
 

@@ -23,7 +23,13 @@ class InputError(AggregatorError):
 
 
 class DiscoveryError(AggregatorError):
-    """A URL given to `sources add` that is not a feed, nor a page announcing one."""
+    """A URL given to `sources add` that is not a feed, nor a page announcing one.
+    `passing`: the failure may pass (the server is down, slow or refused us), so adding the
+    URL without reading it can make sense; a 404 or a body that is no feed cannot."""
+
+    def __init__(self, message: str, passing: bool = False):
+        super().__init__(message)
+        self.passing = passing
 
 
 class ParseError(AggregatorError):

@@ -323,8 +323,8 @@ def _discover(url: str, settings):
     try:
         return discover(url, fetcher, datetime.now(UTC))
     except DiscoveryError as e:
-        raise CliError(f"sources add: {e}\n(give --id and --title to add it without reading "
-                       "it)") from e
+        hint = "\n(give --id and --title to add it without reading it)" if e.passing else ""
+        raise CliError(f"sources add: {e}{hint}") from e
     finally:
         fetcher.close()
 

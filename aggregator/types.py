@@ -25,7 +25,7 @@ class Outcome(str, enum.Enum):
     TLS = "tls"
     HTTP_4XX = "http-4xx"
     HTTP_5XX = "http-5xx"
-    RATE_LIMITED = "rate-limited"  # 429 (and 503 with Retry-After): the server asked us to wait
+    RATE_LIMITED = "rate-limited"  # 429: we asked too often (a 503's Retry-After is honoured too)
     GONE = "gone"  # 410: the source is disabled and says so
     TOO_LARGE = "too-large"
     TOO_MANY_REDIRECTS = "too-many-redirects"

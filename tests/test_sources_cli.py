@@ -343,11 +343,14 @@ def test_add_says_why_a_url_cannot_be_read_and_writes_nothing(feeds, server):
     assert r.returncode == 1 and "blocked" in r.stderr and "--id and --title" in r.stderr
     r = run("sources", "add", server.url("/missing.xml"), env=LOCAL, feeds=feeds)
     assert r.returncode == 1 and "http-4xx (HTTP 404)" in r.stderr
+    assert "--id and --title" not in r.stderr  # a wrong URL, not a passing failure
     from httptest import host_pages
 
     with host_pages({"/data.csv": ("text/csv", "عنوان,رابط\n".encode())}) as site:
         r = run("sources", "add", site + "/data.csv", env=LOCAL, feeds=feeds)
     assert r.returncode == 1 and "not a feed" in r.stderr, r.stderr
+    # adding it unread is suggested where the failure may pass (blocked), not otherwise
+    assert "--id and --title" not in r.stderr
     assert feeds.read_text(encoding="utf-8") == before
 
 
