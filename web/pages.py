@@ -225,9 +225,6 @@ class Reader:
                 found[item.id] = single_story(item)
         return found
 
-    def topic(self, topic_id: str | None) -> TopicRef | None:
-        return self.topics([topic_id]).get(topic_id) if topic_id else None
-
     def topics(self, topic_ids: Iterable[str | None]) -> dict[str, TopicRef]:
         """The topics that exist among the ids, read together."""
         found = self.grouper.get_topics(t for t in topic_ids if t)
@@ -806,18 +803,17 @@ def coverage_of(card: Card) -> list[CoverageEntry]:
 @cached_page()
 def topic(topic_id: str):
     reader = Reader()
-    g = reader.grouper
-    t = g.get_topic(topic_id)
+    t = reader.topics([topic_id]).get(topic_id)
     if t is None:
         abort(404)
-    ids = list(g.topic_stories(topic_id, 100))
+    ids = list(reader.grouper.topic_stories(topic_id, 100))
     found = reader.stories(ids)
     cards = sorted(reader.cards([found[s] for s in ids if s in found]),
                    key=lambda c: c.sort_time, reverse=True)
     outlets: dict[str, Outlet] = {}
     for o in (o for c in cards for o in c.outlets):
         outlets.setdefault(o.key, o)
-    return render_template("topic.html", topic=TopicRef(t.id, t.label or t.id, t.size),
+    return render_template("topic.html", topic=t,
                            days=by_day(cards, display()), cards=cards, in_topic=t.id,
                            outlets=list(outlets.values()), feed_base=f"/feeds/topics/{quote(t.id, safe='')}")
 
