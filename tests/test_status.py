@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 
 import lxml.html
@@ -256,6 +257,27 @@ def test_status_html_is_arabic_rtl_without_inline_script(redis_client, keys, fee
     # Sort links keep the token the page was opened with.
     links = tree.xpath('//a[contains(@href, "sort=")]/@href')
     assert links and all("token=" in h for h in links)
+
+
+def test_status_tells_a_servers_wait_only_while_it_lasts(redis_client, keys, feeds_path,
+                                                       polled):
+    from datetime import timedelta
+
+    from aggregator.store import Store
+    from ops_fixtures import NOW
+
+    store = Store(redis_client, keys)
+    for sid, until in (("bbc", NOW + timedelta(minutes=20)),
+                       ("alarabiya", NOW - timedelta(minutes=5))):
+        store.save_state(sid, dataclasses.replace(store.load_state(sid), retry_after_until=until))
+    c = make_app(redis_client, keys, feeds_path, AGG_STATUS_TOKEN=TOKEN).test_client()
+    tree = lxml.html.fromstring(c.get("/status", headers=BEARER).get_data(as_text=True))
+    waits = {row.get("data-source") for row in tree.xpath("//tr[@data-source]")
+             if "طلب الخادم الانتظار" in row.text_content()}
+    assert waits == {"bbc"}  # alarabiya's wait is over: its next poll is the backoff's
+    # the JSON keeps the stored value either way
+    rows = {r["id"]: r for r in c.get("/status.json", headers=BEARER).get_json()["sources"]}
+    assert rows["alarabiya"]["retry_after_until"] and rows["bbc"]["retry_after_until"]
 
 
 def test_status_html_with_basic_auth_has_no_token_in_links(redis_client, keys, feeds_path,
