@@ -420,6 +420,17 @@ def test_no_separator_a_reader_could_take_for_the_digit_zero(redis_client, keys,
         assert "·" not in visible, (path, visible[max(0, visible.find("·") - 40):][:80])
 
 
+@pytest.mark.parametrize("path", ["/", "/topics", "/topics/skripal-poisoning",
+                                  "/stories/russia-rejects-uk-ultimatum-summons-envoy"])
+def test_meta_lines_keep_their_separators_next_to_what_they_separate(client, path):
+    # .meta lays out its children with flex and a gap: text loose beside an element
+    # becomes an item of its own, and the gap opens before the comma ("١٩:٥٣  ، منذ").
+    # Each run of text with its elements sits in one child.
+    for meta in doc(client.get(path)).xpath('//*[contains(concat(" ", @class, " "), " meta ")]'):
+        loose = [(meta.text or "")] + [(child.tail or "") for child in meta]
+        assert not "".join(loose).strip(), (path, lxml.html.tostring(meta, encoding=str))
+
+
 def test_topics_page_lists_the_threads_newest_activity_first(client):
     tree = doc(client.get("/topics"))
     assert tree.xpath('//nav//a[@href="/topics" and @aria-current="page"]')
