@@ -5,6 +5,7 @@ cap, redirects, SSRF guard), so a URL that adds cleanly is one the worker can po
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urljoin, urlsplit
@@ -18,6 +19,7 @@ from .normalize import clean_text
 from .parse import parse_feed
 from .types import FetchResult, Outcome, SourceState
 
+_PRIMARY_LANGUAGE = re.compile(r"([a-z]{2,3})(?:[-_][a-z0-9]+)*")
 FEED_TYPES = ("application/rss+xml", "application/atom+xml", "application/rdf+xml")
 # Failures that may pass (see DiscoveryError.passing); `blocked`: the operator may opt in.
 PASSING = {Outcome.DNS, Outcome.CONNECT, Outcome.TIMEOUT, Outcome.TLS, Outcome.HTTP_5XX,
@@ -29,7 +31,7 @@ class Discovered:
     url: str  # the feed's URL: a page's announced feed, a permanent redirect's target
     title: str | None
     site: str | None
-    language: str | None
+    language: str | None  # the primary subtag ("en" of "en-US"), if the feed names one
     via: str | None = None  # the page that announced the feed, when `url` was one
     entries: int = 0
 
@@ -89,6 +91,7 @@ def discover(url: str, fetcher: Fetcher, now: datetime) -> Discovered:
         except ParseError as e2:
             raise DiscoveryError(f"{url} (announced by {via}): not a feed ({e2})") from e2
     site = feed.link if feed.link and urlsplit(feed.link).scheme in ("http", "https") else None
+    language = _PRIMARY_LANGUAGE.fullmatch((feed.language or "").strip().lower())
     return Discovered(url=result.permanent_redirect or url, title=clean_text(feed.title) or None,
-                      site=site, language=(feed.language or "").strip().lower() or None,
-                      via=via, entries=len(feed.entries))
+                      site=site, language=language.group(1) if language else None, via=via,
+                      entries=len(feed.entries))

@@ -335,6 +335,21 @@ def test_add_follows_the_feed_a_page_announces(feeds, server):
     assert feeds.read_text(encoding="utf-8") == before
 
 
+def test_add_keeps_a_feeds_other_language_as_a_valid_tag(feeds):
+    from httptest import host_pages
+
+    rss = ('<?xml version="1.0"?><rss version="2.0"><channel><title>Middle East Eye</title>'
+           "<link>https://www.middleeasteye.net/</link><language>en_US</language>"
+           "<item><title>Gaza</title><link>https://www.middleeasteye.net/news/1</link>"
+           "</item></channel></rss>")
+    with host_pages({"/rss": ("application/rss+xml", rss.encode())}) as site:
+        r = run("sources", "add", site + "/rss", env=LOCAL, feeds=feeds)
+    assert r.returncode == 0, r.stderr
+    s = load_config(feeds).sources[-1]
+    # en_US is no language tag feeds.yaml accepts; its primary subtag is
+    assert (s.id, s.title, s.language) == ("middleeasteye", "Middle East Eye", "en")
+
+
 def test_add_says_why_a_url_cannot_be_read_and_writes_nothing(feeds, server):
     before = feeds.read_text(encoding="utf-8")
     # the worker's own SSRF guard: a loopback feed needs the operator's opt-in
