@@ -276,6 +276,15 @@ def _load_bytes(data: bytes, path: str) -> Config:
     return Config(path=path, sources=_validate(tree, path), digest=digest, data=data)
 
 
+# What the YAML parser's words mean in the mistakes people make editing feeds.yaml by hand.
+_YAML_HINTS = (
+    ("'\\t'", "indent with spaces: YAML does not allow tabs"),
+    ("expected <block end>", "this line is indented differently from the lines of its "
+                             "source above"),
+    ("mapping values are not allowed here", "a value with ': ' in it needs quotes"),
+)
+
+
 def _yaml_problem(exc: MarkedYAMLError, text: str, path: str) -> str:
     problem, context = exc.problem_mark, exc.context_mark
     if problem is None or (context is not None and problem.line >= text.count("\n")):
@@ -285,7 +294,8 @@ def _yaml_problem(exc: MarkedYAMLError, text: str, path: str) -> str:
     line = problem.line + 1 if problem else 1
     where = f" (line {context.line + 1})" if context and context.line != problem.line else ""
     message = "; ".join(filter(None, [f"{exc.context}{where}" if exc.context else "", exc.problem]))
-    return f"{path}:{line}: yaml: {message or exc}"
+    hints = [hint for marker, hint in _YAML_HINTS if marker in (exc.problem or "")]
+    return f"{path}:{line}: yaml: {message or exc}" + "".join(f" ({h})" for h in hints)
 
 
 def _validate(tree: Any, path: str) -> tuple[Source, ...]:

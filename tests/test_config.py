@@ -196,6 +196,16 @@ def test_every_problem_in_a_file_is_reported_in_order():
     ("defaults: {}\n", "<string>:1: sources: required field is missing"),
     ("sources:\n  - just a string\n", "<string>:2: sources[0]: expected a mapping"),
     ("sources: []\nsources: []\n", "<string>:2: yaml: while constructing a mapping"),
+    # the hand-editing mistakes, said in the operator's terms
+    ("sources:\n  - id: a\n\turl: https://a.example/rss\n",
+     "<string>:3: yaml: while scanning for the next token; found character '\\t' that cannot "
+     "start any token (indent with spaces: YAML does not allow tabs)"),
+    ("sources:\n  - id: a\n    url: https://a.example/rss\n  title: A\n",
+     "<string>:4: yaml: while parsing a block collection (line 2); expected <block end>, but "
+     "found '?' (this line is indented differently from the lines of its source above)"),
+    ("sources:\n  - id: a\n    title: الشرق: أخبار\n",
+     "<string>:3: yaml: mapping values are not allowed here (a value with ': ' in it needs "
+     "quotes)"),
 ])
 def test_structural_problems(text, expected):
     with pytest.raises(ConfigError) as info:
