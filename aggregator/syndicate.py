@@ -115,7 +115,8 @@ class StoryEntry:
     @cached_property  # asked by every output of the entry: its list, counts and authors
     def reports(self) -> list[Item]:
         """The members as types.story_reports lists them (as the story page does)."""
-        return story_reports(self.items, self.story.lead_item, keep=self.lead)
+        return story_reports(self.items, self.story.lead_item, keep=self.lead,
+                             rank={sid: s.rank for sid, s in self.sources.items()})
 
 
 Entry = Union[ArticleEntry, StoryEntry]

@@ -5,7 +5,7 @@ All datetimes are aware UTC; they are converted once, at parse/normalise time.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -104,15 +104,19 @@ def _itself(m):
 
 
 def story_reports(members: Sequence[T], lead_id: str, keep: T | None = None,
-                  item: Callable[[T], Item] = _itself) -> list[T]:
+                  item: Callable[[T], Item] = _itself,
+                  rank: Mapping[str, int] | None = None) -> list[T]:
     """A story's reports as every output lists them: one per article (one_per_article),
-    oldest first, and the lead (lead_id: the grouper's choice, by the operator's ranking of
-    outlets) first among reports of the same moment. Of an article in several feeds the
-    copy kept is `keep`'s, by default the lead's (the first member when the lead is gone).
-    `item`: the Item of a member (members are Items by default)."""
+    oldest first, and among reports of the same moment the lead (lead_id: the grouper's
+    choice, by the operator's ranking of outlets) first, then the others by that ranking
+    (`rank`: source id -> Source.rank; unknown sources last). Of an article in several
+    feeds the copy kept is `keep`'s, by default the lead's (the first member when the lead
+    is gone). `item`: the Item of a member (members are Items by default)."""
     if keep is None and members:
         keep = next((m for m in members if item(m).id == lead_id), members[0])
-    ordered = sorted(members, key=lambda m: (item(m).published, item(m).id != lead_id))
+    rank = rank or {}
+    ordered = sorted(members, key=lambda m: (item(m).published, item(m).id != lead_id,
+                                             rank.get(item(m).source, 1 << 20)))
     first = [keep] if keep is not None else []
     kept = {id(m) for m in one_per_article([*first, *ordered], lambda m: item(m).url)}
     return [m for m in ordered if id(m) in kept]

@@ -5,7 +5,7 @@ import dataclasses
 import json
 import os
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote
 
@@ -14,6 +14,7 @@ from lxml import etree
 
 from aggregator import syndicate
 from aggregator.syndicate import ArticleEntry, FeedMeta, StoryEntry, render, to_uri
+from aggregator.types import Item
 from syndicate_ant import SOURCES, gold_stories, jsonfeed_validator, load_rows
 
 A = "{http://www.w3.org/2005/Atom}"
@@ -531,6 +532,27 @@ def test_a_story_entry_puts_its_lead_first_among_reports_of_the_same_moment(data
     assert at_lead[0] == lead.id and twin.id in at_lead
     shown = [i.id for i in syndicate.shown_reports(entry) if i.published == lead.published]
     assert shown[0] == lead.id
+
+
+@pytest.mark.parametrize("reports,rank,expected", [
+    # same second: the lead, then the others by the operator's ranking, not by item id
+    ([("a-clone", "clone", 0), ("b-lead", "bbc", 0), ("c-cnn", "cnn", 0)],
+     {"bbc": 0, "cnn": 1, "clone": 2}, ["b-lead", "c-cnn", "a-clone"]),
+    # an unknown source goes after ranked ones; time comes before any ranking
+    ([("a-x", "unknown", 0), ("b-lead", "bbc", 60), ("c-cnn", "cnn", 0)],
+     {"bbc": 0, "cnn": 1}, ["c-cnn", "a-x", "b-lead"]),
+    # no ranking: the order the grouper stored them in
+    ([("a-clone", "clone", 0), ("b-lead", "bbc", 0), ("c-cnn", "cnn", 0)],
+     None, ["b-lead", "a-clone", "c-cnn"]),
+])
+def test_reports_of_one_moment_follow_the_lead_then_the_ranking(reports, rank, expected):
+    from aggregator.types import story_reports
+
+    t0 = datetime(2018, 10, 2, 16, 53, tzinfo=timezone.utc)
+    items = [Item(id=i, source=src, url=f"https://{src}.example/{i}", guid=None, title=i,
+                  summary_html="", summary_text="", published=t0 + timedelta(seconds=dt),
+                  first_seen=t0, updated=t0, content_hash=i) for i, src, dt in reports]
+    assert [it.id for it in story_reports(items, "b-lead", rank=rank)] == expected
 
 
 @pytest.mark.parametrize("links,kept", [
