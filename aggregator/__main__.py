@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 from dataclasses import replace
+from datetime import datetime, timezone
 
 from .config import no_config_to_run
 from .errors import ConfigError
@@ -88,10 +89,34 @@ def cmd_stats(args, settings: Settings) -> int:
               "(sources below) until it is fixed:")
         for problem in data["config"]["problems"]:
             print(f"  {problem}")
+    now = datetime.now(timezone.utc)
     for sid, s in data["sources"].items():
-        print(f"  {sid:<28} {s['items']:>6} items  {s['last_status'] or '-':<14} "
-              f"errors {s['errors']:>3}  next {s['next_poll'] or '-'}")
+        status = (s["last_status"] or "-") + (f" {s['last_http_status']}"
+                                              if s["last_http_status"] else "")
+        print(f"  {sid:<28} {s['items']:>6} items  {status:<18} errors {s['errors']:>3}  "
+              f"{next_poll_text(s, now)}")
     return 0
+
+
+def next_poll_text(source: dict, now: datetime) -> str:
+    """A `stats --json` source's next poll as an operator reads it: 'next in 4m 10s'."""
+    if source.get("disabled_reason"):
+        return f"stopped: {source['disabled_reason']}"
+    if not source.get("enabled", True):
+        return "disabled in feeds.yaml"
+    if not source.get("next_poll"):
+        return "next: at the worker's start"
+    seconds = round((datetime.fromisoformat(source["next_poll"]) - now).total_seconds())
+    if seconds <= 0:
+        return f"next: due ({_span(-seconds)} ago)" if seconds < 0 else "next: now"
+    return f"next in {_span(seconds)}"
+
+
+def _span(seconds: int) -> str:
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    parts = [f"{h}h"] * bool(h) + [f"{m}m"] * bool(m) + [f"{s}s"] * bool(s and not h)
+    return " ".join(parts) or "0s"
 
 
 def cmd_check_config(args, settings: Settings) -> int:

@@ -172,6 +172,25 @@ def test_stats_json_reports_items_stories_and_every_source(server, env, redis_cl
     assert cnn["last_http_status"] == 503 and cnn["retry_after_until"]
 
 
+STATS_NOW = datetime.fromisoformat("2026-12-06T00:30:00+00:00")
+
+
+@pytest.mark.parametrize("source,text", [
+    ({"next_poll": "2026-12-06T00:34:10.5+00:00"}, "next in 4m 10s"),
+    ({"next_poll": "2026-12-06T02:45:59+00:00"}, "next in 2h 15m"),
+    ({"next_poll": "2026-12-06T00:30:00+00:00"}, "next: now"),
+    ({"next_poll": "2026-12-06T00:29:53+00:00"}, "next: due (7s ago)"),
+    ({"next_poll": None}, "next: at the worker's start"),
+    ({"next_poll": None, "enabled": False}, "disabled in feeds.yaml"),
+    ({"next_poll": None, "enabled": False, "disabled_reason": "410 Gone at 2026-12-06 00:10 UTC"},
+     "stopped: 410 Gone at 2026-12-06 00:10 UTC"),
+])
+def test_stats_says_when_each_source_is_polled_next(source, text):
+    from aggregator.__main__ import next_poll_text
+
+    assert next_poll_text(source, STATS_NOW) == text
+
+
 def test_stats_into_a_closed_pipe_ends_without_a_traceback(server, env):
     # `python -m aggregator stats | head -3`: head exits before stats has written it all
     Path(env["AGG_FEEDS"]).write_text(feeds_yaml(server, ["BBC", "CNN"]), encoding="utf-8")
