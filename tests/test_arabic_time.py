@@ -108,6 +108,21 @@ def test_day_heading(when, tz, heading):
     assert at.day_heading(when, tz) == heading
 
 
+@pytest.mark.parametrize("when,tz,digits,expected", [
+    # Eid al-Adha 1439 and the Hijri new year 1440, as Saudi Arabia announced them
+    (datetime(2018, 8, 21, 9, 0, tzinfo=UTC), "Asia/Riyadh", "arabic", "١٠ ذو الحجة ١٤٣٩ هـ"),
+    (datetime(2018, 9, 11, 9, 0, tzinfo=UTC), "Asia/Riyadh", "arabic", "١ محرم ١٤٤٠ هـ"),
+    # the Hijri day follows the display timezone's calendar day, as the heading does
+    (datetime(2018, 3, 13, 23, 43, tzinfo=UTC), "Asia/Riyadh", "latin", "26 جمادى الآخرة 1439 هـ"),
+    (datetime(2018, 3, 13, 23, 43, tzinfo=UTC), "Africa/Casablanca", "latin",
+     "25 جمادى الآخرة 1439 هـ"),
+    # outside the Umm al-Qura table: nothing rather than a guess
+    (datetime(1900, 1, 1, tzinfo=UTC), "UTC", "arabic", None),
+])
+def test_hijri_day_by_umm_al_qura(when, tz, digits, expected):
+    assert at.hijri_day(when, tz, digits) == expected
+
+
 def test_levantine_months_and_latin_digits():
     when = datetime(2018, 3, 13, 8, 30, tzinfo=UTC)
     assert at.day_heading(when, "Asia/Beirut", digits="latin", months="levantine") == \

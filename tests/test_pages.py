@@ -84,6 +84,11 @@ def test_index_is_arabic_rtl_and_grouped_by_day_in_display_timezone(client):
     # the page clock is 03:00 on the 14th in Riyadh: today and yesterday are named
     rel = [text(h) for h in tree.xpath('//h2[@class="day-heading"]/span[@class="day-rel"]')]
     assert rel == ["اليوم", "أمس"]
+    # each day with its Hijri date (Umm al-Qura), after the Gregorian one
+    hijri = [text(h) for h in tree.xpath(
+        '//h2[@class="day-heading"]/time/following-sibling::span[@class="hijri"]')]
+    assert hijri == ["، ٢٦ جمادى الآخرة ١٤٣٩ هـ", "، ٢٥ جمادى الآخرة ١٤٣٩ هـ",
+                     "، ٢٤ جمادى الآخرة ١٤٣٩ هـ"]
     assert len(cards(tree)) == gold_story_count(ROWS)
     first = cards(tree)[0]
     assert first.get("data-story") == "trump-says-iran-behind-middle-east-problems" or \
@@ -219,6 +224,13 @@ def test_single_outlet_story_has_no_more_badge(client):
         "trump-says-iran-behind-middle-east-problems" in card_ids(tree) else cards(tree)[0]
     assert not one.xpath('.//span[contains(@class,"more")]')
     assert "التفاصيل" in text(one)
+
+
+def test_hijri_dates_can_be_turned_off(redis_client, keys, feeds_path, config, store):
+    tree = doc(build_app(redis_client, keys, feeds_path, config, AGG_HIJRI="0")
+               .test_client().get("/"))
+    assert tree.xpath('//h2[@class="day-heading"]/time') and \
+        not tree.xpath('//span[@class="hijri"]')
 
 
 def test_filter_by_source(client):

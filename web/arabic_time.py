@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
+from hijridate import Gregorian
+
 ARABIC_INDIC = "٠١٢٣٤٥٦٧٨٩"
 _TO_ARABIC = str.maketrans("0123456789", ARABIC_INDIC)
 
@@ -188,6 +190,18 @@ def day_heading(when: datetime, tz: str | tzinfo | None, digits: str = "arabic",
     d = local(when, tz)
     month = MONTHS.get(months, MONTHS["gregorian"])[d.month - 1]
     return f"{WEEKDAYS[d.weekday()]} {digits_of(d.day, digits)} {month} {digits_of(d.year, digits)}"
+
+
+def hijri_day(when: datetime, tz: str | tzinfo | None, digits: str = "arabic") -> str | None:
+    """'٢٢ محرم ١٤٤٠ هـ' — the Hijri date of the same calendar day, by Umm al-Qura (Saudi
+    Arabia's civil calendar: a published table, where an arithmetic calendar drifts a day
+    or two from what Gulf readers see printed). None outside the table (1924-2077)."""
+    d = local(when, tz)
+    try:
+        h = Gregorian(d.year, d.month, d.day).to_hijri()
+    except OverflowError:
+        return None
+    return f"{digits_of(h.day, digits)} {h.month_name('ar')} {digits_of(h.year, digits)} هـ"
 
 
 def clock(when: datetime, tz: str | tzinfo | None, digits: str = "arabic") -> str:

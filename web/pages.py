@@ -75,6 +75,7 @@ class Display:
     tz: str
     digits: str  # "arabic" (٠١٢…) or "latin" (012…)
     months: str  # "gregorian" (يناير…) or "levantine" (كانون الثاني…)
+    hijri: bool = True  # day headings also give the Hijri date
 
 
 def display() -> Display:
@@ -82,8 +83,10 @@ def display() -> Display:
     tz = cfg.get("AGG_TIMEZONE") or services().settings.timezone or "Asia/Riyadh"
     digits = cfg.get("AGG_DIGITS") or os.environ.get("AGG_DIGITS") or "arabic"
     months = cfg.get("AGG_MONTHS") or os.environ.get("AGG_MONTHS") or "gregorian"
+    hijri = str(cfg.get("AGG_HIJRI", os.environ.get("AGG_HIJRI", "1")))
     return Display(tz, "latin" if digits == "latin" else "arabic",
-                   "levantine" if months == "levantine" else "gregorian")
+                   "levantine" if months == "levantine" else "gregorian",
+                   hijri.strip().lower() not in ("0", "false", "no", "off"))
 
 
 def now_utc() -> datetime:
@@ -465,20 +468,22 @@ def list_stories(reader: Reader, f: Filters) -> tuple[list[Card], float | None]:
                        scan_cap=SEARCH_SCAN_CAP if matcher else None, prefer_source=f.source)
 
 
-def by_day(cards: list[Card], d: Display) -> list[tuple[str, str, list[Card], str]]:
-    """[(day key, Arabic heading, cards, "اليوم"/"أمس"/"")] in the order given (newest first).
-    Days are calendar days in the display timezone, as the reader lives them."""
+def by_day(cards: list[Card], d: Display) -> list[tuple[str, str, list[Card], str, str]]:
+    """[(day key, Arabic heading, cards, "اليوم"/"أمس"/"", Hijri date or "")] in the order
+    given (newest first). Days are calendar days in the display timezone, as the reader
+    lives them."""
     now = now_utc()
     today = at.day_key(now, d.tz)
     yesterday = at.day_key(now - timedelta(days=1), d.tz)
-    days: OrderedDict[str, tuple[str, list[Card]]] = OrderedDict()
+    days: OrderedDict[str, tuple[str, list[Card], str]] = OrderedDict()
     for c in cards:
         key = at.day_key(c.sort_time, d.tz)
         if key not in days:
-            days[key] = (at.day_heading(c.sort_time, d.tz, d.digits, d.months), [])
+            hijri = (at.hijri_day(c.sort_time, d.tz, d.digits) or "") if d.hijri else ""
+            days[key] = (at.day_heading(c.sort_time, d.tz, d.digits, d.months), [], hijri)
         days[key][1].append(c)
     rel = {today: "اليوم", yesterday: "أمس"}
-    return [(k, h, cs, rel.get(k, "")) for k, (h, cs) in days.items()]
+    return [(k, h, cs, rel.get(k, ""), hj) for k, (h, cs, hj) in days.items()]
 
 
 def filter_choices(reader: Reader) -> dict:
