@@ -284,6 +284,32 @@ def test_search_without_results(client):
     assert "لا نتائج" in text(tree.xpath('//div[@class="empty"]')[0])
 
 
+def test_a_search_that_stopped_early_says_how_far_back_it_looked(client, monkeypatch):
+    from web import pages
+
+    # each request reads 6 items; "في" is in nearly every report of the window
+    monkeypatch.setattr(pages, "SEARCH_SCAN_CAP", 6)
+    tree = doc(client.get("/", query_string={"q": "في", "limit": 20}))
+    assert 0 < len(card_ids(tree)) < 20
+    note = tree.xpath('//p[@class="searched-to"]')
+    assert note and "قد توجد نتائج أقدم" in text(note[0])
+    older = tree.xpath('//a[@class="older"]')[0]
+    assert "تابع البحث في الأقدم" in text(older)
+    # the date it names is where the next request starts
+    cursor = float(parse_qs(urlparse(older.get("href")).query)["before"][0])
+    assert datetime.fromisoformat(note[0].xpath(".//time/@datetime")[0].replace("Z", "+00:00")) \
+        == datetime.fromtimestamp(cursor, UTC).replace(microsecond=0)
+    # nothing found in what it read: it says so, and how far back
+    tree = doc(client.get("/", query_string={"q": "كلمةغيرموجودة"}))
+    empty = text(tree.xpath('//div[@class="empty"]')[0])
+    assert "لا نتائج" in empty and "في الأخبار حتى" in empty and "قد توجد نتائج أقدم" in empty
+    # a search that filled its page, or read everything, claims nothing
+    monkeypatch.setattr(pages, "SEARCH_SCAN_CAP", 3000)
+    for limit in (2, 100):
+        tree = doc(client.get("/", query_string={"q": "في", "limit": limit}))
+        assert not tree.xpath('//p[@class="searched-to"]')
+
+
 def test_pagination_walks_every_story_once_newest_first(client):
     seen, url, pages = [], "/?limit=4", 0
     times = []

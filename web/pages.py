@@ -286,7 +286,7 @@ class Reader:
         r = self.store.r
         top = f"({before!r}" if before is not None else "+inf"
         # A search reads many items to find a few: bigger batches, fewer round trips.
-        batch = 250 if scan_cap else max(limit * 2, 50)
+        batch = min(250, scan_cap) if scan_cap else max(limit * 2, 50)
         offset = 0
         scanned = 0
         chosen: OrderedDict[str, float] = OrderedDict()
@@ -725,9 +725,13 @@ def index():
     if f.q:
         active.append(("q", f.q))
     feed_base = feed_path_for(f)
+    # A search that read its share of items before it filled the page says how far back
+    # it looked: a short page is then not "all there is".
+    searched_to = (datetime.fromtimestamp(cursor, UTC)
+                   if f.q and cursor is not None and len(cards) < f.limit else None)
     return render_template(
         "index.html", days=by_day(cards, d), cards=cards, filters=f, choices=choices,
-        active=active, next_cursor=cursor, feed_base=feed_base,
+        active=active, next_cursor=cursor, feed_base=feed_base, searched_to=searched_to,
         older_url=url_for("pages.index", **f.params(before=repr(cursor))) if cursor else None,
         newest_url=url_for("pages.index", **f.params()) if f.before is not None else None,
     )
