@@ -310,6 +310,25 @@ def test_a_search_that_stopped_early_says_how_far_back_it_looked(client, monkeyp
         assert not tree.xpath('//p[@class="searched-to"]')
 
 
+def test_robots_keep_crawlers_off_searches_widgets_and_admin(client):
+    from urllib.robotparser import RobotFileParser
+
+    resp = client.get("/robots.txt")
+    assert resp.status_code == 200 and resp.mimetype == "text/plain"
+    robots = RobotFileParser()
+    robots.parse(resp.get_data(as_text=True).splitlines())
+    for path in ["/", "/stories/x", "/topics/t", "/feeds/all.atom", "/sources", "/?before=1"]:
+        assert robots.can_fetch("Googlebot", path), path
+    for path in ["/embed/all", "/status", "/metrics"]:
+        assert not robots.can_fetch("Googlebot", path), path
+    # the stdlib parser has no wildcards: the search rules are RFC 9309 patterns
+    assert {"Disallow: /*?q=", "Disallow: /*&q="} <= set(resp.get_data(as_text=True).splitlines())
+    # and a search page asks not to be indexed in any case
+    search = doc(client.get("/", query_string={"q": "روسيا"}))
+    assert search.xpath('//meta[@name="robots"]/@content') == ["noindex, follow"]
+    assert not doc(client.get("/")).xpath('//meta[@name="robots"]')
+
+
 def test_pagination_walks_every_story_once_newest_first(client):
     seen, url, pages = [], "/?limit=4", 0
     times = []

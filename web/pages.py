@@ -707,6 +707,26 @@ def favicon():
     return redirect(url_for("static", filename="favicon.svg"), code=301)
 
 
+# Crawlers may read the pages and feeds; not search results (each reads up to 3,000 items,
+# and every query is a new URL), the embed widgets (other sites' copies of our pages) or
+# the admin surfaces. `*` in a path is RFC 9309's wildcard, which the major crawlers follow.
+ROBOTS_TXT = """User-agent: *
+Disallow: /*?q=
+Disallow: /*&q=
+Disallow: /embed/
+Disallow: /status
+Disallow: /metrics
+"""
+
+
+@bp.get("/robots.txt")
+def robots():
+    resp = current_app.response_class(ROBOTS_TXT, mimetype="text/plain")
+    resp.cache_control.public = True
+    resp.cache_control.max_age = 86400
+    return resp
+
+
 @bp.get("/")
 @cached_page(_index_key)
 def index():
