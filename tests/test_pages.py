@@ -856,6 +856,43 @@ def test_story_page_lists_word_for_word_copies_under_the_report_they_copy(
     assert len(tree.xpath('//ol[@class="tl"]/li')) == len(g.story_items(sid))
 
 
+def test_a_shared_story_link_previews_with_its_headline_summary_and_image(
+        redis_client, keys, feeds_path, config):
+    import dataclasses
+
+    t = datetime(2018, 3, 12, 10, 0, tzinfo=UTC)
+    title = "نيبال: مقتل العشرات في تحطم طائرة ركاب بنغلادشية في مطار كاتمندو"
+    summary = "تحطمت طائرة ركاب تابعة لشركة يو إس بنغلا أثناء هبوطها في مطار كاتمندو الدولي."
+    with_image = dataclasses.replace(report("a-bbc", "bbc_arabic", title, t, summary),
+                                     image="https://ichef.example/crash.jpg")
+    script_image = dataclasses.replace(report("b-cnn", "cnn_arabic", "خبر آخر تماما عن الطقس",
+                                              t, "أمطار غزيرة"), image="javascript:alert(1)")
+    g = grouped(redis_client, keys, config, [with_image, script_image])
+    app = build_app(redis_client, keys, feeds_path, config, grouper=False,
+                    AGG_PUBLIC_URL="https://news.example/")
+    c = app.test_client()
+
+    def meta(tree, key):
+        return tree.xpath(f'//meta[@property="{key}" or @name="{key}"]/@content')
+
+    sid = g.story_of("a-bbc")
+    tree = doc(c.get(f"/stories/{sid}"))
+    assert meta(tree, "og:title") == [title] and meta(tree, "og:type") == ["article"]
+    assert meta(tree, "og:url") == [f"https://news.example/stories/{sid}"]
+    assert tree.xpath('//link[@rel="canonical"]/@href') == meta(tree, "og:url")
+    assert meta(tree, "og:description") == [summary] == meta(tree, "description")
+    assert meta(tree, "og:image") == ["https://ichef.example/crash.jpg"]
+    assert meta(tree, "twitter:card") == ["summary_large_image"]
+    assert meta(tree, "og:locale") == ["ar_AR"]
+    # an image that is no web address is no preview
+    other = doc(c.get(f"/stories/{g.story_of('b-cnn')}"))
+    assert meta(other, "og:image") == [] and meta(other, "twitter:card") == ["summary"]
+    # other pages preview as the site
+    home = doc(c.get("/"))
+    assert meta(home, "og:type") == ["website"]
+    assert meta(home, "og:site_name") == meta(tree, "og:site_name")
+
+
 def test_topic_feed_pages_through_its_stories_newest_first(client):
     """The topic feed pages by its stories' newest published report, as the topic page
     orders them: every story once, in the page's order."""

@@ -30,7 +30,7 @@ from aggregator.types import Item, Source, SourceState, Story, story_reports
 
 from . import arabic_time as at
 from .extensions import services
-from .feeds import SITE_TITLE
+from .feeds import SITE_TITLE, public_base
 from .pagecache import cached_page
 
 log = logging.getLogger(__name__)
@@ -638,6 +638,8 @@ def _globals():
         "display_tz": at.zone_label(display().tz, now_utc(), display().digits),
         "display_digits": display().digits,
         "render_now": at.iso(now_utc()),
+        # absolute links for what leaves the site: link previews, canonical URLs
+        "public_url": lambda path: public_base() + path.lstrip("/"),
     }
 
 
