@@ -370,6 +370,8 @@ def _feed_generator(fmt: Fmt, meta: FeedMeta, entries: Sequence[Entry], mode: Mo
     fg = FeedGenerator()
     fg.register_extension("agg", AggFeedExtension, AggEntryExtension)
     fg.load_extension("dc", atom=False, rss=True)  # dc:creator: RSS <author> needs an email
+    # media:thumbnail: the picture feed readers (Feedly, Inoreader, NetNewsWire) show
+    fg.load_extension("media", atom=True, rss=True)
     updated = meta.updated or max((entry_updated(e) for e in entries), default=EPOCH)
     updated = _utc(updated)
 
@@ -408,6 +410,12 @@ def _feed_generator(fmt: Fmt, meta: FeedMeta, entries: Sequence[Entry], mode: Mo
     return fg
 
 
+def _thumbnail(fe, it: Item) -> None:
+    image = to_uri(it.image) if it.image else None
+    if image:
+        fe.media.thumbnail({"url": image}, group=None)  # group=None: no <media:group> around it
+
+
 def _article_title(it: Item) -> str:
     """Feeds without titles exist; RSS and Atom readers need one (the validator too)."""
     return clean(it.title).strip() or clean(it.summary_text).strip()[:80] or it.id
@@ -432,6 +440,7 @@ def _article_entry(fe, fmt: Fmt, meta: FeedMeta, entry: ArticleEntry) -> None:
     body = (clean(it.summary_html) or html.escape(clean(it.summary_text))
             or html.escape(clean(it.title)))
     fe.content(body, type="html")  # RSS: <description>
+    _thumbnail(fe, it)
     published = _utc(it.published)
     fe.published(published)
     fe.pubDate(published)
@@ -468,6 +477,7 @@ def _story_entry(fe, fmt: Fmt, meta: FeedMeta, entry: StoryEntry) -> None:
         fe.category(term=entry.topic.id, scheme=f"{meta.base_url}topics/",
                     label=clean(entry.topic.label) or None)
     fe.content(story_content_html(meta, entry), type="html")
+    _thumbnail(fe, lead)
     fe.published(_utc(story.first_published))
     fe.pubDate(_utc(story.first_published))
     fe.updated(_utc(story.updated))

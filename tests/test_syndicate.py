@@ -491,6 +491,29 @@ def test_atom_outputs_match_the_rfc4287_schema(data, atom_rng):
         assert atom_rng.validate(doc), atom_rng.error_log.last_error
 
 
+def test_a_report_image_is_the_thumbnail_feed_readers_show(data, atom_rng):
+    import feedparser
+
+    rows, stories, topics, items = data
+    s = stories[MULTI]
+    members = [items[i] for i in s.items]
+    lead = next(i for i in members if i.id == s.lead_item)
+    pictured = dataclasses.replace(lead, image="https://ichef.example/غزة 1.jpg")
+    others = [m for m in members if m.id != lead.id]
+    story = StoryEntry(s, (pictured, *others), SOURCES, topics[s.topic])
+    article = ArticleEntry(pictured, SOURCES[lead.source], s.id)
+    plain = ArticleEntry(others[0], SOURCES[others[0].source], s.id)
+    want = "https://ichef.example/%D8%BA%D8%B2%D8%A9%201.jpg"
+    for fmt in ("atom", "rss"):
+        for mode, entries in (("stories", [story]), ("articles", [article, plain])):
+            body = render(fmt, meta(), entries, mode)
+            if fmt == "atom":
+                assert atom_rng.validate(etree.fromstring(body)), atom_rng.error_log.last_error
+            parsed = feedparser.parse(body)
+            assert [e.get("media_thumbnail", [{}])[0].get("url") for e in parsed.entries] == \
+                [want] + [None] * (len(entries) - 1), (fmt, mode)
+
+
 @pytest.mark.parametrize("breakage", ["no id", "author without name", "bad date", "type"])
 def test_the_atom_schema_can_fail(data, atom_rng, breakage):
     doc = etree.fromstring(render("atom", meta(), story_entries(data, [MULTI]), "stories"))
