@@ -116,7 +116,7 @@ class StoryEntry:
     def reports(self) -> list[Item]:
         """The members as types.story_reports lists them (as the story page does)."""
         return story_reports(self.items, self.story.lead_item, keep=self.lead,
-                             rank={sid: s.rank for sid, s in self.sources.items()})
+                             sources=self.sources)
 
 
 Entry = Union[ArticleEntry, StoryEntry]

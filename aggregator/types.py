@@ -105,18 +105,23 @@ def _itself(m):
 
 def story_reports(members: Sequence[T], lead_id: str, keep: T | None = None,
                   item: Callable[[T], Item] = _itself,
-                  rank: Mapping[str, int] | None = None) -> list[T]:
+                  sources: Mapping[str, Source] | None = None) -> list[T]:
     """A story's reports as every output lists them: one per article (one_per_article),
     oldest first, and among reports of the same moment the lead (lead_id: the grouper's
     choice, by the operator's ranking of outlets) first, then the others by that ranking
-    (`rank`: source id -> Source.rank; unknown sources last). Of an article in several
+    (Source.rank of `sources`, by source id; unknown sources last). Of an article in several
     feeds the copy kept is `keep`'s, by default the lead's (the first member when the lead
     is gone). `item`: the Item of a member (members are Items by default)."""
     if keep is None and members:
         keep = next((m for m in members if item(m).id == lead_id), members[0])
-    rank = rank or {}
+    sources = sources or {}
+
+    def rank(source_id: str) -> int:
+        src = sources.get(source_id)
+        return src.rank if src is not None else 1 << 20
+
     ordered = sorted(members, key=lambda m: (item(m).published, item(m).id != lead_id,
-                                             rank.get(item(m).source, 1 << 20)))
+                                             rank(item(m).source)))
     first = [keep] if keep is not None else []
     kept = {id(m) for m in one_per_article([*first, *ordered], lambda m: item(m).url)}
     return [m for m in ordered if id(m) in kept]

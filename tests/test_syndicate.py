@@ -14,7 +14,7 @@ from lxml import etree
 
 from aggregator import syndicate
 from aggregator.syndicate import ArticleEntry, FeedMeta, StoryEntry, render, to_uri
-from aggregator.types import Item
+from aggregator.types import Item, Source
 from syndicate_ant import SOURCES, gold_stories, jsonfeed_validator, load_rows
 
 A = "{http://www.w3.org/2005/Atom}"
@@ -575,7 +575,10 @@ def test_reports_of_one_moment_follow_the_lead_then_the_ranking(reports, rank, e
     items = [Item(id=i, source=src, url=f"https://{src}.example/{i}", guid=None, title=i,
                   summary_html="", summary_text="", published=t0 + timedelta(seconds=dt),
                   first_seen=t0, updated=t0, content_hash=i) for i, src, dt in reports]
-    assert [it.id for it in story_reports(items, "b-lead", rank=rank)] == expected
+    sources = None if rank is None else {
+        sid: Source(id=sid, url=f"https://{sid}.example/rss", title=sid, rank=r)
+        for sid, r in rank.items()}
+    assert [it.id for it in story_reports(items, "b-lead", sources=sources)] == expected
 
 
 @pytest.mark.parametrize("links,kept", [

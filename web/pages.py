@@ -243,7 +243,6 @@ class Reader:
         for item in self.store.get_items(need):
             items[item.id] = item
         topics = self.topics(st.topic for st in stories)
-        ranks = {sid: s.rank for sid, s in self.sources.items()}
         cards = []
         for st in stories:
             members = [Report(items[i], self.outlet(items[i].source))
@@ -258,7 +257,7 @@ class Reader:
                            key=lambda r: r.item.published, default=lead)
             # one per article, the headline's copy of its article kept
             reports = story_reports(members, st.lead_item, keep=lead, item=_report_item,
-                                    rank=ranks)
+                                    sources=self.sources)
             by_key: dict[str, Outlet] = {lead.outlet.key: lead.outlet}
             # then in the order they reported it (outlets whose reports retention trimmed last)
             for o in [*(r.outlet for r in reports), *map(self.outlet, st.sources)]:
