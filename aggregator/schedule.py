@@ -44,7 +44,10 @@ def after_poll(
         polls=state.polls + 1,
         latency_ms=round(result.elapsed * 1000, 1),
         retry_after_until=None,
-        suggested_url=result.permanent_redirect or state.suggested_url,
+        # A success straight from the configured URL withdraws an earlier suggestion (the
+        # redirect was undone); a failure says nothing about it.
+        suggested_url=result.permanent_redirect or (
+            None if outcome.is_success else state.suggested_url),
         url=source.url,
     )
     if outcome.is_success:

@@ -78,6 +78,21 @@ def test_permanent_redirect_is_kept_as_suggestion():
     assert st.suggested_url == "https://new.example.org/rss"
 
 
+@pytest.mark.parametrize("outcome, status, redirect, kept", [
+    (Outcome.OK, 200, "https://new.example.org/rss", "https://new.example.org/rss"),
+    (Outcome.NOT_MODIFIED, 304, "https://new.example.org/rss", "https://new.example.org/rss"),
+    (Outcome.OK, 200, None, None),  # the old URL answers again itself: the move was undone
+    (Outcome.NOT_MODIFIED, 304, None, None),
+    (Outcome.TIMEOUT, None, None, "https://new.example.org/rss"),  # a failure proves nothing
+    (Outcome.HTTP_5XX, 500, None, "https://new.example.org/rss"),
+])
+def test_a_suggested_url_lasts_while_the_redirect_does(outcome, status, redirect, kept):
+    before = SourceState(suggested_url="https://new.example.org/rss")
+    st = after_poll(SRC, before, result(outcome, status, permanent_redirect=redirect), NOW,
+                    random.Random(0))
+    assert st.suggested_url == kept
+
+
 @pytest.mark.parametrize("stored, lo, hi", [
     (NOW + timedelta(minutes=7), 420, 420),  # restart resumes the stored time
     (NOW - timedelta(hours=2), 0, 10),  # overdue: soon, but spread
