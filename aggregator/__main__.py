@@ -43,6 +43,7 @@ def cmd_run(args, settings: Settings) -> int:
 def stats(settings: Settings) -> dict:
     from .config import config_status, load_config_or_last_good
     from .keys import Keys
+    from .schedule import for_url
     from .store import Store, connect
 
     store = Store(connect(settings), Keys(settings.key_prefix))
@@ -51,7 +52,7 @@ def stats(settings: Settings) -> dict:
     states = store.load_states(ids)
     sources = {}
     for source in config.sources:
-        st = states[source.id]
+        st = for_url(source, states[source.id])  # an edited URL: not the old one's verdicts
         sources[source.id] = {
             "items": store.count_items(source.id),
             "enabled": source.enabled and not st.disabled_reason,
@@ -95,6 +96,8 @@ def cmd_stats(args, settings: Settings) -> int:
                                               if s["last_http_status"] else "")
         print(f"  {sid:<28} {s['items']:>6} items  {status:<18} errors {s['errors']:>3}  "
               f"{next_poll_text(s, now)}")
+        if s["suggested_url"]:
+            print(f"  {'':<28} moved for good to {s['suggested_url']} (`sources moved --apply`)")
     return 0
 
 

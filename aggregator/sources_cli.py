@@ -7,6 +7,7 @@
     sources enable ID | disable ID
     sources import-opml FILE [--tags a,b] [--dry-run]
     sources export-opml [-o FILE]
+    sources moved [--apply]
 
 How edits keep the file: ruamel.yaml's round-trip loader tells us where every source
 starts (line and column), and we edit those lines of text. Going through its object
@@ -41,6 +42,8 @@ from ruamel.yaml.error import YAMLError
 
 from .config import Config, load_config_text, normalize_url
 from .errors import ConfigError, DiscoveryError
+from .schedule import for_url
+from .types import Source, SourceState
 
 UTC = timezone.utc
 MAX_OPML_BYTES = 5 * 1024 * 1024
@@ -378,6 +381,89 @@ def cmd_enable(ff: FeedsFile, args, enabled: bool) -> int:
     return 0
 
 
+# --- permanent redirects ---------------------------------------------------------------------------
+
+def moved_sources(config: Config, states: dict[str, SourceState]) -> list[tuple[Source, str]]:
+    """(source, new URL) for every source whose configured URL answered with a permanent
+    redirect. A suggestion recorded for a URL the file no longer has is stale: skipped."""
+    out = []
+    for source in config.sources:
+        suggested = for_url(source, states[source.id]).suggested_url
+        if suggested and normalize_url(suggested) != source.url:
+            out.append((source, normalize_url(suggested)))
+    return out
+
+
+def _value_end(line: str, start: int) -> int:
+    """Where the one-line YAML scalar starting at `start` ends (quoted or plain)."""
+    quote = line[start:start + 1]
+    if quote == "'":
+        i = start + 1
+        while (i := line.find("'", i)) != -1 and line[i + 1:i + 2] == "'":
+            i += 2  # '' is an escaped quote
+        return len(line) if i == -1 else i + 1
+    if quote == '"':
+        m = re.compile(r'"(?:[^"\\]|\\.)*"').match(line, start)
+        return m.end() if m else len(line)
+    m = re.compile(r"\s+#").search(line, start)
+    return m.start() if m else len(line.rstrip())
+
+
+def _like(quote: str, value: str) -> str:
+    """`value` as YAML, quoted the way the value it replaces was (the file keeps its style)."""
+    if quote == '"':
+        return json.dumps(value, ensure_ascii=False)
+    if quote == "'":
+        return "'" + value.replace("'", "''") + "'"
+    return _scalar(value)
+
+
+def set_urls(ff: FeedsFile, new_urls: dict[str, str]) -> None:
+    """Replace the url of each source id in `new_urls`, touching only those values."""
+    lines = ff.text.split("\n")
+    tree = ff._tree(ff.text)
+    for item in tree["sources"]:
+        source_id = str(item.get("id"))
+        if source_id in new_urls:
+            row, col = item.lc.value("url")
+            end = _value_end(lines[row], col)
+            lines[row] = (lines[row][:col] + _like(lines[row][col], new_urls[source_id])
+                          + lines[row][end:])
+    before = [(s.id, new_urls.get(s.id, s.url)) for s in ff.config.sources]
+    ff.save("\n".join(lines), lambda c: None if [(s.id, s.url) for s in c.sources] == before
+            else "the edit would change more than those URLs")
+
+
+def cmd_moved(ff: FeedsFile, args, settings) -> int:
+    from .keys import Keys
+    from .store import Store, connect
+
+    store = Store(connect(settings), Keys(settings.key_prefix))
+    moved = moved_sources(ff.config, store.load_states([s.id for s in ff.config.sources]))
+    if not moved:
+        print(f"no source of {ff.path} has answered with a permanent redirect")
+        return 0
+    owners = {s.url: s.id for s in ff.config.sources}
+    apply = {}
+    for source, url in moved:
+        print(f"{source.id}: {source.url} -> {url}")
+        if url in owners:
+            print(f"  not changed: {url} is already the URL of {owners[url]}; remove one of "
+                  "the two sources", file=sys.stderr)
+        else:
+            apply[source.id] = url
+    if not args.apply:
+        if apply:
+            print(f"`sources moved --apply` writes the new {'URL' if len(apply) == 1 else 'URLs'}"
+                  f" into {ff.path}")
+        return 0
+    if apply:
+        set_urls(ff, apply)
+        print(f"{len(apply)} {'URL' if len(apply) == 1 else 'URLs'} updated in {ff.path}; the "
+              "worker polls the new address and keeps each source's history")
+    return 0 if len(apply) == len(moved) else 1
+
+
 # --- OPML ------------------------------------------------------------------------------------------
 
 def read_opml(path: str) -> list[dict]:
@@ -535,6 +621,9 @@ def add_parser(sub) -> None:
     q.add_argument("--dry-run", action="store_true")
     q = ss.add_parser("export-opml", help="write the sources as OPML 2.0")
     q.add_argument("-o", "--output", help="file (default: stdout)")
+    q = ss.add_parser("moved", help="sources whose feed has moved for good (a permanent "
+                      "redirect seen by the worker)")
+    q.add_argument("--apply", action="store_true", help="write their new URLs into the file")
     p.set_defaults(func=main)
 
 
@@ -555,6 +644,8 @@ def main(args, settings) -> int:
             return cmd_import_opml(ff, args)
         if c == "export-opml":
             return cmd_export_opml(ff, args)
+        if c == "moved":
+            return cmd_moved(ff, args, settings)
     except CliError as e:
         print(str(e), file=sys.stderr)
         return 1

@@ -407,3 +407,53 @@ def test_poll_dry_run_shows_what_would_be_stored_and_writes_nothing(server, redi
     assert "consecutive failures 1" in r.stdout
     assert redis_client.zcard(keys.timeline) == 16
     assert redis_client.hget(keys.source_state("bbc"), "last_status") == "ok"
+
+
+# --- moved: permanent redirects seen by the worker, written back on request -----------------------
+
+
+def test_moved_lists_permanent_redirects_and_applies_them_line_by_line(server, redis_url,
+                                                                       keys, tmp_path):
+    server.feeds["/taken.xml"] = Feed("CNN", ant_items("CNN"))
+    server.feeds["/bbc-old.xml"] = Feed("BBC", [], faults=[Fault(301, {"Location": "/bbc.xml"})])
+    server.feeds["/cnn-old.xml"] = Feed("CNN", [],
+                                        faults=[Fault(301, {"Location": "/taken.xml"})])
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text(
+        "sources:\n"
+        f'  - id: bbc\n    url: "{server.url("/bbc-old.xml")}"  # the Arabic service\n'
+        "    title: BBC\n"
+        f"  - id: cnn\n    url: '{server.url('/cnn-old.xml')}'\n    title: CNN\n"
+        f"  - id: taken\n    url: {server.url('/taken.xml')}\n    title: CNN again\n",
+        encoding="utf-8")
+    env = os.environ | {"REDIS_URL": redis_url, "AGG_KEY_PREFIX": keys.prefix,
+                        "AGG_FEEDS": str(feeds), "AGG_ALLOW_PRIVATE_NETWORKS": "1"}
+    r = run("sources", "moved", env=env)
+    assert (r.returncode, r.stdout) == (0, f"no source of {feeds} has answered with a "
+                                           "permanent redirect\n")
+    for sid in ("bbc", "cnn", "taken"):
+        assert run("poll", sid, env=env).returncode == 0
+    before = feeds.read_text(encoding="utf-8")
+
+    r = run("sources", "moved", env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        f"bbc: {server.url('/bbc-old.xml')} -> {server.url('/bbc.xml')}",
+        f"cnn: {server.url('/cnn-old.xml')} -> {server.url('/taken.xml')}",
+        f"`sources moved --apply` writes the new URL into {feeds}",
+    ]
+    assert "already the URL of taken" in r.stderr
+    assert feeds.read_text(encoding="utf-8") == before  # listing writes nothing
+    stats = run("stats", env=env).stdout
+    assert f"moved for good to {server.url('/bbc.xml')}" in stats
+
+    r = run("sources", "moved", "--apply", env=env)
+    assert r.returncode == 1  # one move could not be written
+    diff = [d for d in difflib.ndiff(before.splitlines(), feeds.read_text("utf-8").splitlines())
+            if d[0] in "+-"]
+    assert diff == [f'-     url: "{server.url("/bbc-old.xml")}"  # the Arabic service',
+                    f'+     url: "{server.url("/bbc.xml")}"  # the Arabic service']
+    # the suggestion belonged to the old URL: neither listed again nor shown by stats
+    r = run("sources", "moved", env=env)
+    assert r.stdout.startswith("cnn: ") and "bbc" not in r.stdout
+    assert "moved for good" not in run("stats", env=env).stdout.split("\n  cnn")[0]

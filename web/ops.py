@@ -33,6 +33,7 @@ from flask import (Blueprint, Response, abort, current_app, jsonify, render_temp
 
 from aggregator.config import config_status
 from aggregator.errors import AggregatorError
+from aggregator.schedule import for_url
 
 from .extensions import services
 
@@ -402,7 +403,7 @@ def status_rows(now: datetime) -> list[dict]:
     incidents = counts[-1]
     rows = []
     for i, s in enumerate(sources):
-        st = states[s.id]
+        st = for_url(s, states[s.id])  # an edited URL: not the old one's verdicts
         failing_for = (now - st.failing_since).total_seconds() if st.failing_since else None
         rows.append({
             "id": s.id, "title": s.title, "url": s.url, "site": s.site, "rank": s.rank,
