@@ -187,6 +187,36 @@ def test_sources_table_fits_a_desktop_and_scrolls_inside_itself_on_a_phone(
     assert page.evaluate("document.documentElement.scrollWidth") <= 420
 
 
+def test_a_source_url_cut_short_keeps_its_scheme_and_host(browser, app_url):
+    page = browser.new_page(viewport={"width": 360, "height": 800}, locale="ar")
+    page.goto(app_url + "/sources")
+    cut = page.locator(".src-url").evaluate_all("""divs => divs.filter(d =>
+        d.scrollWidth > d.clientWidth).map(d => d.getBoundingClientRect().left -
+        d.querySelector('a').getBoundingClientRect().left)""")
+    assert cut, "no URL is long enough to be cut at this width"
+    assert all(hidden <= 1 for hidden in cut), cut  # the URL's start is on screen
+
+
+def test_keyboard_focus_never_hides_under_the_sticky_day_heading(browser, app_url):
+    page = browser.new_page(viewport={"width": 360, "height": 640}, locale="ar")
+    page.goto(app_url + "/")
+    page.locator("main .card a").last.focus()  # the bottom of the page
+    obscured = []
+    for _ in range(40):  # backwards through the cards: the browser scrolls each into view
+        page.keyboard.press("Shift+Tab")
+        hit = page.evaluate("""() => {
+            const el = document.activeElement.getBoundingClientRect();
+            for (const h of document.querySelectorAll('.day-heading')) {
+                const r = h.getBoundingClientRect();
+                if (r.top < el.bottom && r.bottom > el.top + 1) return document.activeElement.textContent;
+            }
+            return null;
+        }""")
+        if hit:
+            obscured.append(hit.strip()[:40])
+    assert not obscured, obscured
+
+
 def test_embed_script_renders_the_json_feed_in_a_host_page(browser, app_url, host_url):
     page = browser.new_page()
     page.goto(host_url + "/script.html")
