@@ -257,12 +257,24 @@ def test_filter_by_country_and_tag(client):
                       '[text()="دولية"]')
     tree = doc(client.get("/?source=bbc_arabic&country=AE"))
     assert card_ids(tree) == []
-    assert "لا أخبار" in text(tree.xpath('//div[@class="empty"]')[0])
+    # the site has news: the filter matches none of it (not "no news yet")
+    empty = text(tree.xpath('//div[@class="empty"]')[0])
+    assert "لا أخبار تطابق هذه التصفية" in empty and "بعد." not in empty.split("التصفية")[0]
+    assert tree.xpath('//div[@class="empty"]//a[@href="/"]')
 
 
 def test_unknown_filter_shows_empty_state(client):
     tree = doc(client.get("/?source=nosuch"))
     assert card_ids(tree) == []
+
+
+def test_a_filter_chip_keeps_an_arabic_outlet_name_right_to_left(client):
+    # "CNN بالعربية" starts with a Latin word: dir=auto would lay it out left to right
+    tree = doc(client.get("/?source=cnn_arabic"))
+    chip = tree.xpath('//ul[@class="chips"]//a[@class="chip"]/bdi')[0]
+    assert chip.get("dir") == "rtl" and text(chip) == "CNN بالعربية"
+    tree = doc(client.get("/", query_string={"q": "brexit"}))
+    assert tree.xpath('//ul[@class="chips"]//bdi[@dir="auto"][text()="brexit"]')
 
 
 @pytest.mark.parametrize("q, story", [
@@ -428,6 +440,9 @@ def test_story_page_has_full_coverage_timeline_related_and_feeds(client):
     related = tree.xpath('//section[@class="related"]//article/@data-story')
     assert set(related) == {"may-says-russia-highly-likely-behind-skripal",
                             "uk-security-council-meets-on-skripal"}
+    # no day heading above them: each related story's time carries its date
+    for when in tree.xpath('//section[@class="related"]//span[@class="when"]'):
+        assert re.search(r"[٠-٩]+ مارس ٢٠١٨، [٠-٩]{2}:[٠-٩]{2}", text(when)), text(when)
     feeds = tree.xpath('//ul[@class="feedlinks"]//a/@href')
     assert feeds == [f"/feeds/stories/{sid}.atom", f"/feeds/stories/{sid}.rss",
                      f"/feeds/stories/{sid}.json"]

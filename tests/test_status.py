@@ -252,6 +252,8 @@ def test_status_html_is_arabic_rtl_without_inline_script(redis_client, keys, fee
     gone = " ".join(tree.xpath('//tr[@data-source="france24"]')[0].text_content().split())
     assert "أُزيلت الخلاصة نهائيًا gone 410" in gone, gone
     assert "توقف جلبها بعد ردّ 410 Gone في" in gone and "Gone at" not in gone, gone
+    # "CNN بالعربية" starts with a Latin word: right to left all the same, like its badges
+    assert tree.xpath('//tr[@data-source="cnn"]/th/bdi')[0].get("dir") == "rtl"
     moved = tree.xpath('//tr[@data-source="alarabiya"]')[0]
     assert moved.xpath('.//a[contains(@href, "/alarabia.xml") and not(contains(@href, "redirect"))]')
     # Sort links keep the token the page was opened with.
@@ -316,3 +318,14 @@ def test_status_says_a_feeds_edit_was_rejected_and_the_last_good_config_runs(
     assert c.get("/status.json", headers=BEARER).get_json()["config"]["valid"] is True
     assert not lxml.html.fromstring(c.get("/status", headers=BEARER).get_data(as_text=True)
                                     ).xpath('//*[@role="alert"]')
+
+
+@pytest.mark.parametrize("seconds, words", [
+    (0.3, "الآن"), (1.2, "قبل ثانية"), (2, "قبل ثانيتين"), (3, "قبل ٣ ثوانٍ"),
+    (10.4, "قبل ١٠ ثوانٍ"), (11, "قبل ١١ ثانية"), (100, "قبل ١٠٠ ثانية"),
+])
+def test_heartbeat_age_is_said_with_the_arabic_count_forms(redis_client, keys, feeds_path,
+                                                           seconds, words):
+    app = make_app(redis_client, keys, feeds_path)
+    with app.test_request_context("/status"):
+        assert app.jinja_env.filters["seconds_ago"](seconds) == words

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
@@ -556,6 +556,14 @@ def _errors_count(n: int) -> str:
     return at.count(n, at.ERROR, display().digits)
 
 
+@bp.app_template_filter("seconds_ago")
+def _seconds_ago(seconds: float) -> str:
+    """'الآن', 'قبل ثانية', 'قبل ثانيتين', 'قبل ٣ ثوانٍ', 'قبل ١١ ثانية' (after قبل, the
+    genitive)."""
+    n = round(seconds)
+    return "الآن" if n < 1 else "قبل " + at.count(n, at.SECOND, display().digits, genitive=True)
+
+
 @bp.app_template_filter("outcome_label")
 def _outcome_label(outcome: str) -> str:
     return OUTCOME_LABELS.get(outcome, outcome)
@@ -594,8 +602,9 @@ def text_dir(language: str | None) -> str:
 @bp.app_template_filter("bidi")
 def _bidi(obj) -> Markup:
     """Attributes that isolate a piece of text in its own direction (and language when it
-    is not the page's): use as <a{{ item|bidi }}>, for Items and Outlets alike."""
-    language = getattr(obj, "language", None) or "ar"
+    is not the page's): use as <a{{ item|bidi }}>, for Items, Outlets and /status rows."""
+    language = (obj.get("language") if isinstance(obj, Mapping)
+                else getattr(obj, "language", None)) or "ar"
     attrs = f' dir="{text_dir(language)}"'
     if language.split("-")[0].lower() != "ar":
         attrs += f' lang="{escape(language)}"'
@@ -738,13 +747,14 @@ def index():
     choices = filter_choices(reader)
     active = []
     if f.source:
-        active.append(("source", reader.outlet(f.source).title))
+        outlet = reader.outlet(f.source)
+        active.append(("source", outlet.title, text_dir(outlet.language)))
     if f.tag:
-        active.append(("tag", tag_label(f.tag)))
+        active.append(("tag", tag_label(f.tag), "rtl"))
     if f.country:
-        active.append(("country", COUNTRIES.get(f.country, f.country)))
+        active.append(("country", COUNTRIES.get(f.country, f.country), "rtl"))
     if f.q:
-        active.append(("q", f.q))
+        active.append(("q", f.q, "auto"))
     feed_base = feed_path_for(f)
     # A search that read its share of items before it filled the page says how far back
     # it looked: a short page is then not "all there is".
