@@ -131,9 +131,13 @@ def test_story_feed_lists_an_article_under_http_and_https_once(redis_client, key
                                  AGG_VERSION_TTL=0.0))
     try:
         doc = json.loads(get(f"{server.url}/feeds/stories/{s.id}.json")[2])
+        # its topic's article feed lists the article once too
+        topic = json.loads(get(f"{server.url}/feeds/topics/{s.topic}.json?mode=articles")[2])
     finally:
         server.close()
     assert {i["id"].rsplit("/", 1)[1] for i in doc["items"]} == set(s.items)
+    topic_ids = {i["id"].rsplit("/", 1)[1] for i in topic["items"]}
+    assert set(s.items) <= topic_ids and "again" not in topic_ids
 
 
 def test_filtered_stories_are_those_with_a_member_in_the_index(live):
@@ -278,6 +282,8 @@ def walk(live, url):
     ("/feeds/tags/gulf.json?mode=stories&limit=2", "gulf-stories"),
     ("/feeds/sources/bbc.json?mode=stories&limit=1", "bbc-stories"),
     ("/feeds/sources/france24.json?limit=2", "france24"),
+    # the cursor is a report's place: a story's older reports follow on the next page
+    ("/feeds/topics/skripal-poisoning.json?mode=articles&limit=2", "skripal-poisoning"),
 ])
 def test_paging_cursor_round_trip(live, path, total):
     ids, pages = walk(live, live.url + path)
@@ -292,6 +298,9 @@ def test_paging_cursor_round_trip(live, path, total):
         got = {i.rsplit("/", 1)[1] for i in ids}
     elif total == "bbc-stories":
         expected = {r.story for r in live.rows if r.item.source == "bbc"}
+        got = {i.rsplit("/", 1)[1] for i in ids}
+    elif total == "skripal-poisoning":
+        expected = {i for st in live.stories.values() if st.topic == total for i in st.items}
         got = {i.rsplit("/", 1)[1] for i in ids}
     else:
         expected = {r.item.id for r in live.rows if r.item.source == total}

@@ -449,21 +449,7 @@ def _one_story(story: Story, p: Params, sources):
     """Follow one story: its reports (articles) newest first, or the story itself."""
     if p.mode == "stories":
         return _story_entries([story], sources), None
-    items = services().store.get_items(story.items)
-    items = story_reports(items, story.lead_item)  # one per article, as the story page
-    q_norm = normalize(p.q) if p.q else None
-    items = [it for it in items if _matches(q_norm, (it.title, it.summary_text))]
-    items.sort(key=lambda it: (it.published.timestamp(), it.id), reverse=True)
-    if p.before:
-        score, ident = p.before
-        items = [it for it in items if (it.published.timestamp(), it.id) < (score, ident or "")
-                 or it.published.timestamp() < score]
-    page = items[: p.limit]
-    nxt = (page[-1].published.timestamp(), page[-1].id) if len(items) > p.limit else None
-    base = public_base()
-    return [ArticleEntry(it, sources.get(it.source) or
-                         syndicate._unknown_source(_meta_stub(base), it.source), story.id)
-            for it in page], nxt
+    return _report_page([story], p, sources)
 
 
 def _topic_entries(topic_id: str, p: Params, sources):
@@ -471,6 +457,8 @@ def _topic_entries(topic_id: str, p: Params, sources):
     ids = grouper.topic_stories(topic_id, 1000)
     stories = sorted(grouper.get_stories(ids), key=lambda s: (s.last_published, s.id),
                      reverse=True)
+    if p.mode == "articles":  # the cursor is a report's place, not a story's
+        return _report_page(stories, p, sources)
     if p.q:
         q_norm = normalize(p.q)
         items = {it.id: it for it in store.get_items({i for s in stories for i in s.items})}
@@ -479,19 +467,33 @@ def _topic_entries(topic_id: str, p: Params, sources):
         score, ident = p.before
         stories = [s for s in stories
                    if (s.last_published.timestamp(), s.id) < (score, ident or "\uffff")]
-    if p.mode == "articles":
-        items = store.get_items(i for s in stories for i in s.items)
-        sid = {i: s.id for s in stories for i in s.items}
-        items.sort(key=lambda it: (it.published.timestamp(), it.id), reverse=True)
-        page = items[: p.limit]
-        nxt = (page[-1].published.timestamp(), page[-1].id) if len(items) > p.limit else None
-        base = public_base()
-        return [ArticleEntry(it, sources.get(it.source) or
-                             syndicate._unknown_source(_meta_stub(base), it.source),
-                             sid.get(it.id)) for it in page], nxt
     page = stories[: p.limit]
     nxt = (page[-1].last_published.timestamp(), page[-1].id) if len(stories) > p.limit else None
     return _story_entries(page, sources), nxt
+
+
+def _report_page(stories: list[Story], p: Params, sources):
+    """The stories' reports, one per article as the story page lists them, newest first,
+    filtered by q, from the cursor (published time, item id) on; and the next cursor."""
+    store = services().store
+    members = {it.id: it for it in store.get_items({i for s in stories for i in s.items})}
+    q_norm = normalize(p.q) if p.q else None
+    reports = [(it, s.id) for s in stories
+               for it in story_reports([members[i] for i in s.items if i in members],
+                                       s.lead_item, sources=sources)
+               if _matches(q_norm, (it.title, it.summary_text))]
+    reports.sort(key=lambda r: (r[0].published.timestamp(), r[0].id), reverse=True)
+    if p.before:
+        score, ident = p.before
+        reports = [r for r in reports
+                   if (r[0].published.timestamp(), r[0].id) < (score, ident or "")]
+    page = reports[: p.limit]
+    last = page[-1][0] if page else None
+    nxt = (last.published.timestamp(), last.id) if len(reports) > p.limit else None
+    base = public_base()
+    return [ArticleEntry(it, sources.get(it.source) or
+                         syndicate._unknown_source(_meta_stub(base), it.source), sid)
+            for it, sid in page], nxt
 
 
 def _serve(kind: str, name: str | None, fmt: str) -> Response:
