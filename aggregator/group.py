@@ -1199,12 +1199,14 @@ class Grouper:
             if prev is None or st.updated > prev[0]:
                 topic_updates[st.topic] = (st.updated, labels[st.id] if st.new else "")
         topics: dict[str, tuple[float, str, bool]] = {}
+        named: set[str] = set()
         for tid, (upd, lab) in topic_updates.items():
             old_upd, old_label, linked = w.topics.get(tid, (0.0, "", False))
             label = old_label or lab or next(
                 (labels[s.id] for s in touched.values() if s.topic == tid), "")
             if not linked and link_labels.get(tid):  # once: labels stay put after
                 label, linked = link_labels[tid], True
+                named.add(tid)
             topics[tid] = (max(upd, old_upd), label, linked)
 
         ttl = str(int(win + 6 * 3600) * 2)
@@ -1233,7 +1235,9 @@ class Grouper:
             by_topic.setdefault(st.topic, [k.group_topic_stories(st.topic)]).extend((newest, st.id))
         for tid, (upd, label, linked) in topics.items():
             hset.append([k.group_topic(tid), "updated", repr(upd), "label", label,
-                         "linked", "1" if linked else "0"])
+                         "linked", "1" if linked else "0",
+                         # the moment its earlier stories' entries gained its name and link
+                         *(("named", repr(upd)) if tid in named else ())])
         zadd = [stl, *by_topic.values()]
         for sid, m in members.items():
             row = [k.group_story_items(sid)]
@@ -1351,7 +1355,9 @@ class Grouper:
                 p.zcard(self.keys.group_topic_stories(tid))
             rows = p.execute()
         return {tid: Topic(id=tid, label=h.get("label", ""), size=size,
-                           updated=datetime.fromtimestamp(float(h["updated"]), UTC))
+                           updated=datetime.fromtimestamp(float(h["updated"]), UTC),
+                           named=(datetime.fromtimestamp(float(h["named"]), UTC)
+                                  if h.get("named") else None))
                 for tid, h, size in zip(ids, rows[0::2], rows[1::2]) if h}
 
     def topic_stories(self, topic_id: str, limit: int = 50) -> list[str]:

@@ -224,6 +224,9 @@ def source_feed(meta: FeedMeta, source: Source) -> str:
 
 def entry_updated(entry: Entry) -> datetime:
     if isinstance(entry, StoryEntry):
+        topic = entry.topic  # a story entry shows its thread's name and link
+        if topic is not None and topic.is_thread and topic.named is not None:
+            return max(entry.story.updated, topic.named)
         return entry.story.updated
     return max(entry.item.updated, entry.item.published)
 
@@ -444,7 +447,7 @@ def _article_entry(fe, fmt: Fmt, meta: FeedMeta, entry: ArticleEntry) -> None:
     published = _utc(it.published)
     fe.published(published)
     fe.pubDate(published)
-    fe.updated(_utc(max(it.updated, it.published)))
+    fe.updated(_utc(entry_updated(entry)))
     author = clean(it.author or src.title)
     if fmt == "atom":
         fe.author({"name": author, "uri": source_home(meta, src)})
@@ -480,7 +483,7 @@ def _story_entry(fe, fmt: Fmt, meta: FeedMeta, entry: StoryEntry) -> None:
     _thumbnail(fe, lead)
     fe.published(_utc(story.first_published))
     fe.pubDate(_utc(story.first_published))
-    fe.updated(_utc(story.updated))
+    fe.updated(_utc(entry_updated(entry)))
     outlets = [entry.sources.get(s) or _unknown_source(meta, s) for s in entry.outlets]
     if fmt == "atom":
         for src in outlets:
@@ -540,7 +543,7 @@ def _json_article(meta: FeedMeta, entry: ArticleEntry) -> dict:
         "content_html": clean(it.summary_html) or html.escape(clean(it.summary_text))
         or html.escape(clean(it.title)),
         "date_published": _rfc3339(it.published),
-        "date_modified": _rfc3339(max(it.updated, it.published)),
+        "date_modified": _rfc3339(entry_updated(entry)),
         "authors": [{"name": clean(it.author or src.title), "url": source_home(meta, src)}],
         "language": it.language or meta.language,
     }
@@ -569,7 +572,7 @@ def _json_story(meta: FeedMeta, entry: StoryEntry) -> dict:
         "title": clean(lead.title) or clean(story.label) or story.id,
         "content_html": story_content_html(meta, entry),
         "date_published": _rfc3339(story.first_published),
-        "date_modified": _rfc3339(story.updated),
+        "date_modified": _rfc3339(entry_updated(entry)),
         "authors": [
             {"name": clean(s.title), "url": source_home(meta, s)}
             for s in (entry.sources.get(sid) or _unknown_source(meta, sid)

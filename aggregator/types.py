@@ -239,6 +239,9 @@ class Topic:
     label: str
     size: int  # stories in the topic
     updated: datetime
+    # When a second story linked in and the topic took its thread name: from then on every
+    # story of it shows that name and link, so their feed entries changed then.
+    named: datetime | None = None
 
     @property
     def is_thread(self) -> bool:

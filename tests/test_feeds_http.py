@@ -11,6 +11,7 @@ import os
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime, parsedate_to_datetime
+from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
@@ -548,6 +549,53 @@ def test_story_entry_updated_moves_when_an_outlet_joins(redis_client, keys, rows
         assert e2.findtext(A + "updated") > e1.findtext(A + "updated")
         assert len(e2.findall(A + "author")) == len(e1.findall(A + "author")) + 1
         assert "https://arabic.cnn.com/middle-east/joins-1" in e2.findtext(A + "content")
+    finally:
+        server.close()
+
+
+def test_a_story_entry_moves_when_its_topic_becomes_a_named_thread(redis_client, keys,
+                                                                   rows):
+    # The entry of a story alone in its topic shows no topic; once another story links in,
+    # it shows the thread's name and link: its updated time and Last-Modified must move, or
+    # readers polling with If-Modified-Since never see the change.
+    from aggregator import group
+
+    store = Store(redis_client, keys)
+    g = group.Grouper(redis_client, keys, source_rank={s.id: s.rank for s in SOURCES.values()})
+    event = [r.item for r in rows if r.story == "hamdallah-convoy-bombing-gaza"]
+    now = datetime(2018, 3, 13, 9, 0, tzinfo=UTC)
+    for it in event:
+        store.save_poll(SOURCES[it.source], [it], SourceState(last_poll=now), now)
+    g.process_pending(now)
+    (sid,) = {g.stories_of([it.id])[0] for it in event}
+    server = LiveServer(make_app(redis_client, keys, g, AGG_VERSION_TTL=0.0))
+    try:
+        url = f"{server.url}/feeds/stories/{sid}.json?mode=stories"
+        _, h1, b1 = get(url)
+        (before,) = json.loads(b1)["items"]
+        assert "tags" not in before
+        # Greenblatt on Hamas after the attack: another story of the thread (gold window)
+        later = datetime(2018, 3, 14, 9, 0, tzinfo=UTC)  # seen after every report of the event
+        gold = Path(__file__).parent / "data" / "grouping" / "gold_window.jsonl"
+        row = next(r for r in map(json.loads, gold.read_text("utf-8").splitlines())
+                   if r["story"] == "greenblatt-says-hamas-unfit-to-govern-gaza")
+        other = dataclasses.replace(
+            next(it for it in event if it.source == "skynews"), id="reaction01",
+            guid="reaction-1", url="https://www.skynewsarabia.com/middle-east/reaction-1",
+            title=row["title"], summary_text=row["summary"], summary_html=row["summary"],
+            published=datetime(2018, 3, 13, 22, 34, 11, tzinfo=UTC), first_seen=later,
+            updated=later, content_hash="reaction-1")
+        store.save_poll(SOURCES["skynews"], [other], SourceState(last_poll=later), later)
+        g.process_pending(later)
+        (other_story,) = g.get_stories(g.stories_of([other.id]))
+        assert other_story.id != sid  # another story ...
+        assert other_story.topic == g.get_stories([sid])[0].topic  # ... of the same thread
+        status, h2, b2 = get(url, {"If-Modified-Since": h1["last-modified"]})
+        assert status == 200, "the entry changed: not a 304"
+        (after,) = json.loads(b2)["items"]
+        assert after["tags"] and after["_aggregator"]["topic"]["label"]
+        assert after["date_modified"] > before["date_modified"]
+        assert h2["last-modified"] != h1["last-modified"]
     finally:
         server.close()
 
