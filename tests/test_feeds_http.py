@@ -353,7 +353,9 @@ def test_limit_bounds_and_bad_params(live):
     assert len(doc["items"]) == min(50, len(live.rows))
     assert len(json.loads(get(f"{live.url}/feeds/all.json?mode=articles&limit=200")[2])["items"]) \
         == len(live.rows)
-    for bad in ("limit=0", "limit=201", "limit=x", "mode=x", "before=abc", "before=inf"):
+    for bad in ("limit=0", "limit=201", "limit=x", "mode=x", "before=abc", "before=inf",
+                "limit=%2B5", "limit=5_0", "limit=%D9%A5",  # +5, 5_0, Arabic-Indic 5
+                "q=...", "q=%C2%AB%C2%BB"):  # no words to search for
         status, h, _ = get(f"{live.url}/feeds/all.json?{bad}")
         assert status == 400, bad
         assert h["access-control-allow-origin"] == "*"
@@ -361,6 +363,26 @@ def test_limit_bounds_and_bad_params(live):
     assert get(f"{live.url}/feeds/all.xml")[0] == 404
     assert get(f"{live.url}/feeds/stories/nosuch.atom")[0] == 404
     assert get(f"{live.url}/feeds/topics/nosuch.atom")[0] == 404
+
+
+def test_a_search_ends_on_its_last_match_not_on_an_empty_page(live):
+    q = quote("غزة")
+    matches = len(json.loads(get(f"{live.url}/feeds/all.json?mode=articles&q={q}&limit=200")[2])
+                  ["items"])
+    assert matches >= 2
+    doc = json.loads(get(f"{live.url}/feeds/all.json?mode=articles&q={q}&limit={matches}")[2])
+    assert len(doc["items"]) == matches and "next_url" not in doc
+    doc = json.loads(get(f"{live.url}/feeds/all.json?mode=articles&q={q}&limit={matches - 1}")[2])
+    assert doc["next_url"]
+
+
+def test_a_story_feed_in_stories_mode_honours_q_and_before(live):
+    s = live.stories["hamdallah-convoy-bombing-gaza"]
+    url = f"{live.url}/feeds/stories/{s.id}.json?mode=stories"
+    assert len(json.loads(get(url)[2])["items"]) == 1
+    assert len(json.loads(get(url + "&q=" + quote("موكب"))[2])["items"]) == 1
+    assert json.loads(get(url + "&q=zzzzqq")[2])["items"] == []
+    assert json.loads(get(url + "&before=1")[2])["items"] == []
 
 
 def test_search_normalises_arabic(live):

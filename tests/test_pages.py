@@ -421,6 +421,15 @@ def test_items_the_worker_has_not_grouped_yet_show_as_single_stories(redis_clien
 
 # --- story and topic pages -----------------------------------------------------------------
 
+def test_search_matches_word_starts_and_a_query_without_words_finds_nothing(client):
+    everything = len(card_ids(doc(client.get("/?limit=200"))))
+    # روبي (Ruby) is inside أوروبي: no story of the window names Ruby
+    assert card_ids(doc(client.get("/", query_string={"q": "روبي", "limit": 200}))) == []
+    tree = doc(client.get("/", query_string={"q": "...", "limit": 200}))
+    assert card_ids(tree) == [] and everything > 0
+    assert "اكتب كلمة واحدة على الأقل" in text(tree.xpath('//div[@class="empty"]')[0])
+
+
 def test_story_page_has_full_coverage_timeline_related_and_feeds(client):
     sid = "russia-rejects-uk-ultimatum-summons-envoy"
     tree = doc(client.get(f"/stories/{sid}"))

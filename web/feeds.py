@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, abort, current_app, redirect, request
 
 from aggregator import syndicate
-from aggregator.arabic import normalize_for_matching as normalize
+from aggregator.search import Query
 from aggregator.syndicate import ArticleEntry, FeedMeta, StoryEntry
 from aggregator.types import Item, Source, Story, story_reports
 
@@ -107,6 +108,7 @@ class Params:
     limit: int
     q: str | None
     before: tuple[float, str | None] | None
+    query: Query | None = None  # q, parsed
 
 
 def _params(kind: str) -> Params:
@@ -114,21 +116,26 @@ def _params(kind: str) -> Params:
     mode = a.get("mode", DEFAULT_MODE[kind])
     if mode not in ("stories", "articles"):
         abort(400, "mode must be stories or articles")
-    try:
-        limit = int(a.get("limit", DEFAULT_LIMIT))
-    except ValueError:
+    raw_limit = a.get("limit", str(DEFAULT_LIMIT))
+    # plain ASCII digits: int() would also take '+5', '5_0' and '٥', and the raw value is
+    # echoed into the self and next links
+    if not re.fullmatch(r"[0-9]{1,4}", raw_limit):
         abort(400, "limit must be an integer")
+    limit = int(raw_limit)
     if not 1 <= limit <= MAX_LIMIT:
         abort(400, f"limit must be 1..{MAX_LIMIT}")
     q = (a.get("q") or "").strip() or None
     if q and len(q) > 200:
         abort(400, "q is too long")
+    query = Query.parse(q) if q else None
+    if query is not None and not query.has_words:
+        abort(400, "q has no words to search for")
     before = None
     if a.get("before"):
         before = parse_cursor(a["before"])
         if before is None:
             abort(400, "bad cursor")
-    return Params(mode, limit, q, before)
+    return Params(mode, limit, q, before, query)
 
 
 def parse_cursor(raw: str) -> tuple[float, str | None] | None:
@@ -166,20 +173,18 @@ def _zpage(index: str, cursor, n: int) -> list[tuple[str, float]]:
     return out
 
 
-def _matches(q_norm: str | None, texts: Iterable[str]) -> bool:
-    if not q_norm:
-        return True
-    return any(q_norm in normalize(t) for t in texts if t)
+def _matches(query: Query | None, item: Item) -> bool:
+    return query is None or query.matches(item)
 
 
 def _article_page(index: str, p: Params):
     """Items of `index`, newest first, filtered by q. Returns (items, next cursor)."""
     store = services().store
-    q_norm = normalize(p.q) if p.q else None
+    query = p.query
     found: list[Item] = []
     cursor, scanned, last = p.before, 0, None
-    while len(found) < p.limit:
-        batch = _zpage(index, cursor, p.limit + 1 if not q_norm else 200)
+    while True:  # until one match past the page (there is a next page) or the end
+        batch = _zpage(index, cursor, p.limit + 1 if not query else 200)
         if not batch:
             return found, None
         by_id = {it.id: it for it in store.get_items(i for i, _ in batch)}
@@ -187,16 +192,14 @@ def _article_page(index: str, p: Params):
             cursor = (score, item_id)
             scanned += 1
             it = by_id.get(item_id)
-            if it is None or not _matches(q_norm, (it.title, it.summary_text)):
+            if it is None or not _matches(query, it):
                 continue
             if len(found) == p.limit:  # one more exists: there is a next page
                 return found, last
             found.append(it)
             last = cursor
-        if q_norm and scanned >= SCAN_CAP:
+        if query and scanned >= SCAN_CAP:
             return found, cursor  # searched enough for one request; resume from here
-    # Filled exactly: peek whether anything older remains.
-    return found, (last if _zpage(index, last, 1) else None)
 
 
 def _story_entries(stories: list[Story], sources: dict[str, Source]) -> list[StoryEntry]:
@@ -212,8 +215,9 @@ def _story_entries(stories: list[Story], sources: dict[str, Source]) -> list[Sto
     return out
 
 
-def _story_matches(q_norm, story: Story, items: dict[str, Item]) -> bool:
-    return _matches(q_norm, [story.label] + [items[i].title for i in story.items if i in items])
+def _story_matches(query: Query, story: Story, items: dict[str, Item]) -> bool:
+    """A story matches when one of its reports does (as the timeline's search)."""
+    return any(query.matches(items[i]) for i in story.items if i in items)
 
 
 def _timeline_after(grouper, cursor, n: int) -> list[tuple[str, float]]:
@@ -239,29 +243,29 @@ def _timeline_after(grouper, cursor, n: int) -> list[tuple[str, float]]:
 
 def _stories_global(p: Params):
     grouper = services().grouper
-    q_norm = normalize(p.q) if p.q else None
+    query = p.query
     store = services().store
     found: list[tuple[Story, tuple]] = []
     cursor = p.before
     scanned = 0
-    want = p.limit + 1 if not q_norm else 200
+    want = p.limit + 1 if not query else 200
     while len(found) <= p.limit:
         batch = _timeline_after(grouper, cursor, want)
         if not batch:
             break
         stories = {s.id: s for s in grouper.get_stories([sid for sid, _ in batch])}
         items = ({it.id: it for it in store.get_items(
-            {i for s in stories.values() for i in s.items})} if q_norm else {})
+            {i for s in stories.values() for i in s.items})} if query else {})
         for sid, score in batch:
             cursor = (score, sid)
             scanned += 1
             s = stories.get(sid)
-            if s is None or (q_norm and not _story_matches(q_norm, s, items)):
+            if s is None or (query and not _story_matches(query, s, items)):
                 continue
             found.append((s, cursor))
             if len(found) > p.limit:
                 break
-        if q_norm and scanned >= SCAN_CAP and len(found) <= p.limit:
+        if query and scanned >= SCAN_CAP and len(found) <= p.limit:
             return [s for s, _ in found], cursor
         if len(batch) < want:
             break
@@ -275,12 +279,12 @@ def _stories_in_index(index: str, p: Params):
     A story belongs to the page holding its newest member in the index, so paging
     neither repeats nor drops a story."""
     grouper, store = services().grouper, services().store
-    q_norm = normalize(p.q) if p.q else None
+    query = p.query
     found: list[Story] = []
     seen: set[str] = set()
     cursor, last, scanned = p.before, None, 0
     # Items per read: a story has one or two members in most indexes; a search reads more.
-    size = 200 if q_norm else min(200, max(20, 2 * (p.limit + 1)))
+    size = 200 if query else min(200, max(20, 2 * (p.limit + 1)))
     while True:
         batch = _zpage(index, cursor, size)
         if not batch:
@@ -301,15 +305,15 @@ def _stories_in_index(index: str, p: Params):
                 continue
             if newest.get(sid, cursor) != cursor:
                 continue  # its newest member here is above the cursor: an earlier page
-            if q_norm:
+            if query:
                 items = {it.id: it for it in store.get_items(s.items)}
-                if not _story_matches(q_norm, s, items):
+                if not _story_matches(query, s, items):
                     continue
             if len(found) == p.limit:
                 return found, last
             found.append(s)
             last = cursor
-        if q_norm and scanned >= SCAN_CAP:
+        if query and scanned >= SCAN_CAP:
             return found, cursor
 
 
@@ -448,6 +452,12 @@ def _meta_stub(base: str) -> FeedMeta:
 def _one_story(story: Story, p: Params, sources):
     """Follow one story: its reports (articles) newest first, or the story itself."""
     if p.mode == "stories":
+        if p.before and (story.last_published.timestamp(), story.id) >= (
+                p.before[0], p.before[1] or "\uffff"):
+            return [], None  # a page after the story itself
+        if p.query and not _story_matches(p.query, story, {
+                it.id: it for it in services().store.get_items(story.items)}):
+            return [], None
         return _story_entries([story], sources), None
     return _report_page([story], p, sources)
 
@@ -459,10 +469,9 @@ def _topic_entries(topic_id: str, p: Params, sources):
                      reverse=True)
     if p.mode == "articles":  # the cursor is a report's place, not a story's
         return _report_page(stories, p, sources)
-    if p.q:
-        q_norm = normalize(p.q)
+    if p.query:
         items = {it.id: it for it in store.get_items({i for s in stories for i in s.items})}
-        stories = [s for s in stories if _story_matches(q_norm, s, items)]
+        stories = [s for s in stories if _story_matches(p.query, s, items)]
     if p.before:
         score, ident = p.before
         stories = [s for s in stories
@@ -477,11 +486,11 @@ def _report_page(stories: list[Story], p: Params, sources):
     filtered by q, from the cursor (published time, item id) on; and the next cursor."""
     store = services().store
     members = {it.id: it for it in store.get_items({i for s in stories for i in s.items})}
-    q_norm = normalize(p.q) if p.q else None
+    query = p.query
     reports = [(it, s.id) for s in stories
                for it in story_reports([members[i] for i in s.items if i in members],
                                        s.lead_item, sources=sources)
-               if _matches(q_norm, (it.title, it.summary_text))]
+               if _matches(query, it)]
     reports.sort(key=lambda r: (r[0].published.timestamp(), r[0].id), reverse=True)
     if p.before:
         score, ident = p.before

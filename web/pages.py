@@ -25,6 +25,7 @@ from markupsafe import Markup, escape
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
 from aggregator.arabic import normalize_for_matching as normalize
+from aggregator.search import Query
 from aggregator.errors import AggregatorError, StoreError
 from aggregator.types import Item, Source, SourceState, Story, story_reports
 
@@ -384,23 +385,6 @@ def single_story(item: Item) -> Story:
 
 # --- search -----------------------------------------------------------------------------
 
-def search_matcher(q: str) -> Callable[[Item], bool] | None:
-    """The grouping's matching normalisation on both sides: a search finds the spellings
-    the grouping treats as one."""
-    terms = normalize(q).split()
-    if not terms:
-        return None
-    cache: dict[str, str] = {}
-
-    def match(item: Item) -> bool:
-        hay = cache.get(item.id)
-        if hay is None:
-            hay = cache[item.id] = normalize(f"{item.title} {item.summary_text}")
-        return all(t in hay for t in terms)
-
-    return match
-
-
 # --- filters ----------------------------------------------------------------------------
 
 @dataclass
@@ -459,12 +443,14 @@ def list_stories(reader: Reader, f: Filters) -> tuple[list[Card], float | None]:
         checks.append(lambda it: it.source in srcs and f.tag in srcs[it.source].tags)
     if f.source:
         checks.append(lambda it: it.source == f.source)
-    matcher = search_matcher(f.q) if f.q else None
-    if matcher:
-        checks.append(matcher)
+    query = Query.parse(f.q) if f.q else None
+    if query is not None:
+        if not query.has_words:
+            return [], None  # nothing to look for: not everything
+        checks.append(query.matches)
     match = (lambda it: all(c(it) for c in checks)) if checks else None
     return reader.walk(index, f.before, f.limit, match,
-                       scan_cap=SEARCH_SCAN_CAP if matcher else None, prefer_source=f.source)
+                       scan_cap=SEARCH_SCAN_CAP if query else None, prefer_source=f.source)
 
 
 def by_day(cards: list[Card], d: Display) -> list[tuple[str, str, list[Card], str, str]]:
@@ -763,6 +749,7 @@ def index():
     return render_template(
         "index.html", days=by_day(cards, d), cards=cards, filters=f, choices=choices,
         active=active, next_cursor=cursor, feed_base=feed_base, searched_to=searched_to,
+        q_has_words=not f.q or Query.parse(f.q).has_words,
         older_url=url_for("pages.index", **f.params(before=repr(cursor))) if cursor else None,
         newest_url=url_for("pages.index", **f.params()) if f.before is not None else None,
     )
