@@ -219,10 +219,14 @@ def test_keyboard_focus_never_hides_under_the_sticky_day_heading(browser, app_ur
 
 def test_embed_script_renders_the_json_feed_in_a_host_page(browser, app_url, host_url):
     page = browser.new_page()
+    asked = []
+    page.on("request", lambda r: asked.append(r.url))
     page.goto(host_url + "/script.html")
     items = page.locator("#news .agg-news-widget li a")  # Playwright pierces the shadow root
     items.first.wait_for(timeout=10_000)
     assert items.count() == 5
+    # it asks for the five it shows, not the feed's default fifty
+    assert [u for u in asked if "/feeds/" in u] == [app_url + "/feeds/all.json?limit=5"]
     titles = items.all_inner_texts()
     assert set(titles) <= {r["title"] for r in ROWS}  # Arabic intact, nothing else
     assert "ترامب: إيران تقف خلف كل المشاكل في الشرق الأوسط" in titles  # the newest

@@ -206,7 +206,8 @@ def test_cors_preflight(live):
         "Origin": "https://example.org", "Access-Control-Request-Method": "GET",
         "Access-Control-Request-Headers": "if-none-match"}, method="OPTIONS")
     assert status == 200 and h["access-control-allow-origin"] == "*"
-    assert "If-None-Match" in h["access-control-allow-headers"]
+    allowed = {x.strip().lower() for x in h["access-control-allow-headers"].split(",")}
+    assert {"if-none-match", "if-modified-since", "cache-control"} <= allowed
     assert "GET" in h["access-control-allow-methods"]
 
 
@@ -246,6 +247,30 @@ def test_gzip_is_negotiated_with_its_own_etag(live):
 
 
 # --- fast path and cache ----------------------------------------------------------------
+
+@pytest.mark.parametrize("header, gzip", [
+    (None, False), ("", False), ("gzip", True), ("x-gzip", True), ("GZIP", True),
+    ("gzip;q=0", False), ("gzip;Q=0", False), ("gzip; q=0.0", False), ("gzip;q=0.5", True),
+    ("*", True), ("*;q=0", False), ("*;q=0, gzip", True), ("gzip;q=0, *", False),
+    ("deflate, br", False), ("br, *;q=0.1", True), ("identity", False),
+])
+def test_accept_encoding_is_read_as_rfc_9110_says(header, gzip):
+    from web.cache import accepts_gzip
+
+    assert accepts_gzip(header) is gzip
+
+
+def test_repeat_requests_carry_the_same_security_headers(live):
+    # the first request renders in Flask; repeats and 304s come from the fast path
+    url = f"{live.url}/feeds/all.atom?limit=3"
+    first = get(url)[1]
+    again = get(url)[1]
+    not_modified = get(url, {"If-None-Match": first["etag"]})
+    assert not_modified[0] == 304
+    for name in ("content-security-policy", "x-frame-options", "referrer-policy",
+                 "x-content-type-options"):
+        assert first[name] == again[name] == not_modified[1][name], name
+
 
 def test_hot_request_renders_nothing(live, monkeypatch):
     from aggregator import syndicate
@@ -363,6 +388,10 @@ def test_limit_bounds_and_bad_params(live):
     assert get(f"{live.url}/feeds/all.xml")[0] == 404
     assert get(f"{live.url}/feeds/stories/nosuch.atom")[0] == 404
     assert get(f"{live.url}/feeds/topics/nosuch.atom")[0] == 404
+    # only a code's case is redirected: 'ß'.upper() is 'SS', 'ﬀ'.upper() is 'FF'
+    assert get(f"{live.url}/feeds/countries/%C3%9F.rss")[0] == 404
+    assert get(f"{live.url}/feeds/countries/%EF%AC%80.rss")[0] == 404
+    assert get(f"{live.url}/feeds/countries/gb.rss")[0] == 301
 
 
 def test_a_search_ends_on_its_last_match_not_on_an_empty_page(live):
@@ -473,6 +502,9 @@ def test_documented_nginx_front_serves_files_like_the_app(live):
         assert h["access-control-allow-origin"] == "*"
         assert h["cache-control"].startswith("public, max-age=60")
         assert h["link"] == f'<{base}/feeds/all.atom>; rel="self"'
+        from web.headers import SECURITY_HEADERS
+        for name, value in SECURITY_HEADERS:
+            assert h[name.lower()] == value, name
         assert h["etag"].startswith('"') and "last-modified" in h
         assert get(base + "/feeds/all.json")[1]["content-type"] == \
             "application/feed+json; charset=utf-8"
@@ -484,6 +516,7 @@ def test_documented_nginx_front_serves_files_like_the_app(live):
                         method="OPTIONS")
         assert s3 in (200, 204) and h3["access-control-allow-origin"] == "*"
         assert "If-None-Match" in h3["access-control-allow-headers"]
+        assert "Cache-Control" in h3["access-control-allow-headers"]
         assert get(base + "/feeds/all.atom", {"If-None-Match": h["etag"]})[0] == 304
         assert get(base + "/feeds/all.atom", {"If-Modified-Since": h["last-modified"]})[0] == 304
         # With parameters (or no file yet) nginx hands the request to the app.

@@ -543,7 +543,10 @@ def test_topics_page_without_stories_says_so(redis_client, keys, feeds_path, con
 
 
 @pytest.mark.parametrize("path", ["/stories/no-such-story", "/topics/no-such-topic",
-                                  "/no/such/page", "/embed/bogus", "/embed/topics/nope"])
+                                  "/no/such/page", "/embed/bogus", "/embed/topics/nope",
+                                  # a mistyped widget, as its feed: not a quiet empty widget
+                                  "/embed/sources/nope", "/embed/tags/nope",
+                                  "/embed/countries/ZZ", "/embed/countries/%C3%9F"])
 def test_not_found_pages_are_arabic(client, path):
     resp = client.get(path)
     assert resp.status_code == 404
@@ -713,6 +716,8 @@ def test_embed_js_is_served_as_script_without_html_sinks(client):
     resp = client.get("/embed.js")
     assert resp.status_code == 200
     assert resp.headers["Content-Type"].startswith("text/javascript")
+    # loadable with crossorigin (Subresource Integrity) from any site
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"
     src = resp.get_data(as_text=True)
     assert "textContent" in src
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
 
+from .headers import SECURITY_HEADERS
+
 log = logging.getLogger(__name__)
 
 # Readers may use a copy for a minute (our polls are minutes apart), and a stale copy
@@ -90,7 +92,7 @@ class Rendered:
             ("Access-Control-Expose-Headers", "ETag, Last-Modified, Link"),
             ("Link", f'<{self.self_url}>; rel="self"'),
             ("Last-Modified", http_date(self.last_modified)),
-            ("X-Content-Type-Options", "nosniff"),
+            *SECURITY_HEADERS,
         ]
 
 
@@ -99,17 +101,26 @@ def http_date(ts: float) -> str:
 
 
 def accepts_gzip(header: str | None) -> bool:
+    """Whether Accept-Encoding allows gzip (RFC 9110 12.5.3): its own q-value if listed
+    (gzip or x-gzip), else that of '*', else no. 'q' is case-insensitive; q=0 refuses."""
+    named = star = None
     for part in (header or "").split(","):
-        token, _, params = part.strip().partition(";")
-        if token.strip().lower() in ("gzip", "x-gzip", "*"):
-            q = params.strip()
-            if q.startswith("q="):
+        coding, *params = (x.strip() for x in part.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
                 try:
-                    return float(q[2:]) > 0
+                    q = float(value.strip())
                 except ValueError:
-                    return False
-            return True
-    return False
+                    q = 0.0
+        coding = coding.lower()
+        if coding in ("gzip", "x-gzip"):
+            named = max(named or 0.0, q)
+        elif coding == "*":
+            star = q
+    chosen = named if named is not None else star
+    return chosen is not None and chosen > 0
 
 
 def _etag_matches(header: str, tags: tuple[str, ...]) -> bool:

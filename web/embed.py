@@ -57,6 +57,8 @@ def widget(output: str):
         abort(404)
     title = site_name()
     more = url_for("pages.index", _external=False)
+    if not _exists(reader, kind, value):
+        abort(404)  # as its feed: a mistyped widget URL must not look like a quiet source
     if kind == "all" and not value:
         cards, _ = list_stories(reader, Filters(limit=limit))
         label = "آخر الأخبار"
@@ -89,10 +91,27 @@ def widget(output: str):
     return render_template("embed.html", cards=cards, label=label, title=title, more=more)
 
 
+def _exists(reader: Reader, kind: str, value: str) -> bool:
+    """Whether /feeds/<kind>/<value> would answer: configured, or with stored reports."""
+    keys, r, sources = reader.svc.keys, reader.store.r, reader.sources.values()
+    if kind == "sources":
+        return value in reader.sources or bool(r.exists(keys.source_timeline(value)))
+    if kind == "tags":
+        return any(value in s.tags for s in sources) or bool(r.exists(keys.tag_timeline(value)))
+    if kind == "countries":
+        cc = value.upper()
+        return len(value) == 2 and value.isascii() and value.isalpha() and (
+            any((s.country or "").upper() == cc for s in sources)
+            or bool(r.exists(keys.country_timeline(cc))))
+    return True  # all, topics (checked below) and unknown kinds (404 below)
+
+
 @bp.get("/embed.js")
 def script():
     resp = send_from_directory(STATIC, "embed.js", mimetype="text/javascript",
                                max_age=3600)
     # Host pages on any origin load this script; that is what it is for.
     resp.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
+    # ... including with crossorigin (which Subresource Integrity needs): CORS allows it.
+    resp.headers["Access-Control-Allow-Origin"] = "*"
     return resp

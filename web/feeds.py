@@ -375,6 +375,8 @@ def _build(kind: str, name: str | None, fmt: str) -> tuple[bytes, datetime, str]
         path, title = f"feeds/tags/{syndicate.seg(name)}", f"{name} — {SITE_TITLE}"
         home = f"{base}?{urlencode({'tag': name})}"
     elif kind == "countries":
+        if not re.fullmatch(r"[A-Za-z]{2}", name):
+            abort(404)  # 'ß'.upper() is 'SS': only a code's case is redirected
         cc = name.upper()
         if cc != name:  # one URL per feed: readers and the self link agree on it
             qs = request.query_string.decode("latin-1")
@@ -565,9 +567,10 @@ def _cors(resp: Response) -> Response:
     # Widgets read our feeds cross-origin: let them see our 4xx/5xx too.
     resp.headers.setdefault("Access-Control-Allow-Origin", "*")
     if request.method == "OPTIONS":
-        # A script that revalidates by hand sends If-None-Match: not a CORS-safelisted
-        # header, so the browser asks first.
+        # A script that revalidates by hand sends If-None-Match, or Cache-Control to skip
+        # its own cache: not CORS-safelisted headers, so the browser asks first.
         resp.headers["Access-Control-Allow-Methods"] = "GET, HEAD, OPTIONS"
-        resp.headers["Access-Control-Allow-Headers"] = "If-None-Match, If-Modified-Since"
+        resp.headers["Access-Control-Allow-Headers"] = (
+            "If-None-Match, If-Modified-Since, Cache-Control, Pragma")
         resp.headers["Access-Control-Max-Age"] = "86400"
     return resp

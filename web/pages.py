@@ -32,6 +32,7 @@ from aggregator.types import Item, Source, SourceState, Story, story_reports
 from . import arabic_time as at
 from .extensions import services
 from .feeds import SITE_TITLE, public_base
+from .headers import SECURITY_HEADERS
 from .pagecache import cached_page
 
 log = logging.getLogger(__name__)
@@ -639,25 +640,17 @@ def _globals():
 
 # --- security headers -------------------------------------------------------------------
 
-PAGE_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'"
-)
-
-
 @bp.after_app_request
 def _security_headers(response):
     """Every response: no sniffing, a referrer policy; and unless a blueprint set its own
     (the embed pages allow framing), a CSP without inline script that forbids framing.
     Registered app-wide from here so the app factory stays as it is."""
     h = response.headers
-    h.setdefault("X-Content-Type-Options", "nosniff")
-    h.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
-    if request.blueprint == "embed":
-        return response
-    h.setdefault("Content-Security-Policy", PAGE_CSP)
-    h.setdefault("X-Frame-Options", "DENY")
+    for name, value in SECURITY_HEADERS:
+        if request.blueprint == "embed" and name in ("Content-Security-Policy",
+                                                     "X-Frame-Options"):
+            continue
+        h.setdefault(name, value)
     return response
 
 

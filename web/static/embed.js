@@ -21,6 +21,10 @@
   var limit = parseInt(script.getAttribute("data-limit") || "10", 10);
   if (!(limit >= 1)) limit = 10;
   if (limit > 50) limit = 50;
+  // ask our feed for what is shown, not its default 50 entries
+  if (feedUrl.origin === base.origin && !feedUrl.searchParams.has("limit")) {
+    feedUrl.searchParams.set("limit", String(limit));
+  }
   var linkMode = script.getAttribute("data-link") || "story";
   var heading = script.getAttribute("data-title");
 
