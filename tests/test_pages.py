@@ -555,6 +555,24 @@ def test_not_found_pages_are_arabic(client, path):
     assert "الصفحة غير موجودة" in body
 
 
+def test_a_wrong_method_gets_an_arabic_page_that_says_what_is_allowed(client):
+    resp = client.post("/")
+    assert resp.status_code == 405
+    assert "GET" in resp.headers["Allow"]
+    tree = lxml.html.fromstring(resp.get_data(as_text=True))
+    assert tree.get("lang") == "ar" and "غير مسموحة" in text(tree)
+
+
+def test_a_single_report_story_says_when_it_was_published(client):
+    sizes = {}
+    for r in ROWS:
+        sizes[r["story"]] = sizes.get(r["story"], 0) + 1
+    single = next(s for s, n in sizes.items() if n == 1)
+    meta = text(doc(client.get(f"/stories/{single}")).xpath('//p[@class="story-meta"]')[0])
+    assert meta.startswith("نُشر ") and "مصدر" not in meta and "آخر تحديث" not in meta, meta
+
+
+
 # --- sources, OPML, healthz ------------------------------------------------------------------
 
 def test_sources_page_shows_health_counts_and_feed_links(client, store):

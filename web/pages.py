@@ -665,6 +665,15 @@ def _not_found(e):
                                    "أو أن الرابط غير صحيح."), 404
 
 
+@bp.app_errorhandler(405)
+def _method_not_allowed(e):
+    if request.path.startswith("/feeds/") or request.path.endswith((".json", ".xml", ".opml")):
+        return e
+    body = render_template("error.html", code=405, title="طريقة الطلب غير مسموحة",
+                           message="هذه الصفحة تُقرأ ولا يُرسل إليها شيء.")
+    return body, 405, {"Allow": ", ".join(e.valid_methods or ())}
+
+
 @bp.app_errorhandler(redis.RedisError)
 @bp.app_errorhandler(AggregatorError)
 def _store_down(e):
