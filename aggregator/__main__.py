@@ -21,15 +21,22 @@ def cmd_run(args, settings: Settings) -> int:
 
     from web import create_app
 
-    from .runner import Shutdown, run_forever, wait_for_redis
+    from .config import no_config_to_run
+    from .errors import ConfigError
+    from .runner import Shutdown, Worker, run_forever, wait_for_redis
 
     shutdown = Shutdown().install()
     wait_for_redis(settings, shutdown)
     if shutdown.requested:
         return 0
+    try:  # before serving: an invalid first feeds.yaml stops the start, as worker.py does
+        polling = Worker(settings)
+    except ConfigError as e:
+        return no_config_to_run(e)
     server = make_server(args.host, args.port, create_app(), threaded=True)
     web = threading.Thread(target=server.serve_forever, name="web", daemon=True)
-    worker = threading.Thread(target=run_forever, args=(settings, shutdown), name="worker")
+    worker = threading.Thread(target=run_forever, args=(settings, shutdown, polling),
+                              name="worker")
     web.start()
     worker.start()
     logging.getLogger(__name__).info("serving on http://%s:%s/", args.host, server.server_port)

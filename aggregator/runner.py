@@ -603,8 +603,10 @@ class Shutdown:
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
-def run_forever(settings: Settings, shutdown: Shutdown) -> None:
-    worker = Worker(settings)
+def run_forever(settings: Settings, shutdown: Shutdown, worker: Worker | None = None) -> None:
+    """Run a worker (built here unless given) until shutdown; ConfigError from building it
+    means there is no config to run."""
+    worker = worker or Worker(settings)
     worker.start()
     try:
         while not shutdown.requested:

@@ -217,6 +217,12 @@ def test_started_during_a_bad_edit_the_worker_runs_the_last_good_config(server, 
     first = run(str(ROOT / "worker.py"), "--once")
     assert first.returncode == 2 and "Traceback" not in first.stderr
     assert f"{feeds}:7: sources[0].contry: unknown key 'contry'" in first.stderr
+    # the quick start's `run` refuses too, before it serves anything (it served a web
+    # app with no worker behind it)
+    quick = run("-m", "aggregator", "run", "--port", "0")
+    assert quick.returncode == 2 and "Traceback" not in quick.stderr, quick.stderr
+    assert f"{feeds}:7: sources[0].contry: unknown key 'contry'" in quick.stderr
+    assert "serving on" not in quick.stderr
     assert not server.requests
 
     feeds.write_text(good, encoding="utf-8")
