@@ -54,7 +54,8 @@ def stats(settings: Settings) -> dict:
     from .store import Store, connect
 
     store = Store(connect(settings), Keys(settings.key_prefix))
-    config, rejected = load_config_or_last_good(settings.feeds_path, store.last_good_config)
+    config, rejected = load_config_or_last_good(
+        settings.feeds_path, lambda: store.last_good_config(settings.feeds_path))
     ids = [s.id for s in config.sources]
     states = store.load_states(ids)
     sources = {}

@@ -14,9 +14,12 @@ Layout (P = prefix, default "agg"):
   meta
     P:heartbeat                 string worker heartbeat (iso time), with a TTL
     P:outputs:version           string bumped whenever items or stories change
-    P:config:good               hash   data, digest, saved: the last valid feeds.yaml any
-                                       process loaded; a process started while the file
-                                       does not validate runs it (config.load_config_or_last_good)
+    P:config:good:<file>        hash   data, digest, saved: the last valid version of one
+                                       feeds file (<file>: a hash of its real path) any
+                                       process loaded; a process started while that file
+                                       does not validate runs it (config.load_config_or_last_good).
+                                       Per file: a one-off run on another file must not
+                                       replace what the worker falls back on
   grouping hand-off
     P:group:pending             zset   item_id -> published ts: stored, not yet grouped.
                                        Written in the same transaction as the item, removed
@@ -112,9 +115,8 @@ class Keys:
     def outputs_version(self) -> str:
         return f"{self.prefix}:outputs:version"
 
-    @property
-    def config_good(self) -> str:
-        return f"{self.prefix}:config:good"
+    def config_good(self, file_id: str) -> str:
+        return f"{self.prefix}:config:good:{file_id}"
 
     def index_pattern(self, kind: str) -> str:
         """SCAN pattern for every per-source/tag/country index (retention walks them)."""

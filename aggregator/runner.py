@@ -74,7 +74,8 @@ def startup_config(settings: Settings, store: Store | None = None,
     file's problems logged. Raises ConfigError when the file is invalid and no valid one
     was ever kept."""
     store = store or open_store(settings)
-    config, rejected = load_config_or_last_good(settings.feeds_path, store.last_good_config)
+    config, rejected = load_config_or_last_good(
+        settings.feeds_path, lambda: store.last_good_config(settings.feeds_path))
     if rejected:
         for problem in rejected.problems:
             log.error("%s", problem)

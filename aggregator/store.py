@@ -7,8 +7,10 @@ them or none: re-polling after a kill -9 never duplicates and never loses an ite
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -421,20 +423,24 @@ class Store:
         raw = self.r.get(self.keys.heartbeat)
         return datetime.fromisoformat(raw) if raw else None
 
+    def _config_key(self, path: str | os.PathLike) -> str:
+        real = os.path.realpath(path)  # a symlinked or relative path is the same file
+        return self.keys.config_good(hashlib.sha256(real.encode()).hexdigest()[:16])
+
     def keep_good_config(self, config, now: datetime) -> None:
-        """Keep a valid feeds file as the last good config (written when it changed). Best
-        effort: nothing else depends on it and the next valid load keeps it, so a Redis
-        error is logged, not raised."""
+        """Keep a valid feeds file as the last good config of that file (written when it
+        changed). Best effort: nothing else depends on it and the next valid load keeps
+        it, so a Redis error is logged, not raised."""
+        key = self._config_key(config.path)
         try:
-            if config.data and self.r.hget(self.keys.config_good, "digest") != config.digest:
-                self.r.hset(self.keys.config_good, mapping={
-                    "data": config.data.decode("utf-8"), "digest": config.digest,
-                    "saved": now.isoformat()})
+            if config.data and self.r.hget(key, "digest") != config.digest:
+                self.r.hset(key, mapping={"data": config.data.decode("utf-8"),
+                                          "digest": config.digest, "saved": now.isoformat()})
         except redis.RedisError as e:
             log.warning("could not keep %s as the last good config: %s", config.path, e)
 
-    def last_good_config(self) -> bytes | None:
-        data = self.r.hget(self.keys.config_good, "data")
+    def last_good_config(self, path: str | os.PathLike) -> bytes | None:
+        data = self.r.hget(self._config_key(path), "data")
         return data.encode("utf-8") if data else None
 
     def outputs_version(self) -> int:

@@ -218,3 +218,25 @@ def test_embedded_redis_keeps_an_item_hash_compact(tmp_path):
         assert r.object("encoding", Keys("emb").item("id1")) in ("ziplist", "listpack")
     finally:
         stop_server(tmp_path)
+
+
+def test_the_last_good_config_is_kept_per_feeds_file(redis_client, keys, tmp_path):
+    # `worker.py --once --feeds other.yaml` must not replace what the worker running on
+    # feeds.yaml falls back on during a bad edit.
+    from aggregator.config import load_config
+
+    main, other = tmp_path / "feeds.yaml", tmp_path / "other.yaml"
+    main.write_text("sources:\n  - id: bbc\n    url: https://feeds.bbci.co.uk/arabic/rss.xml\n"
+                    "    title: BBC\n", encoding="utf-8")
+    other.write_text("sources:\n  - id: dead\n    url: https://dead.example/rss\n"
+                     "    title: Dead\n", encoding="utf-8")
+    store = Store(redis_client, keys)
+    now = datetime(2018, 3, 13, tzinfo=timezone.utc)
+    store.keep_good_config(load_config(main), now)
+    store.keep_good_config(load_config(other), now)
+    assert store.last_good_config(main) == main.read_bytes()
+    assert store.last_good_config(other) == other.read_bytes()
+    link = tmp_path / "link.yaml"
+    link.symlink_to(main)
+    assert store.last_good_config(link) == main.read_bytes()  # the same file
+    assert store.last_good_config(tmp_path / "never.yaml") is None

@@ -62,7 +62,8 @@ class Services:
         path = str(current_app.config.get("AGG_FEEDS", self.settings.feeds_path))
         with self._config_lock:
             if self._watcher is None or self._watcher.path != path:
-                config, rejected = load_config_or_last_good(path, self.store.last_good_config)
+                config, rejected = load_config_or_last_good(
+                    path, lambda: self.store.last_good_config(path))
                 for problem in rejected.problems if rejected else ():
                     current_app.logger.error("%s; running the last good config", problem)
                 if rejected is None:
