@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor as Pool
 from concurrent.futures import as_completed
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
@@ -383,6 +383,7 @@ class Worker:
         self._jobs_lock = threading.Lock()
         self._stopping = False
         self.sources: dict[str, Source] = {}
+        self._applied = False  # the first apply_config is the start, not an edit
         self.limiter = HostLimiter(settings.per_host_limit)
         self.rng = random.Random()
         # Per source: polls failing together during one Redis outage must not push each
@@ -419,6 +420,12 @@ class Worker:
                 self.sources[sid] = source
                 continue
             state = for_url(source, states[sid])
+            if old is None and self._applied and state.disabled_reason:
+                # added or enabled again by a live edit: the operator asks to try it again
+                state = replace(state, disabled_reason=None, next_poll=None)
+                self.pipe.store.save_state(sid, state)
+                log.info("source %s: its 410 Gone verdict is cleared (added or enabled "
+                         "again)", sid)
             when = initial_poll(source, state, now, self.rng, spread)
             if old is not None and old.interval != source.interval and state.next_poll:
                 when = min(state.next_poll, now + timedelta(seconds=source.interval))
@@ -433,6 +440,7 @@ class Worker:
                      f"changed ({', '.join(changed)})" if old else "started",
                      when.isoformat(timespec="seconds"))
         self.config = config
+        self._applied = True
         self.monitor.enabled_sources = len(wanted)
         self.grouping.set_sources(config.sources)
 

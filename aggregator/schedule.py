@@ -61,6 +61,7 @@ def after_poll(
             last_error=None,
             consecutive_failures=0,
             failing_since=None,
+            disabled_reason=None,  # a feed that answers again is no longer gone
             next_poll=now + jittered(source.interval, rng),
         )
     failures = state.consecutive_failures + 1

@@ -78,6 +78,14 @@ def test_permanent_redirect_is_kept_as_suggestion():
     assert st.suggested_url == "https://new.example.org/rss"
 
 
+def test_a_success_lifts_a_410_verdict():
+    gone = after_poll(SRC, SourceState(), result(Outcome.GONE, 410), NOW, random.Random(0))
+    back = after_poll(SRC, gone, result(Outcome.OK, 200), NOW + timedelta(hours=1),
+                      random.Random(0))
+    assert gone.disabled_reason and back.disabled_reason is None
+    assert initial_poll(SRC, back, NOW + timedelta(hours=1), random.Random(0)) is not None
+
+
 @pytest.mark.parametrize("outcome, status, redirect, kept", [
     (Outcome.OK, 200, "https://new.example.org/rss", "https://new.example.org/rss"),
     (Outcome.NOT_MODIFIED, 304, "https://new.example.org/rss", "https://new.example.org/rss"),

@@ -202,6 +202,32 @@ def test_stats_into_a_closed_pipe_ends_without_a_traceback(server, env):
     assert proc.returncode == 1
 
 
+def test_a_gone_source_added_again_by_a_live_edit_is_tried_again(server, env, redis_client,
+                                                                  keys):
+    # 410 disables a source "until it is removed from feeds.yaml or its URL fixed"; removing
+    # it and adding it back (or disabling and enabling it) is the operator saying: try again.
+    server.feeds["/cnn.xml"].faults.append(Fault(410))
+    feeds = Path(env["AGG_FEEDS"])
+    feeds.write_text(feeds_yaml(server, ["BBC", "CNN"]), encoding="utf-8")
+    proc = start([], env)
+    try:
+        assert wait_until(lambda: redis_client.hget(keys.source_state("cnn"),
+                                                    "disabled_reason"), timeout=30)
+        feeds.write_text(feeds_yaml(server, ["BBC"]), encoding="utf-8")
+        assert wait_until(lambda: redis_client.zscore(keys.schedule, "bbc") is not None
+                          and redis_client.zscore(keys.schedule, "cnn") is None, timeout=20)
+        time.sleep(1)
+        feeds.write_text(feeds_yaml(server, ["BBC", "CNN"]), encoding="utf-8")
+        assert wait_until(lambda: len(server.hits("/cnn.xml")) == 2, timeout=20)  # polled again
+        assert wait_until(lambda: redis_client.hget(keys.source_state("cnn"), "last_status")
+                          == "ok", timeout=20)
+        assert not redis_client.hget(keys.source_state("cnn"), "disabled_reason")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert "source cnn: its 410 Gone verdict is cleared" in err
+
+
 def test_started_during_a_bad_edit_the_worker_runs_the_last_good_config(server, env,
                                                                          redis_client, keys):
     feeds = Path(env["AGG_FEEDS"])
