@@ -487,8 +487,18 @@ class Worker:
         if report.next_poll is None:
             log.error("source %s disabled after %s: edit feeds.yaml", source_id,
                       report.outcome.value)
-        elif source_id in self.sources:
-            self._schedule(source_id, report.next_poll)
+            return
+        current = self.sources.get(source_id)
+        if current is None:
+            return  # removed while it was polled
+        when = report.next_poll
+        # Edited while this poll ran (apply_config's own job for it was skipped: one run
+        # at a time): the poll's schedule belongs to the old settings.
+        if current.url != source.url:
+            when = self.now()  # the new address, now
+        elif current.interval < source.interval and report.outcome.is_success:
+            when = min(when, self.now() + timedelta(seconds=current.interval))
+        self._schedule(source_id, when)
 
     def _housekeeping(self) -> None:
         now = self.now()

@@ -202,6 +202,26 @@ def test_stats_into_a_closed_pipe_ends_without_a_traceback(server, env):
     assert proc.returncode == 1
 
 
+def test_a_url_edited_while_its_old_url_is_being_polled_is_polled_next(server, env):
+    # The edit's own poll job is skipped (one run per source at a time); the slow poll of the
+    # old URL used to re-arm the source a whole interval later, at the old address's pace.
+    server.feeds["/bbc.xml"].faults.append(Fault(200, delay=15))
+    feeds = Path(env["AGG_FEEDS"])
+    feeds.write_text(feeds_yaml(server, ["BBC"]), encoding="utf-8")
+    proc = start([], env)
+    started = time.monotonic()
+    try:
+        time.sleep(7)  # the first poll starts within 6 s and lasts 15 s
+        feeds.write_text(feeds_yaml(server, ["BBC"]).replace("/bbc.xml", "/cnn.xml"),
+                         encoding="utf-8")
+        assert wait_until(lambda: server.hits("/cnn.xml"), timeout=40)
+        took = time.monotonic() - started
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert took < 35, f"the new URL was first polled {took:.0f} s after the start"
+
+
 def test_a_gone_source_added_again_by_a_live_edit_is_tried_again(server, env, redis_client,
                                                                   keys):
     # 410 disables a source "until it is removed from feeds.yaml or its URL fixed"; removing
