@@ -467,8 +467,8 @@ def cmd_moved(ff: FeedsFile, args, settings) -> int:
 # --- OPML ------------------------------------------------------------------------------------------
 
 def read_opml(path: str) -> list[dict]:
-    """Outlines with an xmlUrl, anywhere in the tree: {url, title, site}. A DTD is refused
-    (no entity expansion from a file someone sent us)."""
+    """Outlines with an xmlUrl, anywhere in the tree: {url, title, site, language, enabled}.
+    A DTD is refused (no entity expansion from a file someone sent us)."""
     try:
         data = Path(path).read_bytes() if path != "-" else sys.stdin.buffer.read()
     except OSError as e:
@@ -490,7 +490,9 @@ def read_opml(path: str) -> list[dict]:
             continue
         out.append({"url": url, "title": (outline.get("title") or outline.get("text") or "").strip(),
                     "site": (outline.get("htmlUrl") or "").strip() or None,
-                    "language": (outline.get("language") or "").strip() or None})
+                    "language": (outline.get("language") or "").strip() or None,
+                    # OPML 2.0's commented-out outline: how export-opml writes a disabled one
+                    "enabled": (outline.get("isComment") or "").strip().lower() != "true"})
     return out
 
 
@@ -541,6 +543,8 @@ def cmd_import_opml(ff: FeedsFile, args) -> int:
             fields["language"] = o["language"]
         if tags is not None:
             fields["tags"] = tags
+        if not o["enabled"]:
+            fields["enabled"] = False
         new.append(fields)
     for problem in bad:
         print(f"skipped (invalid): {problem}", file=sys.stderr)
@@ -548,12 +552,14 @@ def cmd_import_opml(ff: FeedsFile, args) -> int:
         print(f"skipped (already there): {url}", file=sys.stderr)
     if args.dry_run:
         for f in new:
-            print(f"would add {f['id']}: {f['url']}  {f['title']}")
+            print(f"would add {f['id']}: {f['url']}  {f['title']}"
+                  + ("  (disabled)" if f.get("enabled") is False else ""))
         print(f"{len(new)} to add, {len(skipped)} duplicates, {len(bad)} invalid (dry run)")
         return 0
     add_sources(ff, new)
     for f in new:
-        print(f"added {f['id']}: {f['url']}  {f['title']}")
+        print(f"added {f['id']}: {f['url']}  {f['title']}"
+              + ("  (disabled)" if f.get("enabled") is False else ""))
     print(f"{len(new)} added, {len(skipped)} duplicates skipped, {len(bad)} invalid skipped")
     return 0
 

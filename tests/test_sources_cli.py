@@ -252,6 +252,9 @@ def test_export_opml_round_trips(feeds, tmp_path):
     assert r.returncode == 0, r.stderr
     again = load_config(empty)
     assert [(s.url, s.title) for s in again.sources] == [(s.url, s.title) for s in config.sources]
+    # a disabled source comes back disabled (isComment), not polling
+    assert [s.enabled for s in again.sources] == [s.enabled for s in config.sources]
+    assert "(disabled)" in r.stdout
     assert empty.read_text(encoding="utf-8").startswith("# imported\nsources:\n  - id: ")
 
 
