@@ -27,6 +27,9 @@ from .errors import ConfigError
 from .types import Source
 
 MIN_INTERVAL = 60
+# A day: news feeds change hourly; a feed checked less often than daily is better disabled,
+# and a huge value overflows the scheduler's dates.
+MAX_INTERVAL = 86400
 DEFAULT_INTERVAL = 600
 
 # ISO 3166-1 alpha-2 (all 249 officially assigned codes); Python has no such list built in.
@@ -100,6 +103,9 @@ def _interval(value: Any) -> int:
     seconds = parse_interval(value)
     if seconds < MIN_INTERVAL:
         raise ValueError(f"interval {value!r} is below the minimum of 1m (60 seconds)")
+    if seconds > MAX_INTERVAL:
+        raise ValueError(f"interval {value!r} is above the maximum of 24h (a feed checked "
+                         "less often is better disabled: enabled: false)")
     return seconds
 
 

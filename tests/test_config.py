@@ -372,3 +372,19 @@ def test_watcher_with_initial_config_and_missing_file(tmp_path):
     _write(path, "two")
     assert watcher.check() is True
     assert [s.id for s in seen[-1].sources] == ["two"]
+
+
+@pytest.mark.parametrize("interval, ok", [
+    ("1m", True), ("24h", True), ("1440m", True), ("86400", True),
+    ("24h1m", False), ("2d", False), ("99999999h", False),
+])
+def test_an_interval_runs_from_a_minute_to_a_day(tmp_path, interval, ok):
+    path = tmp_path / "feeds.yaml"
+    path.write_text("sources:\n  - id: bbc\n    url: https://feeds.bbci.co.uk/arabic/rss.xml\n"
+                    f"    title: BBC\n    interval: {interval}\n", encoding="utf-8")
+    if ok:
+        assert load_config(path).sources[0].interval <= 86400
+    else:
+        (problem,) = _problems(path)
+        assert problem.startswith(f"{path}:5: sources[0].interval: ")
+        assert "maximum of 24h" in problem or "write it like" in problem, problem
