@@ -91,6 +91,21 @@ def test_relative(ago, expected):
     assert at.relative(NOW - ago, NOW) == expected
 
 
+@pytest.mark.parametrize("ahead, expected", [
+    (timedelta(seconds=-30), "الآن"),  # due (overdue)
+    (timedelta(seconds=0), "الآن"),
+    (timedelta(seconds=1), "بعد ثانية"),
+    (timedelta(seconds=2), "بعد ثانيتين"),
+    (timedelta(seconds=40), "بعد ٤٠ ثانية"),
+    (timedelta(seconds=90), "بعد دقيقة"),  # relative() says "now" here: feed clocks skew
+    (timedelta(minutes=2), "بعد دقيقتين"),
+    (timedelta(minutes=7), "بعد ٧ دقائق"),
+    (timedelta(hours=3), "بعد ٣ ساعات"),
+])
+def test_until_a_scheduled_time(ahead, expected):
+    assert at.until(NOW + ahead, NOW) == expected
+
+
 def test_relative_compares_instants_not_wall_clocks():
     riyadh = NOW.astimezone(at.zone("Asia/Riyadh"))
     assert at.relative(riyadh - timedelta(hours=2), NOW) == "منذ ساعتين"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import re
+from datetime import timedelta
 
 import lxml.html
 import pytest
@@ -153,6 +154,12 @@ def status_json(client, path="/status.json"):
 
 
 def test_status_json_reports_every_source_worst_first(redis_client, keys, feeds_path, polled):
+    # a source disabled in feeds.yaml after it was polled keeps a stored next poll
+    from aggregator.store import Store
+    from aggregator.types import SourceState
+
+    Store(redis_client, keys).save_state("spare", SourceState(
+        last_status="ok", polls=3, next_poll=T0 + timedelta(minutes=5)))
     c = make_app(redis_client, keys, feeds_path, AGG_STATUS_TOKEN=TOKEN).test_client()
     data = status_json(c)
     assert data == c.get("/status", headers=BEARER | {"Accept": "application/json"}).get_json()
@@ -175,6 +182,7 @@ def test_status_json_reports_every_source_worst_first(redis_client, keys, feeds_
     moved = rows["alarabiya"]
     assert moved["health"] == "moved" and moved["suggested_url"].endswith("/alarabia.xml")
     assert moved["items_24h"] == 16
+    assert rows["spare"]["enabled"] is False and rows["spare"]["next_poll"] is None
     for sid in ("bbc", "skynews"):
         assert rows[sid]["health"] == "ok" and rows[sid]["http_status"] == 200
         assert rows[sid]["items_total"] == 16 and rows[sid]["latency_ms"] > 0

@@ -174,6 +174,20 @@ def relative(when: datetime, now: datetime, digits: str = "arabic") -> str:
     return f"{prefix} {count(n, unit, digits, genitive=True)}"
 
 
+def until(when: datetime, now: datetime, digits: str = "arabic") -> str:
+    """A scheduled time (a next poll): 'الآن' when due, 'بعد ٤٠ ثانية', 'بعد دقيقة',
+    'بعد ٣ ساعات'. Unlike relative() there is no slack for feed clocks running ahead: a
+    poll 90 s away is not 'now'."""
+    seconds = (as_utc(when) - as_utc(now)).total_seconds()
+    if seconds < 1:
+        return "الآن"
+    if seconds < 60:
+        return "بعد " + count(int(seconds), SECOND, digits, genitive=True)
+    if seconds < 120:
+        return "بعد " + count(1, MINUTE, digits, genitive=True)
+    return relative(when, now, digits)
+
+
 def zone(name: str | tzinfo | None) -> tzinfo:
     if isinstance(name, tzinfo):
         return name
@@ -263,7 +277,7 @@ def iso(when: datetime) -> str:
 
 __all__ = [
     "Noun", "SOURCE", "REPORT", "STORY", "ITEM", "ERROR", "MINUTE", "HOUR", "DAY", "WEEK",
-    "MONTH", "YEAR", "SECOND", "plural_category", "count", "more_sources", "relative",
+    "MONTH", "YEAR", "SECOND", "plural_category", "count", "more_sources", "relative", "until",
     "day_heading", "clock", "absolute", "day_key", "iso", "digits_of", "local", "zone",
     "zone_label",
 ]

@@ -410,7 +410,9 @@ def status_rows(now: datetime) -> list[dict]:
             "enabled": s.enabled, "interval_s": s.interval, "health": _health(s, st),
             "outcome": st.last_status, "http_status": st.last_http_status,
             "last_error": st.last_error, "last_poll": st.last_poll,
-            "last_success": st.last_success, "next_poll": st.next_poll,
+            "last_success": st.last_success,
+            # a source the worker does not poll has no next poll (a stale one is stored)
+            "next_poll": st.next_poll if s.enabled and not st.disabled_reason else None,
             "retry_after_until": st.retry_after_until, "errors": st.errors, "polls": st.polls,
             "consecutive_failures": st.consecutive_failures, "failing_since": st.failing_since,
             "failing_for_s": round(failing_for) if failing_for is not None else None,

@@ -490,6 +490,11 @@ def _reltime(when: datetime) -> str:
     return at.relative(when, now_utc(), display().digits)
 
 
+@bp.app_template_filter("until")
+def _until(when: datetime) -> str:
+    return at.until(when, now_utc(), display().digits)
+
+
 @bp.app_template_filter("abstime")
 def _abstime(when: datetime) -> str:
     d = display()
