@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from .config import no_config_to_run
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .settings import Settings
 
 
@@ -21,8 +21,6 @@ def cmd_run(args, settings: Settings) -> int:
 
     from web import create_app
 
-    from .config import no_config_to_run
-    from .errors import ConfigError
     from .runner import Shutdown, Worker, run_forever, wait_for_redis
 
     shutdown = Shutdown().install()
@@ -235,6 +233,10 @@ def main(argv=None) -> int:
         return args.func(args, Settings.from_env())
     except ConfigError as e:
         return no_config_to_run(e)
+    except StoreError as e:  # stats, poll, sources moved: Redis is down or unreachable
+        print(f"{e} (REDIS_URL={os.environ.get('REDIS_URL') or 'unset: the embedded server'})",
+              file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # `stats | head` closed our stdout: not an error worth a traceback. Point stdout at
         # /dev/null so the interpreter's flush at exit does not raise again.

@@ -191,6 +191,19 @@ def test_stats_says_when_each_source_is_polled_next(source, text):
     assert next_poll_text(source, STATS_NOW) == text
 
 
+def test_operator_commands_say_redis_is_unreachable_without_a_traceback(tmp_path):
+    env = os.environ | {"REDIS_URL": "redis://127.0.0.1:1/0",  # nothing listens on port 1
+                        "AGG_FEEDS": str(tmp_path / "feeds.yaml")}
+    (tmp_path / "feeds.yaml").write_text(
+        "sources:\n  - id: bbc\n    url: https://feeds.bbci.co.uk/arabic/rss.xml\n"
+        "    title: BBC\n", encoding="utf-8")
+    for args in (["stats"], ["sources", "moved"], ["poll", "bbc", "--dry-run"]):
+        r = subprocess.run([sys.executable, "-m", "aggregator", *args], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert "Redis unreachable" in r.stderr and "REDIS_URL=redis://127.0.0.1:1/0" in r.stderr
+
+
 def test_stats_into_a_closed_pipe_ends_without_a_traceback(server, env):
     # `python -m aggregator stats | head -3`: head exits before stats has written it all
     Path(env["AGG_FEEDS"]).write_text(feeds_yaml(server, ["BBC", "CNN"]), encoding="utf-8")
