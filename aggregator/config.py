@@ -428,7 +428,12 @@ def _message(model: type[BaseModel], err: dict) -> str:
     if kind == "model_type":
         return f"expected a mapping of keys, got {err['input']!r}"
     msg = err["msg"]
-    return f"{msg[0].lower()}{msg[1:]} (got {err['input']!r})"
+    text = f"{msg[0].lower()}{msg[1:]} (got {err['input']!r})"
+    if kind.startswith("bool"):
+        text += ": write true or false"
+    elif kind.startswith("string") and isinstance(err["input"], (int, float, bool)):
+        text += ": quote it to keep it as text, e.g. \"2024\""
+    return text
 
 
 # --------------------------------------------------------------------------- reload

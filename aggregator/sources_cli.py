@@ -25,6 +25,7 @@ new one, never half). An edit that would make the file invalid leaves it untouch
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import re
@@ -121,8 +122,11 @@ class FeedsFile:
         for span in self.spans():
             if span.id == source_id:
                 return span
-        known = ", ".join(s.id for s in self.config.sources) or "none"
-        raise CliError(f"no source {source_id!r} in {self.path} (sources: {known})")
+        ids = [s.id for s in self.config.sources]
+        close = difflib.get_close_matches(source_id, ids, n=1)
+        hint = (f"did you mean {close[0]!r}?" if close
+                else f"sources: {', '.join(ids) or 'none'}; `sources list` shows them")
+        raise CliError(f"no source {source_id!r} in {self.path} ({hint})")
 
     # writing ----------------------------------------------------------------------------
     def save(self, new_text: str, expect) -> Config:

@@ -388,3 +388,19 @@ def test_an_interval_runs_from_a_minute_to_a_day(tmp_path, interval, ok):
         (problem,) = _problems(path)
         assert problem.startswith(f"{path}:5: sources[0].interval: ")
         assert "maximum of 24h" in problem or "write it like" in problem, problem
+
+
+def test_a_yes_where_a_boolean_belongs_says_true_or_false(tmp_path):
+    path = tmp_path / "feeds.yaml"
+    path.write_text("sources:\n  - id: bbc\n    url: https://feeds.bbci.co.uk/arabic/rss.xml\n"
+                    "    title: BBC\n    enabled: yes\n", encoding="utf-8")
+    assert _problems(path) == [f"{path}:5: sources[0].enabled: input should be a valid "
+                               "boolean (got 'yes'): write true or false"]
+
+
+def test_a_number_where_text_belongs_says_to_quote_it(tmp_path):
+    path = tmp_path / "feeds.yaml"
+    path.write_text("sources:\n  - id: bbc\n    url: https://feeds.bbci.co.uk/arabic/rss.xml\n"
+                    "    title: 2024\n", encoding="utf-8")
+    (got,) = _problems(path)
+    assert got.endswith('(got 2024): quote it to keep it as text, e.g. "2024"'), got

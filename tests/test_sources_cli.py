@@ -460,3 +460,8 @@ def test_moved_lists_permanent_redirects_and_applies_them_line_by_line(server, r
     r = run("sources", "moved", env=env)
     assert r.stdout.startswith("cnn: ") and "bbc" not in r.stdout
     assert "moved for good" not in run("stats", env=env).stdout.split("\n  cnn")[0]
+
+
+def test_a_mistyped_id_gets_the_closest_one(feeds):
+    r = run("sources", "disable", "bbc_arabc", feeds=feeds)
+    assert r.returncode == 1 and "did you mean 'bbc_arabic'?" in r.stderr, r.stderr
