@@ -546,8 +546,12 @@ class Worker:
         self._stop.set()
         self.grouping.notify()
         self._grouping_thread.join(timeout=60)
+        if self._grouping_thread.is_alive():
+            log.warning("grouping did not finish within 60 s; the rest is grouped at the "
+                        "next start")
         self.monitor.close()
         self.pipe.close()
+        log.info("worker stopped")
 
 
 def format_report(r: PollReport) -> str:

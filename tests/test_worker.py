@@ -136,6 +136,7 @@ def test_hot_reload_keeps_last_good_config_and_restart_resumes(server, env, redi
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0
+    assert err.rstrip().endswith("worker stopped"), err[-300:]  # the log says it is done
     assert f"{feeds}:2:" in err and "interval" in err
     # CNN moved up when BBC went: a new rank, nothing to reschedule or report
     assert "source cnn started" in err and "source cnn changed" not in err
