@@ -137,14 +137,20 @@ def cmd_check_config(args, settings: Settings) -> int:
 def cmd_poll(args, settings: Settings) -> int:
     """Poll one source now. --dry-run shows what would be stored and writes nothing."""
     from .runner import (GroupingLoop, build_pipeline, format_report, make_grouper,
-                         startup_config, utcnow)
+                         open_store, startup_config, utcnow)
+    from .schedule import for_url, skip_reason
     from .update import update_source
 
-    config, _ = startup_config(settings, keep=not args.dry_run)
+    store = open_store(settings)
+    config, _ = startup_config(settings, store, keep=not args.dry_run)
     source = next((s for s in config.sources if s.id == args.source), None)
     if source is None:
         print(f"no source {args.source!r} in {config.path}", file=sys.stderr)
         return 2
+    reason = skip_reason(for_url(source, store.load_state(source.id)), utcnow())
+    if reason:  # an operator's poll goes ahead, but not without saying what it overrides
+        print(f"{source.id}: the worker is leaving it alone ({reason}); polling it anyway, "
+              "as asked", file=sys.stderr)
     if args.dry_run:
         return dry_run(source, settings)
     pipe = build_pipeline(replace(settings, parse_processes=0))  # one feed: no pool to start

@@ -410,6 +410,11 @@ def test_poll_dry_run_shows_what_would_be_stored_and_writes_nothing(server, redi
     assert "consecutive failures 1" in r.stdout
     assert redis_client.zcard(keys.timeline) == 16
     assert redis_client.hget(keys.source_state("bbc"), "last_status") == "ok"
+    # a server that asked us to wait: a poll by hand goes ahead, and says what it overrides
+    server.feeds["/bbc.xml"].faults.append(Fault(503, {"Retry-After": "600"}))
+    assert run("poll", "bbc", env=env).returncode == 1
+    r = run("poll", "bbc", "--dry-run", env=env)
+    assert "bbc: the worker is leaving it alone (Retry-After until " in r.stderr, r.stderr
 
 
 # --- moved: permanent redirects seen by the worker, written back on request -----------------------
