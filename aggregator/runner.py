@@ -27,6 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from .alerts import Alerter, Monitor
 from .config import Config, ConfigWatcher, Rejected, load_config_or_last_good
+from .embedded import revive
 from .errors import StoreError
 from .fetch import Fetcher
 from .keys import Keys
@@ -509,6 +510,20 @@ class Worker:
         except (StoreError, redis.RedisError) as e:
             self.monitor.redis_error()
             log.error("housekeeping: Redis unavailable: %s", e)
+            self._revive_embedded()
+
+    def _revive_embedded(self) -> None:
+        """The worker owns the embedded server: if it died, start it again (its AOF holds
+        the data); nothing else would, and every poll and page would wait on it. A server
+        at REDIS_URL is its operator's to restart."""
+        if self.settings.redis_url:
+            return
+        try:
+            if revive(self.settings.data_dir):
+                log.warning("embedded Redis under %s was gone; started it again",
+                            self.settings.data_dir)
+        except StoreError as e:
+            log.error("%s", e)
 
     def _retention(self) -> None:
         s = self.settings

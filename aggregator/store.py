@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import orjson
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from .embedded import ensure_server
 from .errors import StoreError
@@ -33,17 +35,26 @@ log = logging.getLogger(__name__)
 UTC = timezone.utc
 
 
-def connect(settings: Settings) -> redis.Redis:
-    """A client for REDIS_URL, or for the embedded server under AGG_DATA_DIR."""
+def connect(settings: Settings, timeout: float = 30.0, retries: int = 2) -> redis.Redis:
+    """A client for REDIS_URL, or for the embedded server under AGG_DATA_DIR.
+
+    `timeout` bounds one command and `retries` how often it is tried again: redis-py's
+    default retries a timed-out command ten times, so a stalled server held a reader's
+    request for five minutes. The worker keeps 30 s (its grouping scripts are long); the
+    web app asks for a few seconds and no retry, so a reader gets a 503 (or cached feed
+    bytes) at once."""
+    retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries)
     try:
         if settings.redis_url:
             client = redis.Redis.from_url(
                 settings.redis_url, decode_responses=True, health_check_interval=30,
-                socket_connect_timeout=5, socket_timeout=30,
+                socket_connect_timeout=min(5.0, timeout), socket_timeout=timeout, retry=retry,
             )
         else:
             sock = ensure_server(settings.data_dir)
-            client = redis.Redis(unix_socket_path=sock, decode_responses=True, socket_timeout=30)
+            client = redis.Redis(unix_socket_path=sock, decode_responses=True,
+                                 socket_connect_timeout=min(5.0, timeout),
+                                 socket_timeout=timeout, retry=retry)
         client.ping()
     except redis.RedisError as e:
         raise StoreError(f"Redis unreachable: {e}") from e

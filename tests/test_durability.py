@@ -415,3 +415,69 @@ def test_pages_503_says_when_to_retry(tmp_path):
         status, headers, _ = get(web + "/")
     assert status == 503
     assert headers.get("Retry-After", "").isdigit()
+
+
+# --- the embedded server: killed, or stalled --------------------------------------------------
+
+def _embedded_env(tmp_path, feeds) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGG_") and k != "REDIS_URL"}
+    env.update(AGG_DATA_DIR=str(tmp_path / "data"), AGG_FEEDS=str(feeds),
+               AGG_ALLOW_PRIVATE_NETWORKS="1", PYTHONUNBUFFERED="1",
+               AGG_PARSE_PROCESSES="0", AGG_GROUPING_PROCESS="0")
+    return env
+
+
+def test_a_worker_starts_its_embedded_redis_again_after_it_died(server, tmp_path):
+    # Nothing else restarts it: before, every poll and page waited on a dead socket until
+    # some other command happened to call ensure_server.
+    from aggregator.embedded import stop_server
+
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text(feeds_yaml({"c0": server.add("/c0.xml", "ok", clone_feed(corpus()[:10], 0))}),
+                     encoding="utf-8")
+    env = _embedded_env(tmp_path, feeds)
+    data = tmp_path / "data"
+    proc = start_worker([], env)
+    try:
+        sock = data / "redis.sock"
+        client = lambda: redis_lib.Redis(unix_socket_path=str(sock), decode_responses=True)
+        assert wait_until(lambda: sock.exists() and client().zcard("agg:tl") == 10, timeout=30)
+        pid = int((data / "redis.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        assert wait_until(lambda: (data / "redis.pid").exists()
+                          and int((data / "redis.pid").read_text()) != pid
+                          and client().ping(), timeout=30), "not started again"
+        assert client().zcard("agg:tl") == 10  # its AOF brought the items back
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        stop_server(data)
+    assert "was gone; started it again" in err
+
+
+def test_a_stalled_embedded_redis_is_reported_never_doubled_and_pages_answer_fast(tmp_path):
+    from aggregator.embedded import ensure_server, stop_server
+    from aggregator.errors import StoreError
+
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text(feeds_yaml({"x": "https://example.org/feed.xml"}), encoding="utf-8")
+    data = tmp_path / "data"
+    ensure_server(data)
+    pid = int((data / "redis.pid").read_text())
+    env = {"AGG_DATA_DIR": str(data), "AGG_FEEDS": str(feeds), "REDIS_URL": ""}
+    try:
+        with web_app(env) as web:
+            assert get(web + "/healthz")[0] in (200, 503)  # connected (no worker beating)
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(StoreError, match=f"pid {pid}.*not answering"):
+                    ensure_server(data, timeout=2)  # alive: a second server would share its AOF
+                started = time.monotonic()
+                status, _, body = get(web + "/healthz")
+                took = time.monotonic() - started
+            finally:
+                os.kill(pid, signal.SIGCONT)
+        assert status == 503 and json.loads(body)["redis"] is False
+        assert took < 12, took  # a minute and more with the 30 s timeout and its retries
+    finally:
+        stop_server(data)

@@ -32,7 +32,8 @@ class Services:
     @property
     def client(self):
         if self._client is None:
-            self._client = connect(self.settings)
+            # a reader waits seconds for a stalled store, not the worker's 30 s x retries
+            self._client = connect(self.settings, timeout=5.0, retries=0)
         return self._client
 
     @property
