@@ -132,10 +132,13 @@ def test_story_feed_lists_an_article_under_http_and_https_once(redis_client, key
                                  AGG_VERSION_TTL=0.0))
     try:
         doc = json.loads(get(f"{server.url}/feeds/stories/{s.id}.json")[2])
-        # its topic's article feed lists the article once too
+        # its topic's article feed lists the article once too, and so does the whole site's
         topic = json.loads(get(f"{server.url}/feeds/topics/{s.topic}.json?mode=articles")[2])
+        every = json.loads(get(f"{server.url}/feeds/all.json?mode=articles&limit=200")[2])
     finally:
         server.close()
+    every_ids = [i["id"].rsplit("/", 1)[1] for i in every["items"]]
+    assert len({member.id, "again"} & set(every_ids)) == 1, "the article is listed twice"
     assert {i["id"].rsplit("/", 1)[1] for i in doc["items"]} == set(s.items)
     topic_ids = {i["id"].rsplit("/", 1)[1] for i in topic["items"]}
     assert set(s.items) <= topic_ids and "again" not in topic_ids

@@ -30,7 +30,7 @@ from flask import Blueprint, Response, abort, current_app, redirect, request
 from aggregator import syndicate
 from aggregator.search import Query
 from aggregator.syndicate import ArticleEntry, FeedMeta, StoryEntry
-from aggregator.types import Item, Source, Story, story_reports
+from aggregator.types import Item, Source, Story, article_key, story_reports
 
 from .cache import FastPath, OutputCache, Rendered, VersionClock, request_key, respond
 from .extensions import EXT, services
@@ -182,6 +182,7 @@ def _article_page(index: str, p: Params):
     store = services().store
     query = p.query
     found: list[Item] = []
+    links: set[str] = set()  # an article in two feeds of one outlet is listed once a page
     cursor, scanned, last = p.before, 0, None
     while True:  # until one match past the page (there is a next page) or the end
         batch = _zpage(index, cursor, p.limit + 1 if not query else 200)
@@ -194,9 +195,14 @@ def _article_page(index: str, p: Params):
             it = by_id.get(item_id)
             if it is None or not _matches(query, it):
                 continue
+            link = article_key(it.url) if it.url else None
+            if link in links:
+                continue
             if len(found) == p.limit:  # one more exists: there is a next page
                 return found, last
             found.append(it)
+            if link:
+                links.add(link)
             last = cursor
         if query and scanned >= SCAN_CAP:
             return found, cursor  # searched enough for one request; resume from here
