@@ -13,6 +13,8 @@ Layout (P = prefix, default "agg"):
     P:sched                     zset   source_id -> next poll ts (restart resumes from it)
   meta
     P:heartbeat                 string worker heartbeat (iso time), with a TTL
+    P:worker:lock               string "host pid token" of the one polling worker, 30 s TTL
+                                       renewed every 5 s (a second worker waits for it)
     P:outputs:version           string bumped whenever items or stories change
     P:config:good:<file>        hash   data, digest, saved: the last valid version of one
                                        feeds file (<file>: a hash of its real path) any
@@ -110,6 +112,10 @@ class Keys:
     @property
     def heartbeat(self) -> str:
         return f"{self.prefix}:heartbeat"
+
+    @property
+    def worker_lock(self) -> str:
+        return f"{self.prefix}:worker:lock"
 
     @property
     def outputs_version(self) -> str:

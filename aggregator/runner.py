@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import random
 import signal
+import socket
 import sys
 import threading
 import time
@@ -20,6 +22,7 @@ from concurrent.futures import as_completed
 from dataclasses import fields, replace
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
+from uuid import uuid4
 
 import redis
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -43,6 +46,24 @@ from .update import Pipeline, update_source
 log = logging.getLogger(__name__)
 UTC = timezone.utc
 STORE_RETRY = (5, 300)  # Redis unreachable: retry a poll after 5 s, doubling up to 5 min
+# The one-polling-worker lock: held while renewed (housekeeping, every 5 s); a worker that
+# died on another host frees it this long after.
+LOCK_TTL = 30
+
+
+def _gone_here(holder: str) -> bool:
+    """Whether a lock holder ("host pid token") was a process of this host that is gone:
+    a worker killed with -9 and restarted takes over at once, not 30 s later."""
+    host, _, rest = holder.partition(" ")
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(rest.split(" ")[0]), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, OSError):
+        return False
+    return False
 
 
 def utcnow() -> datetime:
@@ -384,6 +405,7 @@ class Worker:
         self._jobs_lock = threading.Lock()
         self._stopping = False
         self.sources: dict[str, Source] = {}
+        self.holder = f"{socket.gethostname()} {os.getpid()} {uuid4().hex[:8]}"
         self._applied = False  # the first apply_config is the start, not an edit
         self.limiter = HostLimiter(settings.per_host_limit)
         self.rng = random.Random()
@@ -501,9 +523,40 @@ class Worker:
             when = min(when, self.now() + timedelta(seconds=current.interval))
         self._schedule(source_id, when)
 
+    def take_lock(self, stopping: Callable[[], bool], sleep: Callable[[float], object]) -> bool:
+        """Wait until this is the store's one polling worker; False if told to stop first.
+        A second `run` or worker.py on the same store would fetch every feed twice."""
+        warned = False
+        while not stopping():
+            holder = self.pipe.store.claim_worker_lock(self.holder, LOCK_TTL)
+            if holder is None:
+                if warned:
+                    log.info("the other worker stopped; this one takes over")
+                return True
+            if holder and _gone_here(holder):
+                self.pipe.store.release_worker_lock(holder)
+                log.info("the last worker (%s) is gone; taking over", holder)
+                continue
+            if not warned:
+                log.warning("another worker is polling this store (%s); waiting until it "
+                            "stops (up to %d s after it does)", holder, LOCK_TTL)
+                warned = True
+            sleep(5)
+        return False
+
+    def _renew_lock(self) -> None:
+        store = self.pipe.store
+        if store.renew_worker_lock(self.holder, LOCK_TTL):
+            return
+        holder = store.claim_worker_lock(self.holder, LOCK_TTL)  # expired: a long stall
+        if holder is not None:
+            log.error("another worker (%s) took over while this one stalled: both are "
+                      "polling; stop one", holder)
+
     def _housekeeping(self) -> None:
         now = self.now()
         try:
+            self._renew_lock()
             self.pipe.store.heartbeat(now)
             self.watcher.check()
             self.monitor.tick(self.pipe.store, list(self.sources.values()), now)
@@ -564,9 +617,19 @@ class Worker:
         if self._grouping_thread.is_alive():
             log.warning("grouping did not finish within 60 s; the rest is grouped at the "
                         "next start")
+        try:
+            self.pipe.store.release_worker_lock(self.holder)
+        except (StoreError, redis.RedisError):
+            pass  # it expires by itself
         self.monitor.close()
         self.pipe.close()
         log.info("worker stopped")
+
+    def discard(self) -> None:
+        """A worker built but never started (stopped while waiting for the lock): its parse
+        processes end; grouping had not started."""
+        self.monitor.close()
+        self.pipe.close()
 
 
 def format_report(r: PollReport) -> str:
@@ -645,6 +708,9 @@ def run_forever(settings: Settings, shutdown: Shutdown, worker: Worker | None = 
     """Run a worker (built here unless given) until shutdown; ConfigError from building it
     means there is no config to run."""
     worker = worker or Worker(settings)
+    if not worker.take_lock(lambda: shutdown.requested, shutdown.sleep):
+        worker.discard()
+        return
     worker.start()
     try:
         while not shutdown.requested:

@@ -430,6 +430,24 @@ class Store:
     def heartbeat(self, now: datetime, ttl: int = 600) -> None:
         self.r.set(self.keys.heartbeat, now.isoformat(), ex=ttl)
 
+    # One polling worker per store: two would fetch every feed twice and double the counts.
+    _RENEW_LUA = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+                  "return redis.call('expire', KEYS[1], ARGV[2]) else return 0 end")
+    _RELEASE_LUA = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+                    "return redis.call('del', KEYS[1]) else return 0 end")
+
+    def claim_worker_lock(self, holder: str, ttl: int) -> str | None:
+        """Take the worker lock for `holder`; None when taken, else who holds it."""
+        if self.r.set(self.keys.worker_lock, holder, nx=True, ex=ttl):
+            return None
+        return self.r.get(self.keys.worker_lock) or ""
+
+    def renew_worker_lock(self, holder: str, ttl: int) -> bool:
+        return bool(self.r.eval(self._RENEW_LUA, 1, self.keys.worker_lock, holder, ttl))
+
+    def release_worker_lock(self, holder: str) -> None:
+        self.r.eval(self._RELEASE_LUA, 1, self.keys.worker_lock, holder)
+
     def last_heartbeat(self) -> datetime | None:
         raw = self.r.get(self.keys.heartbeat)
         return datetime.fromisoformat(raw) if raw else None
