@@ -58,7 +58,10 @@ def _gone_here(holder: str) -> bool:
     if host != socket.gethostname():
         return False
     try:
-        os.kill(int(rest.split(" ")[0]), 0)
+        pid = int(rest.split(" ")[0])
+        if pid == os.getpid():  # our own pid under another token: a restarted container
+            return True
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except (ValueError, OSError):

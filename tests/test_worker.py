@@ -6,6 +6,7 @@ import json
 import re
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -424,3 +425,16 @@ def test_once_reads_the_sources_states_once(server, env, redis_client, keys, mon
     assert run_once(Settings.from_env(env), out=out) == 0
     assert reads == [["skynews", "alarabia"]]
     assert "2/2 sources ok" in out.getvalue() and len(stored_ids(redis_client, keys)) > 0
+
+
+@pytest.mark.parametrize("holder, gone", [
+    (f"{socket.gethostname()} {os.getpid()} 0000aaaa", True),  # our pid, an older token
+    (f"{socket.gethostname()} 1 0000aaaa", False),  # alive (init)
+    (f"{socket.gethostname()} 999999999 0000aaaa", True),  # no such process
+    ("another-host 999999999 0000aaaa", False),  # cannot tell: wait for its TTL
+    ("garbage", False),
+])
+def test_a_lock_holder_is_gone_only_when_this_host_can_tell(holder, gone):
+    from aggregator.runner import _gone_here
+
+    assert _gone_here(holder) is gone
