@@ -60,6 +60,7 @@ def stats(settings: Settings) -> dict:
     for source in config.sources:
         st = for_url(source, states[source.id])  # an edited URL: not the old one's verdicts
         sources[source.id] = {
+            "url": source.url,
             "items": store.count_items(source.id),
             "enabled": source.enabled and not st.disabled_reason,
             "last_status": st.last_status,
@@ -97,13 +98,17 @@ def cmd_stats(args, settings: Settings) -> int:
         for problem in data["config"]["problems"]:
             print(f"  {problem}")
     now = datetime.now(timezone.utc)
+    owners = {s["url"]: sid for sid, s in data["sources"].items()}
     for sid, s in data["sources"].items():
         status = (s["last_status"] or "-") + (f" {s['last_http_status']}"
                                               if s["last_http_status"] else "")
         print(f"  {sid:<28} {s['items']:>6} items  {status:<18} errors {s['errors']:>3}  "
               f"{next_poll_text(s, now)}")
         if s["suggested_url"]:
-            print(f"  {'':<28} moved for good to {s['suggested_url']} (`sources moved --apply`)")
+            owner = owners.get(s["suggested_url"])
+            how = (f"already the URL of {owner}: remove one of the two" if owner
+                   else "`sources moved --apply` writes it")
+            print(f"  {'':<28} moved for good to {s['suggested_url']} ({how})")
     return 0
 
 

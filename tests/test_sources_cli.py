@@ -453,7 +453,10 @@ def test_moved_lists_permanent_redirects_and_applies_them_line_by_line(server, r
     assert "already the URL of taken" in r.stderr
     assert feeds.read_text(encoding="utf-8") == before  # listing writes nothing
     stats = run("stats", env=env).stdout
-    assert f"moved for good to {server.url('/bbc.xml')}" in stats
+    assert f"moved for good to {server.url('/bbc.xml')} (`sources moved --apply` writes it)" \
+        in stats
+    assert (f"moved for good to {server.url('/taken.xml')} (already the URL of taken: remove "
+            "one of the two)") in stats
 
     r = run("sources", "moved", "--apply", env=env)
     assert r.returncode == 1  # one move could not be written
