@@ -47,11 +47,10 @@ def cmd_run(args, settings: Settings) -> int:
 
 def stats(settings: Settings) -> dict:
     from .config import config_status, load_config_or_last_good
-    from .keys import Keys
     from .schedule import for_url
-    from .store import Store, connect
+    from .store import open_store
 
-    store = Store(connect(settings), Keys(settings.key_prefix))
+    store = open_store(settings)
     config, rejected = load_config_or_last_good(
         settings.feeds_path, lambda: store.last_good_config(settings.feeds_path))
     ids = [s.id for s in config.sources]
@@ -142,8 +141,9 @@ def cmd_check_config(args, settings: Settings) -> int:
 def cmd_poll(args, settings: Settings) -> int:
     """Poll one source now. --dry-run shows what would be stored and writes nothing."""
     from .runner import (GroupingLoop, build_pipeline, format_report, make_grouper,
-                         open_store, startup_config, utcnow)
+                         startup_config, utcnow)
     from .schedule import for_url, skip_reason
+    from .store import open_store
     from .update import update_source
 
     store = open_store(settings)
@@ -157,7 +157,7 @@ def cmd_poll(args, settings: Settings) -> int:
         print(f"{source.id}: the worker is leaving it alone ({reason}); polling it anyway, "
               "as asked", file=sys.stderr)
     if args.dry_run:
-        return dry_run(source, settings)
+        return dry_run(source, settings, store)
     pipe = build_pipeline(replace(settings, parse_processes=0))  # one feed: no pool to start
     report = update_source(source, pipe, utcnow())
     GroupingLoop(make_grouper(pipe.store, config.sources), monitor=pipe.monitor).drain()
@@ -167,7 +167,7 @@ def cmd_poll(args, settings: Settings) -> int:
     return 0 if report.outcome.is_success else 1
 
 
-def dry_run(source, settings: Settings, out=None) -> int:
+def dry_run(source, settings: Settings, store, out=None) -> int:
     """Fetch, parse and normalise one source with its stored validators, and show what a
     real poll would store: each item as new / changed / same (against the stored content
     hash), the source state it would save, and when it would poll next. Reads Redis,
@@ -175,14 +175,11 @@ def dry_run(source, settings: Settings, out=None) -> int:
     import random
 
     from .fetch import Fetcher
-    from .keys import Keys
     from .runner import utcnow
     from .schedule import after_poll
-    from .store import Store, connect
     from .update import fetch_items
 
     out = out or sys.stdout
-    store = Store(connect(settings), Keys(settings.key_prefix))
     state = store.load_state(source.id)
     now = utcnow()
     fetcher = Fetcher(settings)

@@ -39,7 +39,7 @@ from .helpers import Helper
 from .parsepool import ParsePool
 from .schedule import for_url, initial_poll, skip_reason
 from .settings import Settings
-from .store import Store, connect
+from .store import Store, connect, open_store
 from .types import Outcome, PollReport, Source, SourceState
 from .update import Pipeline, update_source
 
@@ -71,10 +71,6 @@ def _gone_here(holder: str) -> bool:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def open_store(settings: Settings) -> Store:
-    return Store(connect(settings), Keys(settings.key_prefix))
 
 
 def build_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
@@ -250,7 +246,7 @@ def _grouping_main(conn, settings: Settings, sources: list[Source], log_level: i
     it or ends, stops it after a last pass over what is queued."""
     logging.basicConfig(level=log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    store = Store(connect(settings), Keys(settings.key_prefix))
+    store = open_store(settings)
     loop = GroupingLoop(make_grouper(store, sources), monitor=Recorder(store.r, store.keys),
                         freezer=SurvivorFreezer())
     stop = threading.Event()
@@ -624,13 +620,12 @@ class Worker:
             self.pipe.store.release_worker_lock(self.holder)
         except (StoreError, redis.RedisError):
             pass  # it expires by itself
-        self.monitor.close()
-        self.pipe.close()
+        self.close()
         log.info("worker stopped")
 
-    def discard(self) -> None:
-        """A worker built but never started (stopped while waiting for the lock): its parse
-        processes end; grouping had not started."""
+    def close(self) -> None:
+        """Flush metrics and end the parse processes: the end of stop(), and all there is
+        to a worker built but never started (stopped while waiting for the lock)."""
         self.monitor.close()
         self.pipe.close()
 
@@ -712,7 +707,7 @@ def run_forever(settings: Settings, shutdown: Shutdown, worker: Worker | None = 
     means there is no config to run."""
     worker = worker or Worker(settings)
     if not worker.take_lock(lambda: shutdown.requested, shutdown.sleep):
-        worker.discard()
+        worker.close()
         return
     worker.start()
     try:

@@ -317,8 +317,8 @@ def _not_there_yet(ff: FeedsFile, url: str) -> None:
         key = normalize_url(url)
     except ValueError as e:
         raise CliError(f"sources add: {e}") from e
-    for s in ff.config.sources:
-        if normalize_url(s.url) == key:
+    for s in ff.config.sources:  # validated: their URLs are normalised already
+        if s.url == key:
             raise CliError(f"sources add: {url} is already in {ff.path} as {s.id}")
 
 
@@ -393,8 +393,8 @@ def moved_sources(config: Config, states: dict[str, SourceState]) -> list[tuple[
     out = []
     for source in config.sources:
         suggested = for_url(source, states[source.id]).suggested_url
-        if suggested and normalize_url(suggested) != source.url:
-            out.append((source, normalize_url(suggested)))
+        if suggested and (url := normalize_url(suggested)) != source.url:
+            out.append((source, url))
     return out
 
 
@@ -439,10 +439,9 @@ def set_urls(ff: FeedsFile, new_urls: dict[str, str]) -> None:
 
 
 def cmd_moved(ff: FeedsFile, args, settings) -> int:
-    from .keys import Keys
-    from .store import Store, connect
+    from .store import open_store
 
-    store = Store(connect(settings), Keys(settings.key_prefix))
+    store = open_store(settings)
     moved = moved_sources(ff.config, store.load_states([s.id for s in ff.config.sources]))
     if not moved:
         print(f"no source of {ff.path} has answered with a permanent redirect")

@@ -61,6 +61,12 @@ def connect(settings: Settings, timeout: float = 30.0, retries: int = 2) -> redi
     return client
 
 
+
+def open_store(settings: Settings) -> Store:
+    """The store these settings name (REDIS_URL or the embedded server, their key prefix):
+    what every command and process that is not the web app opens."""
+    return Store(connect(settings), Keys(settings.key_prefix))
+
 # --- (de)serialisation ----------------------------------------------------------------
 
 def _ts(dt: datetime | None) -> str:

@@ -460,8 +460,7 @@ def _meta_stub(base: str) -> FeedMeta:
 def _one_story(story: Story, p: Params, sources):
     """Follow one story: its reports (articles) newest first, or the story itself."""
     if p.mode == "stories":
-        if p.before and (story.last_published.timestamp(), story.id) >= (
-                p.before[0], p.before[1] or "\uffff"):
+        if not _before(story, p.before):
             return [], None  # a page after the story itself
         if p.query and not _story_matches(p.query, story, {
                 it.id: it for it in services().store.get_items(story.items)}):
@@ -480,13 +479,19 @@ def _topic_entries(topic_id: str, p: Params, sources):
     if p.query:
         items = {it.id: it for it in store.get_items({i for s in stories for i in s.items})}
         stories = [s for s in stories if _story_matches(p.query, s, items)]
-    if p.before:
-        score, ident = p.before
-        stories = [s for s in stories
-                   if (s.last_published.timestamp(), s.id) < (score, ident or "\uffff")]
+    stories = [s for s in stories if _before(s, p.before)]
     page = stories[: p.limit]
     nxt = (page[-1].last_published.timestamp(), page[-1].id) if len(stories) > p.limit else None
     return _story_entries(page, sources), nxt
+
+
+def _before(story: Story, cursor: tuple[float, str | None] | None) -> bool:
+    """Whether a story comes after a stories-mode cursor (its newest report's time, then
+    its id; a score-only cursor includes every story of that second)."""
+    if cursor is None:
+        return True
+    score, ident = cursor
+    return (story.last_published.timestamp(), story.id) < (score, ident or "\uffff")
 
 
 def _report_page(stories: list[Story], p: Params, sources):

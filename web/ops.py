@@ -406,7 +406,8 @@ def status_rows(now: datetime) -> list[dict]:
         st = for_url(s, states[s.id])  # an edited URL: not the old one's verdicts
         failing_for = (now - st.failing_since).total_seconds() if st.failing_since else None
         rows.append({
-            "id": s.id, "title": s.title, "language": s.language, "url": s.url, "site": s.site, "rank": s.rank,
+            "id": s.id, "title": s.title, "language": s.language, "url": s.url,
+            "site": s.site, "rank": s.rank,
             "enabled": s.enabled, "interval_s": s.interval, "health": _health(s, st),
             "outcome": st.last_status, "http_status": st.last_http_status,
             "last_error": st.last_error, "last_poll": st.last_poll,

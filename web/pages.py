@@ -661,10 +661,16 @@ def _security_headers(response):
 
 # --- errors -----------------------------------------------------------------------------
 
+def _machine_client() -> bool:
+    """A feed or data URL: its errors stay plain responses, not Arabic HTML pages."""
+    return request.path.startswith("/feeds/") or request.path.endswith((".json", ".xml",
+                                                                         ".opml"))
+
+
 @bp.app_errorhandler(404)
 def _not_found(e):
-    if request.path.startswith("/feeds/") or request.path.endswith((".json", ".xml", ".opml")):
-        return e  # machine clients: leave the plain response
+    if _machine_client():
+        return e
     return render_template("error.html", code=404, title="الصفحة غير موجودة",
                            message="لم نجد ما تبحث عنه. ربما حُذف الخبر بعد انقضاء مدة حفظه، "
                                    "أو أن الرابط غير صحيح."), 404
@@ -672,7 +678,7 @@ def _not_found(e):
 
 @bp.app_errorhandler(405)
 def _method_not_allowed(e):
-    if request.path.startswith("/feeds/") or request.path.endswith((".json", ".xml", ".opml")):
+    if _machine_client():
         return e
     body = render_template("error.html", code=405, title="طريقة الطلب غير مسموحة",
                            message="هذه الصفحة تُقرأ ولا يُرسل إليها شيء.")
