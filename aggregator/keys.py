@@ -8,6 +8,9 @@ Layout (P = prefix, default "agg"):
     P:tl:tag:<tag>              zset   item_id -> published ts
     P:tl:cc:<country>           zset   item_id -> published ts
     P:seen                      zset   item_id -> first-seen ts (retention runs on our clock)
+    P:retiring                  set    items retention has chosen and is taking out of their
+                                       stories; deleted with the items, so a pass cut short
+                                       between the two is finished by the next one
   sources
     P:src:<source_id>           hash   SourceState
     P:sched                     zset   source_id -> next poll ts (restart resumes from it)
@@ -99,6 +102,10 @@ class Keys:
     @property
     def first_seen(self) -> str:
         return f"{self.prefix}:seen"
+
+    @property
+    def retiring(self) -> str:
+        return f"{self.prefix}:retiring"
 
     # --- sources ---------------------------------------------------------------------
     def source_state(self, source_id: str) -> str:

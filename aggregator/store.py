@@ -378,9 +378,13 @@ class Store:
         """Retention: drop items first seen before now - max_age, then the oldest beyond
         max_items, from every index they are in. Runs on our clock, not pubDates.
         `before_drop(ids)` runs first (the grouper takes them out of their stories); if it
-        raises, nothing is dropped and the next run selects the same items again."""
+        raises, nothing is dropped and the next run selects the same items again. The
+        chosen ids are recorded (P:retiring) before that step: a pass killed between it and
+        the delete is finished by the next pass, even if the limits were raised meanwhile,
+        instead of leaving stored items that belong to no story."""
         k = self.keys
-        old = set(self.r.zrangebyscore(k.first_seen, "-inf", (now - max_age).timestamp()))
+        old = set(self.r.smembers(k.retiring))
+        old |= set(self.r.zrangebyscore(k.first_seen, "-inf", (now - max_age).timestamp()))
         excess = self.r.zcard(k.timeline) - len(old) - max_items
         if excess > 0:  # then the oldest published of what is left, beyond max_items
             for item_id in self.r.zrange(k.timeline, 0, excess + len(old) - 1):
@@ -392,6 +396,7 @@ class Store:
         if not old:
             return 0
         old = sorted(old)
+        self.r.sadd(k.retiring, *old)
         if before_drop is not None:
             before_drop(old)
         with self.r.pipeline(transaction=False) as p:
@@ -404,6 +409,9 @@ class Store:
                     p.zrem(index, item_id)
                 p.zrem(k.first_seen, item_id)
                 p.delete(k.item(item_id))
+            # an item re-queued by a poll while it was retiring is not grouped after this
+            p.zrem(k.group_pending, *old)
+            p.delete(k.retiring)
             p.incr(k.outputs_version)
             p.execute()
         return len(old)

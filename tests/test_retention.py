@@ -76,3 +76,27 @@ def test_trim_keeps_the_items_while_a_grouper_holds_the_lock(redis_client, keys)
     redis_client.delete(keys.group_lock)
     assert store.trim(NOW, timedelta(days=30), 1000, before_drop=grouper.forget) == 1
     assert grouper.story_of("b1") is None and not redis_client.exists(keys.item("b1"))
+
+
+def test_a_pass_cut_short_after_the_stories_is_finished_by_the_next_even_with_raised_limits(
+        redis_client, keys):
+    store, grouper = stored_and_grouped(redis_client, keys, [B1, C1])
+
+    class Killed(BaseException):
+        pass
+
+    def forget_then_die(ids):
+        grouper.forget(ids)
+        raise Killed  # the worker dies between the grouping step and the delete
+
+    with pytest.raises(Killed):
+        store.trim(NOW, timedelta(days=30), 1000, before_drop=forget_then_die)
+    assert redis_client.exists(keys.item("b1")) and grouper.story_of("b1") is None
+
+    # the operator raised retention meanwhile: b1 is no longer due, but it has already
+    # left its story, so it must not stay stored as an item of no story
+    assert store.trim(NOW, timedelta(days=3650), 1000, before_drop=grouper.forget) == 1
+    assert not redis_client.exists(keys.item("b1"))
+    assert redis_client.zscore(keys.timeline, "b1") is None
+    assert not redis_client.exists(keys.retiring)
+    assert grouper.story_of("c1") and redis_client.exists(keys.item("c1"))
