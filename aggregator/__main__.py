@@ -170,8 +170,8 @@ def cmd_poll(args, settings: Settings) -> int:
 def dry_run(source, settings: Settings, store, out=None) -> int:
     """Fetch, parse and normalise one source with its stored validators, and show what a
     real poll would store: each item as new / changed / same (against the stored content
-    hash), the source state it would save, and when it would poll next. Reads Redis,
-    writes nothing."""
+    hash) / dropped (by retention, so not stored again), the source state it would save,
+    and when it would poll next. Reads Redis, writes nothing."""
     import random
 
     from .fetch import Fetcher
@@ -191,16 +191,20 @@ def dry_run(source, settings: Settings, store, out=None) -> int:
     with store.r.pipeline(transaction=False) as p:
         for item in fetched.items:
             p.hget(store.keys.item(item.id), "content_hash")
-        stored = p.execute() if fetched.items else []
-    marks = ["new" if old is None else "changed" if old != item.content_hash else "same"
-             for item, old in zip(fetched.items, stored)]
+            p.zscore(store.keys.trimmed, item.id)
+        replies = p.execute() if fetched.items else []
+    marks = ["dropped" if old is None and trimmed is not None  # by retention: not stored again
+             else "new" if old is None else "changed" if old != item.content_hash else "same"
+             for item, old, trimmed in zip(fetched.items, replies[::2], replies[1::2])]
     print(f"{source.id}: {fetched.outcome.value}"
           + (f" HTTP {r.http_status}" if r.http_status else "")
           + f" in {r.elapsed * 1000:.0f} ms"
           + (f" from {r.final_url}" if r.final_url != source.url else "")
           + (f" ({fetched.error})" if fetched.error else ""), file=out)
     print(f"dry run, nothing written: {len(fetched.items)} items, {marks.count('new')} new, "
-          f"{marks.count('changed')} changed, {marks.count('same')} unchanged", file=out)
+          f"{marks.count('changed')} changed, {marks.count('same')} unchanged"
+          + (f", {marks.count('dropped')} dropped by retention" if "dropped" in marks else ""),
+          file=out)
     for item, mark in zip(fetched.items, marks):
         print(f"  [{mark:<7}] {item.published.isoformat(timespec='seconds')}  {item.id}  "
               f"{item.title}\n              {item.url}", file=out)

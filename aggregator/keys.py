@@ -11,6 +11,9 @@ Layout (P = prefix, default "agg"):
     P:retiring                  set    items retention has chosen and is taking out of their
                                        stories; deleted with the items, so a pass cut short
                                        between the two is finished by the next one
+    P:trimmed                   zset   item_id -> when retention dropped it: a feed still
+                                       listing it does not store it again as new (kept for
+                                       the retention age, then pruned)
   sources
     P:src:<source_id>           hash   SourceState
     P:sched                     zset   source_id -> next poll ts (restart resumes from it)
@@ -106,6 +109,10 @@ class Keys:
     @property
     def retiring(self) -> str:
         return f"{self.prefix}:retiring"
+
+    @property
+    def trimmed(self) -> str:
+        return f"{self.prefix}:trimmed"
 
     # --- sources ---------------------------------------------------------------------
     def source_state(self, source_id: str) -> str:

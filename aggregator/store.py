@@ -214,7 +214,8 @@ def _flat_json(mapping: dict[str, str]) -> str:
 # redis-py runs a Python generator step per argument it packs, half of a cold poll's
 # store call. Then the grouping's match key and the items' matching records (JSON list,
 # in item order; '' = none): a new item's record waits there for the grouper. Last, the
-# item keys' prefix (Keys.item_prefix): an item's key is it plus the item's id.
+# item keys' prefix (Keys.item_prefix): an item's key is it plus the item's id. Then the
+# key of retention's tombstones: an item dropped by retention is not stored again.
 _SAVE_POLL_LUA = """
 local now, indexes_json = ARGV[1], ARGV[10]
 local indexes = cjson.decode(indexes_json)
@@ -224,12 +225,15 @@ local at = {}
 for f, name in ipairs(names) do at[name] = f end
 local keep = {id = true, first_seen = true, published = true, source = true}
 local matches = cjson.decode(ARGV[14])
-local item_prefix = ARGV[15]
+local item_prefix, trimmed = ARGV[15], ARGV[16]
 local new, updated, scores, seens, match = {}, {}, {}, {}, {}
 for i = 0, #items - 1, #names do
   local id, hash = items[i + at.id], items[i + at.content_hash]
   local key = item_prefix .. id
   local old = redis.call('HGET', key, 'content_hash')
+  if not old and redis.call('ZSCORE', trimmed, id) then
+    old = hash  -- dropped by retention while its feed still lists it: leave it out
+  end
   if not old then
     local fields = {'indexes', indexes_json}
     for f = 1, #names do
@@ -313,7 +317,8 @@ class Store:
 
         A new item is stored whole, indexed and queued for grouping; a known item whose
         content hash changed (retitled, summary edited) is updated in place, keeping its
-        id, first-seen and published times; anything else is left alone. The decisions
+        id, first-seen and published times; anything else is left alone, and so is an item
+        retention dropped (P:trimmed) that its feed still lists. The decisions
         run inside Redis (_SAVE_POLL_LUA), so there is no read-then-write gap and a kill
         at any moment leaves all of the poll or none of it. `also` (the poll's metrics)
         rides in the same pipeline: one round trip per poll.
@@ -324,7 +329,7 @@ class Store:
             _ts(now), k.outputs_version, k.source_state(source.id), k.schedule, source.id,
             _ts(state.next_poll), _flat_json(state_to_hash(state)), k.first_seen,
             k.group_pending, json.dumps(self._indexes(source)), _ITEM_FIELDS_JSON,
-            batch.values, k.group_match, batch.match_records, k.item_prefix,
+            batch.values, k.group_match, batch.match_records, k.item_prefix, k.trimmed,
         ]
         try:
             with self.r.pipeline(transaction=False) as p:
@@ -381,8 +386,11 @@ class Store:
         raises, nothing is dropped and the next run selects the same items again. The
         chosen ids are recorded (P:retiring) before that step: a pass killed between it and
         the delete is finished by the next pass, even if the limits were raised meanwhile,
-        instead of leaving stored items that belong to no story."""
+        instead of leaving stored items that belong to no story. Dropped ids are kept as
+        tombstones for max_age, so a feed that still lists them does not bring them back
+        as new items (a count cap below the feeds' size would otherwise cycle them)."""
         k = self.keys
+        self.r.zremrangebyscore(k.trimmed, "-inf", (now - max_age).timestamp())
         old = set(self.r.smembers(k.retiring))
         old |= set(self.r.zrangebyscore(k.first_seen, "-inf", (now - max_age).timestamp()))
         excess = self.r.zcard(k.timeline) - len(old) - max_items
@@ -411,6 +419,7 @@ class Store:
                 p.delete(k.item(item_id))
             # an item re-queued by a poll while it was retiring is not grouped after this
             p.zrem(k.group_pending, *old)
+            p.zadd(k.trimmed, dict.fromkeys(old, now.timestamp()))
             p.delete(k.retiring)
             p.incr(k.outputs_version)
             p.execute()

@@ -100,3 +100,20 @@ def test_a_pass_cut_short_after_the_stories_is_finished_by_the_next_even_with_ra
     assert redis_client.zscore(keys.timeline, "b1") is None
     assert not redis_client.exists(keys.retiring)
     assert grouper.story_of("c1") and redis_client.exists(keys.item("c1"))
+
+
+def test_an_item_dropped_while_its_feed_still_lists_it_is_not_stored_again(redis_client, keys):
+    store, grouper = stored_and_grouped(redis_client, keys, [B1, C1])
+    assert store.trim(NOW, timedelta(days=30), 1000, before_drop=grouper.forget) == 1
+    source = Source(id="cnn", url="https://cnn.example/feed", title="cnn")
+    again = store.save_poll(source, [B1], SourceState(), NOW + timedelta(minutes=10))
+    assert again.new == () and not redis_client.exists(keys.item("b1"))
+    assert redis_client.zscore(keys.timeline, "b1") is None
+    assert redis_client.zscore(keys.group_pending, "b1") is None
+
+    # a count cap trims c1 too; the next pass a retention age later forgets both tombstones
+    assert store.trim(NOW, timedelta(days=30), 0, before_drop=grouper.forget) == 1
+    later = NOW + timedelta(days=31)
+    assert store.trim(later, timedelta(days=30), 1000, before_drop=grouper.forget) == 0
+    assert redis_client.zcard(keys.trimmed) == 0
+    assert store.save_poll(source, [B1], SourceState(), later).new == ("b1",)

@@ -12,10 +12,12 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from aggregator.config import load_config
+from aggregator.store import Store
 from feedserver import Fault, Feed, FeedServer, ant_items
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -403,12 +405,18 @@ def test_poll_dry_run_shows_what_would_be_stored_and_writes_nothing(server, redi
                                              title="عنوان معدّل للخبر")
     r = run("poll", "bbc", "--dry-run", env=env)
     assert "16 items, 0 new, 1 changed, 15 unchanged" in r.stdout, r.stdout
+    # retention dropped the two oldest (the retitled one too) while the feed still lists
+    # them: not new again
+    Store(redis_client, keys).trim(datetime.now(timezone.utc), timedelta(days=3650), 14)
+    r = run("poll", "bbc", "--dry-run", env=env)
+    assert "16 items, 0 new, 0 changed, 14 unchanged, 2 dropped by retention" in r.stdout, r.stdout
+    assert sum("[dropped]" in line for line in r.stdout.splitlines()) == 2
     server.feeds["/bbc.xml"].faults.append(Fault(500))
     r = run("poll", "bbc", "--dry-run", env=env)
     assert r.returncode == 1
     assert r.stdout.startswith("bbc: http-5xx HTTP 500 in ")
     assert "consecutive failures 1" in r.stdout
-    assert redis_client.zcard(keys.timeline) == 16
+    assert redis_client.zcard(keys.timeline) == 14
     assert redis_client.hget(keys.source_state("bbc"), "last_status") == "ok"
     # a server that asked us to wait: a poll by hand goes ahead, and says what it overrides
     server.feeds["/bbc.xml"].faults.append(Fault(503, {"Retry-After": "600"}))
