@@ -97,14 +97,14 @@ def cmd_stats(args, settings: Settings) -> int:
         for problem in data["config"]["problems"]:
             print(f"  {problem}")
     now = datetime.now(timezone.utc)
-    owners = {s["url"]: sid for sid, s in data["sources"].items()}
+    owners = {_url_key(s["url"]): sid for sid, s in data["sources"].items()}
     for sid, s in data["sources"].items():
         status = (s["last_status"] or "-") + (f" {s['last_http_status']}"
                                               if s["last_http_status"] else "")
         print(f"  {sid:<28} {s['items']:>6} items  {status:<18} errors {s['errors']:>3}  "
               f"{next_poll_text(s, now)}")
         if s["suggested_url"]:
-            owner = owners.get(s["suggested_url"])
+            owner = owners.get(_url_key(s["suggested_url"]))
             how = (f"already the URL of {owner}: remove one of the two" if owner
                    else "`sources moved --apply` writes it")
             print(f"  {'':<28} moved for good to {s['suggested_url']} ({how})")
@@ -123,6 +123,16 @@ def next_poll_text(source: dict, now: datetime) -> str:
     if seconds <= 0:
         return f"next: due ({_span(-seconds)} ago)" if seconds < 0 else "next: now"
     return f"next in {_span(seconds)}"
+
+
+def _url_key(url: str) -> str:
+    """A URL as feeds.yaml compares them (scheme and host case-blind)."""
+    from .config import normalize_url
+
+    try:
+        return normalize_url(url)
+    except ValueError:
+        return url
 
 
 def _span(seconds: int) -> str:

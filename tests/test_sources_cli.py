@@ -432,15 +432,17 @@ def test_moved_lists_permanent_redirects_and_applies_them_line_by_line(server, r
                                                                        keys, tmp_path):
     server.feeds["/taken.xml"] = Feed("CNN", ant_items("CNN"))
     server.feeds["/bbc-old.xml"] = Feed("BBC", [], faults=[Fault(301, {"Location": "/bbc.xml"})])
-    server.feeds["/cnn-old.xml"] = Feed("CNN", [],
-                                        faults=[Fault(301, {"Location": "/taken.xml"})])
+    # taken's URL, but for the host's case: feeds.yaml calls that a duplicate
+    taken = server.url("/taken.xml").replace("127.0.0.1", "localhost")
+    server.feeds["/cnn-old.xml"] = Feed("CNN", [], faults=[
+        Fault(301, {"Location": taken.replace("localhost", "LocalHost")})])
     feeds = tmp_path / "feeds.yaml"
     feeds.write_text(
         "sources:\n"
         f'  - id: bbc\n    url: "{server.url("/bbc-old.xml")}"  # the Arabic service\n'
         "    title: BBC\n"
         f"  - id: cnn\n    url: '{server.url('/cnn-old.xml')}'\n    title: CNN\n"
-        f"  - id: taken\n    url: {server.url('/taken.xml')}\n    title: CNN again\n",
+        f"  - id: taken\n    url: {taken}\n    title: CNN again\n",
         encoding="utf-8")
     env = os.environ | {"REDIS_URL": redis_url, "AGG_KEY_PREFIX": keys.prefix,
                         "AGG_FEEDS": str(feeds), "AGG_ALLOW_PRIVATE_NETWORKS": "1"}
@@ -455,7 +457,7 @@ def test_moved_lists_permanent_redirects_and_applies_them_line_by_line(server, r
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [
         f"bbc: {server.url('/bbc-old.xml')} -> {server.url('/bbc.xml')}",
-        f"cnn: {server.url('/cnn-old.xml')} -> {server.url('/taken.xml')}",
+        f"cnn: {server.url('/cnn-old.xml')} -> {taken}",
         f"`sources moved --apply` writes the new URL into {feeds}",
     ]
     assert "already the URL of taken" in r.stderr
@@ -463,8 +465,8 @@ def test_moved_lists_permanent_redirects_and_applies_them_line_by_line(server, r
     stats = run("stats", env=env).stdout
     assert f"moved for good to {server.url('/bbc.xml')} (`sources moved --apply` writes it)" \
         in stats
-    assert (f"moved for good to {server.url('/taken.xml')} (already the URL of taken: remove "
-            "one of the two)") in stats
+    assert (f"moved for good to {taken.replace('localhost', 'LocalHost')} (already the URL "
+            "of taken: remove one of the two)") in stats
 
     r = run("sources", "moved", "--apply", env=env)
     assert r.returncode == 1  # one move could not be written
