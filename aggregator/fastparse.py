@@ -20,6 +20,7 @@ ATOM = "{http://www.w3.org/2005/Atom}"
 MEDIA = "{http://search.yahoo.com/mrss/}"
 DC = "{http://purl.org/dc/elements/1.1/}"
 CONTENT = "{http://purl.org/rss/1.0/modules/content/}"
+ITUNES = "{http://www.itunes.com/dtds/podcast-1.0.dtd}"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
@@ -27,7 +28,10 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=Fals
 
 
 # A relative URL inside HTML: feedparser resolves those against the feed; we leave them to it.
-_RELATIVE_REF = re.compile(r"""(?:href|src)\s*=\s*["']?(?!\s*(?:https?:|mailto:|#))""", re.I)
+# The quote is possessive: were it optional, the lookahead could start at the quote itself
+# and call every quoted absolute URL relative.
+# A fragment alone is relative too (feedparser makes it the feed's URL + fragment).
+_RELATIVE_REF = re.compile(r"""(?:href|src)\s*=\s*["']?+(?!\s*(?:https?:|mailto:))""", re.I)
 
 
 # A URI with a scheme (http:, urn:, tag:, ...). feedparser resolves an id without one
@@ -127,8 +131,12 @@ def _entry_image(entry, lists: dict, deep: bool, is_atom: bool) -> str | None:
     return _image(lists["thumbs"], lists["media"], lists["links" if is_atom else "enclosures"], is_atom)
 
 
+# feedparser reads these as an item's description (the first of them and <description>
+# wins), wherever they sit in the item
+_OTHER_DESCRIPTIONS = (f"{MEDIA}description", f"{ITUNES}summary")
 _RSS_COLLECT = {"category": "tagged", _DC_SUBJECT: "tagged", "enclosure": "enclosures",
-                _THUMB: "thumbs", _MEDIA_CONTENT: "media"}
+                _THUMB: "thumbs", _MEDIA_CONTENT: "media", _ATOM_LINK: "declined",
+                **dict.fromkeys(_OTHER_DESCRIPTIONS, "declined")}
 # atom:author always has children (name, email); media is never among them
 _ATOM_COLLECT = {_ATOM_LINK: "links", _ATOM_CATEGORY: "categories", _THUMB: "thumbs",
                  _MEDIA_CONTENT: "media"}
@@ -136,15 +144,23 @@ _ATOM_COLLECT = {_ATOM_LINK: "links", _ATOM_CATEGORY: "categories", _THUMB: "thu
 
 def _rss_entry(item, base: str) -> EntryData:
     first, lists, deep = _children(item, _RSS_FIRST, _RSS_LAST_WINS, _RSS_COLLECT)
+    # feedparser may take an atom:link as the link, and the others as the description
+    if lists["declined"] or (deep and next(item.iter(*_OTHER_DESCRIPTIONS), None) is not None):
+        raise Unsupported("atom:link, media:description or itunes:summary in an item")
     tagged = lists["tagged"]
     get = first.get
     guid_el = get("guid")
     guid = _text(guid_el)
-    permalink = guid is not None and guid_el.get("isPermaLink", "true").lower() != "false"
+    if guid_el is not None and any(a.lower() == "ispermalink" and a != "isPermaLink"
+                                   for a in guid_el.keys()):
+        raise Unsupported("isPermaLink spelt another way")
+    # feedparser: a permalink only if the attribute is absent or exactly "true"
+    permalink = guid is not None and guid_el.get("isPermaLink", "true") == "true"
     if permalink and not _HAS_SCHEME.match(guid):
         raise Unsupported("relative permalink guid")
-    link = _abs(base, _text(get("link")))
-    if link is None and permalink:
+    link_el = get("link")
+    link = _abs(base, _text(link_el))
+    if link_el is None and permalink:  # a <link>, even empty, keeps the guid out of it
         link = _abs(base, guid)
     author = _text(get("author")) or _text(get(f"{DC}creator"))
     if author and "@" in author:
@@ -190,6 +206,11 @@ def _atom_entry(entry, base: str, feed_lang: str | None) -> EntryData:
                 break
             link = link or el.get("href")
     author_el = get(_ATOM_AUTHOR)
+    if author_el is None:
+        if entry.find(f"{DC}creator") is not None:
+            raise Unsupported("dc:creator in atom")  # feedparser takes it as the author
+    elif not _text(author_el.find(f"{ATOM}name")):
+        raise Unsupported("atom author without a name")  # feedparser falls back to email
     categories = tuple(c for c in (el.get("label") or el.get("term") for el in category_els) if c)
     content_el = get(f"{ATOM}content")
     if content_el is not None and content_el.get("src"):
@@ -218,7 +239,11 @@ def _atom_entry(entry, base: str, feed_lang: str | None) -> EntryData:
 
 def fast_parse(body: bytes, base: str) -> FeedData:
     """Raise Unsupported (or an lxml error) for anything but plain RSS 2.0 / Atom 1.0."""
+    if b"xml:base" in body:
+        raise Unsupported("xml:base")  # feedparser resolves against every level of it
     root = etree.fromstring(body, _PARSER, base_url=base)
+    if root.tag == "rss" and b"xml:lang" in body:
+        raise Unsupported("xml:lang in rss")  # feedparser reports it per item
     if root.tag == "rss" and root.get("version") in ("2.0", "2.0.1", "0.92", "0.91"):
         channel = root.find("channel")
         if channel is None:
@@ -233,8 +258,6 @@ def fast_parse(body: bytes, base: str) -> FeedData:
             entries=entries,
         )
     if root.tag == f"{ATOM}feed":
-        if root.get("{http://www.w3.org/XML/1998/namespace}base"):
-            raise Unsupported("xml:base")
         link = None
         for el in root.iterfind(f"{ATOM}link"):
             if el.get("rel", "alternate") == "alternate":
