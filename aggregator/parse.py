@@ -16,9 +16,12 @@ feedparser does the parsing; this module decides what it is given and what we ke
 - feedparser's HTML sanitiser is off: EntryData carries the HTML as published and
   normalize.sanitize_html (nh3) is the one sanitiser. Relative URI resolution stays on.
 - Encoding: a body that is not valid in its declared encoding is repaired when the cause
-  is clear (a UTF-8 feed with stray windows-1256 bytes; a windows-1256 feed declared UTF-8;
-  a UTF-8 feed declared in a legacy code page) instead of feedparser's windows-1252 /
-  iso-8859-2 fallbacks that turn Arabic into mojibake. The repair is recorded in bozo.
+  is clear (a UTF-8 feed with stray windows-1256 bytes; a windows-1256 or ISO-8859-6 feed
+  declared UTF-8 or labelled with a server's default ISO-8859-1; a UTF-8 feed declared in
+  a legacy code page) instead of feedparser's windows-1252 / iso-8859-2 fallbacks that
+  turn Arabic into mojibake. The repair is recorded in bozo. A BOM beats every label, a
+  document's declaration beats a Western default header, and UTF-16/32 or labels Python
+  knows only by another name (x-cp1256) are handed on as UTF-8.
 - Fast path: well-formed plain RSS 2.0 / Atom 1.0 in its declared encoding is read with
   lxml (aggregator/fastparse.py, ~10× faster); tests/test_fastparse.py shows both paths
   give the same items over the fixture corpus. A body declared and read as UTF-8 goes to
@@ -31,6 +34,7 @@ feedparser does the parsing; this module decides what it is given and what we ke
 """
 from __future__ import annotations
 
+import codecs
 import io
 import re
 from collections.abc import Mapping
@@ -57,7 +61,9 @@ _UTF8_RUN_RE = re.compile(
     rb"|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}|\xf4[\x80-\x8f][\x80-\xbf]{2})+"
 )
 _ASCII = bytes(range(128))
-_UTF8_NAMES = {"utf-8", "utf8", "utf_8", "us-ascii", "ascii"}
+_UTF8_CODECS = {"utf-8", "ascii"}
+# what servers label any text/xml with; a document declaring otherwise is believed
+_WESTERN = {"iso8859-1", "cp1252", "ascii"}
 _BOMS = (
     (b"\xef\xbb\xbf", "utf-8"),
     (b"\xff\xfe\x00\x00", "utf-32-le"),
@@ -100,33 +106,99 @@ def _headers_for_feedparser(headers: Mapping[str, str], url: str) -> dict[str, s
     return out
 
 
+def _codec(label: str) -> str | None:
+    """Python's codec for a charset label, forgiving the spellings servers and documents
+    use for the Arabic code page (x-cp1256, win-1256, windows1256)."""
+    label = label.strip().lower()
+    for candidate in (label, label.removeprefix("x-"),
+                      re.sub(r"^(?:x-)?(?:windows|win|cp)[-_]?(\d{3,4})$", r"cp\1", label)):
+        if name := _codec_exactly(candidate):
+            return name
+    return None
+
+
+def _codec_exactly(label: str) -> str | None:
+    try:
+        return codecs.lookup(label).name
+    except LookupError:
+        return None
+
+
 def _declared_encoding(body: bytes, ctype: str) -> str:
+    """The charset label to read the body in: a BOM's (no other label survives one), else
+    the header's, else the XML declaration's, else UTF-8. A header naming a Western
+    default (ISO-8859-1, windows-1252, US-ASCII: what servers send for any text/xml) or a
+    label nobody knows yields to a document that declares something else: that is the
+    author's word on the bytes."""
+    bom_name = next((name for bom, name in _BOMS if body.startswith(bom)), None)
+    if bom_name:
+        return bom_name
+    m = _XML_DECL_ENCODING_RE.match(body)
+    xml_decl = m.group(1).decode("ascii").lower() if m else None
     m = _CHARSET_RE.search(ctype)
     if m:
-        return m.group(1).lower()
-    for bom, name in _BOMS:
-        if body.startswith(bom):
-            return name
-    m = _XML_DECL_ENCODING_RE.match(body)
-    if m:
-        return m.group(1).decode("ascii").lower()
+        header = m.group(1).lower()
+        codec = _codec(header)
+        if xml_decl and (codec is None or codec in _WESTERN) and _codec(xml_decl) not in (None, codec):
+            return xml_decl
+        return header
     # RFC 3023 said us-ascii for text/xml without charset; RFC 7303 and every feed reader
     # use the document's own declaration, else UTF-8.
-    return "utf-8"
+    return xml_decl or "utf-8"
+
+
+_LETTER_RUN_RE = re.compile(r"[^\W\d_]+")
+
+
+def _arabic_score(text: str) -> int:
+    """How well a code page read the text as Arabic: words all of Arabic letters, less
+    three for each word mixing them with other letters (mojibake: a French "président"
+    read in ISO-8859-6 is "prىsident"). Above 0: Arabic."""
+    pure = mixed = 0
+    for word in _LETTER_RUN_RE.findall(text):
+        arabic = sum(1 for ch in word if _is_arabic_letter(ch))
+        if arabic == len(word):
+            pure += 1
+        elif arabic:
+            mixed += 1
+    return pure - 3 * mixed
+
+
+def _as_arabic_code_page(body: bytes, first: str | None = None) -> tuple[str, str] | None:
+    """A body whose non-ASCII bytes are in an Arabic legacy code page: its text and the
+    code page's name. The document's own declaration (`first`) is believed if it reads
+    as Arabic; else windows-1256 or ISO-8859-6, whichever reads more of it as Arabic
+    letters; None if neither does."""
+    best = None
+    for name in ([first] if first else []) + ["windows-1256", "iso-8859-6"]:
+        codec = _codec(name)
+        if codec is None or codec in _UTF8_CODECS or codec.startswith(("utf-16", "utf-32")):
+            continue
+        try:
+            text = body.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        score = _arabic_score(text)
+        if score > 0 and name == first:
+            return text, name
+        if score > 0 and (best is None or score > best[0]):
+            best = (score, text, name)
+    return (best[1], best[2]) if best else None
 
 
 def _repair_encoding(body: bytes, declared: str) -> tuple[str, str] | None:
     """Text and a note when the bytes do not match the declared encoding and the cause
     is clear; None when they match or we cannot tell (feedparser then does its best)."""
-    try:
-        codec_is_utf8 = declared in _UTF8_NAMES
-        body.decode(declared)
-    except LookupError:
+    codec = _codec(declared)
+    if codec is None:
         return None
+    codec_is_utf8 = codec in _UTF8_CODECS
+    try:
+        body.decode(codec)
     except UnicodeDecodeError:
         pass
     else:
-        if codec_is_utf8 or declared.startswith(("utf-16", "utf-32", "utf16", "utf32")):
+        if codec_is_utf8 or codec.startswith(("utf-16", "utf-32")):
             return None
         # A legacy code page decodes any bytes; UTF-8 text mislabelled as one decodes
         # to mojibake. Non-ASCII bytes that are all valid UTF-8 are UTF-8.
@@ -135,7 +207,12 @@ def _repair_encoding(body: bytes, declared: str) -> tuple[str, str] | None:
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            return None
+            # A Western label on Arabic bytes (a server's default charset): read them in
+            # the Arabic code page that fits, if one does; French or German stays Western.
+            arabic = _as_arabic_code_page(body) if codec in _WESTERN else None
+            if arabic is None:
+                return None
+            return arabic[0], f"declared {declared} but the bytes are {arabic[1]}; read as {arabic[1]}"
         return text, f"declared {declared} but the bytes are UTF-8; read as UTF-8"
     if not codec_is_utf8:
         return None
@@ -157,13 +234,13 @@ def _repair_encoding(body: bytes, declared: str) -> tuple[str, str] | None:
         return body.decode("utf-8"), f"declared {declared} but the bytes are UTF-8; read as UTF-8"
     if bad * 2 >= non_ascii:
         # Mostly invalid: a whole document in a legacy code page. Arabic feeds that lie
-        # about UTF-8 are windows-1256; anything else is left to feedparser's guesses.
-        text = body.decode("cp1256")
-        letters = sum(1 for ch in text if _is_arabic_letter(ch))
-        others = sum(1 for ch in text if ch > "\x7f") - letters
-        if letters > 2 * others:
-            return text, f"declared {declared} but the bytes are windows-1256; read as windows-1256"
-        return None
+        # about UTF-8 are in windows-1256 or ISO-8859-6 (the document may say which);
+        # anything else is left to feedparser's guesses.
+        m = _XML_DECL_ENCODING_RE.match(body)
+        arabic = _as_arabic_code_page(body, m.group(1).decode("ascii").lower() if m else None)
+        if arabic is None:
+            return None
+        return arabic[0], f"declared {declared} but the bytes are {arabic[1]}; read as {arabic[1]}"
 
     # Mostly UTF-8 with stray bytes: runs that read as Arabic letters in windows-1256
     # (pasted from a legacy system) are kept, other invalid bytes are dropped.
@@ -183,18 +260,32 @@ def _repair_encoding(body: bytes, declared: str) -> tuple[str, str] | None:
 
 
 def _prepare(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str], str | None]:
+    """The body and headers as feedparser (and lxml) should read them, and a note when
+    the bytes had to be repaired. UTF-16/32 and repaired bodies become UTF-8, their XML
+    declaration and header saying so (feedparser fails on UTF-16 without a declaration,
+    and reads a label such as x-cp1256 as windows-1252);
+    otherwise the header names the charset we settled on, if it named another."""
     ctype = headers["content-type"]
+    media_type = ctype.split(";", 1)[0].strip() or "application/xml"
     declared = _declared_encoding(body, ctype)
-    if "charset" not in ctype.lower() and ctype.lower().startswith("text/"):
-        headers["content-type"] = f"{ctype}; charset={declared}"
-    repaired = _repair_encoding(body, declared)
+    codec = _codec(declared)
+    if codec and (codec.startswith(("utf-16", "utf-32")) or codec != _codec_exactly(declared)):
+        try:
+            repaired = body.decode(codec), None
+        except UnicodeDecodeError:
+            repaired = None
+    else:
+        repaired = _repair_encoding(body, declared)
     if repaired is None:
+        header = _CHARSET_RE.search(ctype)
+        if header is not None and _codec(header.group(1)) != codec or \
+                header is None and ctype.lower().startswith("text/"):
+            headers["content-type"] = f"{media_type}; charset={codec or declared}"
         return body, headers, None
     text, note = repaired
     text = text.lstrip("\ufeff")
     if _XML_DECL_RE.match(text):
         text = _XML_DECL_RE.sub(r"\1\2utf-8\2", text, count=1)
-    media_type = ctype.split(";", 1)[0].strip() or "application/xml"
     headers["content-type"] = f"{media_type}; charset=utf-8"
     return text.encode("utf-8"), headers, note
 
@@ -202,7 +293,7 @@ def _prepare(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str
 def _read_as_utf8_by_both(body: bytes, ctype: str) -> bool:
     """Declared UTF-8 (by our rules, the header first) and read as UTF-8 by lxml too (no
     BOM; no XML declaration, or one saying UTF-8)."""
-    if _declared_encoding(body, ctype) not in ("utf-8", "utf8"):
+    if _codec(_declared_encoding(body, ctype)) != "utf-8":
         return False
     m = _XML_DECL_ENCODING_RE.match(body)
     if m is None:

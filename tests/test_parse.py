@@ -129,6 +129,55 @@ def test_utf8_body_mislabelled_as_windows_1256_is_read_as_utf8():
     assert "UTF-8" in feed.bozo
 
 
+_TITLE = "مصر تعلن عن خطة جديدة للاقتصاد"
+
+
+def _labelled(encoding: str, decl: str | None, summary: str = "نص") -> bytes:
+    head = f'<?xml version="1.0" encoding="{decl}"?>' if decl else ""
+    text = (f'{head}<rss version="2.0"><channel><title>قناة</title><link>https://a.example/</link>'
+            f"<item><title>{_TITLE}</title><link>https://a.example/1</link>"
+            f"<description>{summary}</description></item></channel></rss>")
+    return text.encode(encoding)
+
+
+# How servers and documents label Arabic bytes in the wild. Each row reads as Arabic on
+# both paths (fast and feedparser); every row but the first two came out as mojibake, a
+# lost feed, or depended on which path ran. A summary with a link used to decide that.
+_LINK = "نص &lt;a href=&quot;https://e.example/x&quot;&gt;رابط&lt;/a&gt;"
+LABELLING = {
+    "windows-1256 declared, no header charset": (_labelled("cp1256", "windows-1256"), "application/rss+xml"),
+    "utf-8 with BOM, no declaration": (b"\xef\xbb\xbf" + _labelled("utf-8", None), "application/rss+xml"),
+    "windows-1256 declared, server's ISO-8859-1": (_labelled("cp1256", "windows-1256"), "text/xml; charset=ISO-8859-1"),
+    "the same, with a link": (_labelled("cp1256", "windows-1256", _LINK), "text/xml; charset=ISO-8859-1"),
+    "windows-1256, server's windows-1252, no declaration": (_labelled("cp1256", None), "text/xml; charset=windows-1252"),
+    "x-cp1256 declared": (_labelled("cp1256", "x-cp1256"), "application/rss+xml"),
+    "win-1256 in the header": (_labelled("cp1256", None), "application/rss+xml; charset=win-1256"),
+    "ISO-8859-6 declared, header says UTF-8": (_labelled("iso-8859-6", "ISO-8859-6"), "application/xml; charset=utf-8"),
+    "ISO-8859-6, nothing declared": (_labelled("iso-8859-6", None), "application/rss+xml"),
+    "UTF-16 with BOM, no declaration": (_labelled("utf-16", None), "application/rss+xml"),
+    "UTF-16 with BOM, no declaration, a link": (_labelled("utf-16", None, _LINK), "application/rss+xml"),
+    "UTF-16 declared, header says UTF-8": (_labelled("utf-16", "utf-16", _LINK), "text/xml; charset=utf-8"),
+}
+
+
+@pytest.mark.parametrize("case", LABELLING)
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "feedparser"])
+def test_arabic_bytes_read_as_arabic_however_they_are_labelled(case, fast):
+    body, ctype = LABELLING[case]
+    feed = parse_feed(body, {"content-type": ctype}, "https://a.example/feed", allow_fast=fast)
+    assert (feed.title, [e.title for e in feed.entries]) == ("قناة", [_TITLE])
+    assert feed.entries[0].summary.startswith("نص")
+
+
+def test_a_western_label_on_western_text_stays_western():
+    body = ('<rss version="2.0"><channel><title>Élysée</title><link>https://a.example/</link>'
+            "<item><title>Le président à l'Élysée, déjà là</title></item></channel></rss>")
+    for fast in (True, False):
+        feed = parse_feed(body.encode("latin-1"), {"content-type": "text/xml; charset=ISO-8859-1"},
+                          "https://a.example/feed", allow_fast=fast)
+        assert feed.entries[0].title == "Le président à l'Élysée, déjà là" and feed.bozo is None
+
+
 def test_header_names_are_case_insensitive():
     body, _, url = load("cnn")
     feed = parse_feed(body, {"Content-Type": "application/rss+xml; charset=windows-1256"}, url)
