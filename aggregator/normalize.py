@@ -250,17 +250,22 @@ _EXTRA_ZONES = {
     "AST": "+0300", "ARAB": "+0300", "MSK": "+0300", "TRT": "+0300", "EAT": "+0300",
     "EET": "+0200", "EEST": "+0300", "CET": "+0100", "CEST": "+0200", "WET": "+0000",
     "WEST": "+0100", "BST": "+0100", "GST": "+0400", "IRST": "+0330", "IRDT": "+0430",
-    "PKT": "+0500", "IDT": "+0300",
+    "PKT": "+0500", "IDT": "+0300", "CAT": "+0200", "WAT": "+0100", "SAST": "+0200",
 }
 _TRAILING_ZONE_RE = re.compile(r"(?<=\s)([A-Za-z]{3,4})\s*$")
 _GMT_OFFSET_RE = re.compile(r"(?:GMT|UTC|UT)\s*([+-])(\d{1,2})(?::?(\d{2}))?\s*$", re.I)
-_COLON_OFFSET_RE = re.compile(r"(\d)\s*([+-])(\d{2}):(\d{2})\s*$")
+# "+04:00", and "+03" (PHP's "T" for zones without an abbreviation, e.g. Asia/Riyadh)
+_COLON_OFFSET_RE = re.compile(r"(\d)\s*([+-])(\d{2})(?::(\d{2}))?\s*$")
+# A year before 1000 ("0001", .NET's "no date"): email.utils would add 2000 to it.
+_TINY_YEAR_RE = re.compile(r"(?<![\d:+-])0\d{3}(?![\d:])")
+_BIDI_CONTROLS = dict.fromkeys(map(ord, "\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e"
+                                        "\u2066\u2067\u2068\u2069"))
 _ISO_START_RE = re.compile(r"^\d{4}-?\d{2}")
 # email.utils reads "10:05 PM" as 10:05 in an unknown zone: leave those to _parse_arabic.
 _AMPM_RE = re.compile(r"\d\s*[AaPp]\.?[Mm]\b")
 
 _MONTHS = {
-    1: "يناير كانون_الثاني جانفي january jan",
+    1: "يناير كانون_الثاني كانون_ثاني جانفي january jan",
     2: "فبراير فبرير شباط فيفري february feb",
     3: "مارس اذار march mar",
     4: "ابريل نيسان افريل april apr",
@@ -269,9 +274,9 @@ _MONTHS = {
     7: "يوليو يوليه تموز جويلية يوليوز july jul",
     8: "اغسطس اب اوت غشت august aug",
     9: "سبتمبر ايلول شتنبر september sept sep",
-    10: "اكتوبر تشرين_الاول october oct",
-    11: "نوفمبر تشرين_الثاني نونبر november nov",
-    12: "ديسمبر كانون_الاول دجنبر december dec",
+    10: "اكتوبر تشرين_الاول تشرين_اول october oct",
+    11: "نوفمبر تشرين_الثاني تشرين_ثاني نونبر november nov",
+    12: "ديسمبر كانون_الاول كانون_اول دجنبر december dec",
 }
 _MONTH_BY_NAME = {
     name.replace("_", " "): num for num, names in _MONTHS.items() for name in names.split()
@@ -283,13 +288,14 @@ _DATE_DMY_RE = re.compile(
     rf"(?<!\d)(\d{{1,2}})\s*(?:من\s+)?(?<![^\W\d])({_MONTH_ALT})(?!\w)\.?"
     rf"(?:\s*[/(-]\s*(?:{_MONTH_ALT})\s*\)?)?\s*[,،]?\s*(\d{{4}})(?!\d)"
 )
-_DATE_MDY_RE = re.compile(rf"(?<!\w)({_MONTH_ALT})(?!\w)\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?,?\s+(\d{{4}})(?!\d)")
+_DATE_MDY_RE = re.compile(
+    rf"(?<!\w)({_MONTH_ALT})(?!\w)\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?\s*[,،]?\s+(\d{{4}})(?!\d)")
 _DATE_NUM_DMY_RE = re.compile(r"(?<!\d)(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})(?!\d)")
 _DATE_NUM_YMD_RE = re.compile(r"(?<!\d)(\d{4})[/.-](\d{1,2})[/.-](\d{1,2})(?!\d)")
 _TIME_RE = re.compile(
     r"(?<!\d)(\d{1,2}):(\d{2})(?::(\d{2}))?"
     r"(?:\s*(صباحا|مساء|ص|م|am|pm|a\.m\.|p\.m\.)(?!\w))?"
-    r"(?:\s*(?:gmt|utc|غرينتش|جرينتش)?\s*([+-])(\d{1,2})(?::?(\d{2}))?(?!\d))?"
+    r"(?:\s*(?:بتوقيت\s+)?(?:gmt|utc|غرينتش|جرينتش)?\s*([+-])(\d{1,2})(?::?(\d{2}))?(?!\d))?"
 )
 _ARABIC_FOLD = str.maketrans({"أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا", "ـ": None})
 _HARAKAT_RE = re.compile("[\u064b-\u0652\u0670]")
@@ -305,8 +311,8 @@ def _parse_rfc822(s: str) -> datetime | None:
         s = f"{s[: m.start()]}{m.group(1)}{int(m.group(2)):02d}{m.group(3) or '00'}"
     else:
         m = _COLON_OFFSET_RE.search(s)
-        if m:  # email.utils silently drops "+04:00" and returns a naive time
-            s = f"{s[: m.start()]}{m.group(1)} {m.group(2)}{m.group(3)}{m.group(4)}"
+        if m:  # email.utils drops "+04:00" (a naive time) and reads "+03" as minutes
+            s = f"{s[: m.start()]}{m.group(1)} {m.group(2)}{m.group(3)}{m.group(4) or '00'}"
         else:
             m = _TRAILING_ZONE_RE.search(s)
             if m and m.group(1).upper() in _EXTRA_ZONES:
@@ -405,8 +411,8 @@ def parse_date(value: str | None) -> datetime | None:
 def _parse_date_general(value: str) -> datetime | None:
     s = value.strip()
     if not s.isascii():  # translate() walks every character through a dict
-        s = s.translate(_DIGITS)
-    if not s:
+        s = s.translate(_DIGITS).translate(_BIDI_CONTROLS).strip()
+    if not s or _TINY_YEAR_RE.search(s):
         return None
     if _ISO_START_RE.match(s):
         dt = _parse_iso(s)
