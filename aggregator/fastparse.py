@@ -65,6 +65,19 @@ def _abs(base: str, href: str | None) -> str | None:
     return href if href.startswith(("http://", "https://")) else urljoin(base, href)
 
 
+_IMAGE_PATH_RE = re.compile(r"\.(?:jpe?g|png|gif|webp|avif)$", re.I)
+
+
+def looks_like_image(url: str | None, mime: str | None, medium: str | None = None) -> bool:
+    """A media:content or enclosure that is an image: by its medium or MIME type, or, when
+    it states neither (common: a bare <media:content url="...jpg"/>), by its file name."""
+    if not url:
+        return False
+    if medium or mime:
+        return medium == "image" or (mime or "").startswith("image/")
+    return _IMAGE_PATH_RE.search(url.split("?", 1)[0].split("#", 1)[0]) is not None
+
+
 def _image(thumbs, media, enclosures, is_atom: bool) -> str | None:
     """The first usable media:thumbnail, then image media:content, then image enclosure
     (an Atom link rel="enclosure")."""
@@ -72,14 +85,13 @@ def _image(thumbs, media, enclosures, is_atom: bool) -> str | None:
         if thumb.get("url"):
             return thumb.get("url")
     for m in media:
-        if m.get("url") and (m.get("medium") == "image"
-                             or (m.get("type") or "").startswith("image/")):
+        if looks_like_image(m.get("url"), m.get("type"), m.get("medium")):
             return m.get("url")
     for el in enclosures:
         if is_atom:
-            if el.get("rel") == "enclosure" and (el.get("type") or "").startswith("image/"):
+            if el.get("rel") == "enclosure" and looks_like_image(el.get("href"), el.get("type")):
                 return el.get("href")
-        elif (el.get("type") or "").startswith("image/") and el.get("url"):
+        elif looks_like_image(el.get("url"), el.get("type")):
             return el.get("url")
     return None
 
@@ -151,8 +163,8 @@ def _rss_entry(item, base: str) -> EntryData:
     get = first.get
     guid_el = get("guid")
     guid = _text(guid_el)
-    if guid_el is not None and any(a.lower() == "ispermalink" and a != "isPermaLink"
-                                   for a in guid_el.keys()):
+    if guid_el is not None and len(guid_el.attrib) > ("isPermaLink" in guid_el.attrib) and any(
+            a.lower() == "ispermalink" and a != "isPermaLink" for a in guid_el.keys()):
         raise Unsupported("isPermaLink spelt another way")
     # feedparser: a permalink only if the attribute is absent or exactly "true"
     permalink = guid is not None and guid_el.get("isPermaLink", "true") == "true"

@@ -621,6 +621,42 @@ _SANITIZE_OPTIONS = dict(
     attribute_filter=_absolute_urls_only,
 )
 _sanitize = _cleaner(**_SANITIZE_OPTIONS)
+_IMG_TAG_RE = re.compile(r"<img\b[^>]*>", re.I)
+# width or height 0 or 1: a tracking pixel (Feedburner's ~r/~4, analytics beacons)
+_PIXEL_RE = re.compile(r"""\s(?:width|height)\s*=\s*["']?\s*[01](?:px)?\s*(?:["'\s/>]|$)""", re.I)
+_SIZE_RE = re.compile(r"""\s(?:width|height)\s*=\s*["']?\s*(\d+)""", re.I)
+_SRC_RE = re.compile(r"""\ssrc\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.I)
+# lazy loading: the image's address in data-src (or data-lazy-src, data-original), a
+# placeholder (often a data: URI) or nothing in src
+_LAZY_SRC_RE = re.compile(
+    r"""\sdata-(?:src|lazy-src|original)\s*=\s*(?:"(https?://[^"]+)"|'(https?://[^']+)')""", re.I)
+# the smallest image, in pixels, that is a picture of the story rather than an icon
+LEAD_IMAGE_MIN_SIZE = 100
+
+
+def _publisher_images(s: str) -> tuple[str, str | None]:
+    """Before sanitising: tracking pixels out, lazy images given their real address; and
+    the first image large enough to be the story's picture (None if none is)."""
+    lead = None
+
+    def one(m: re.Match) -> str:
+        nonlocal lead
+        tag = m.group()
+        if _PIXEL_RE.search(tag):
+            return ""
+        src = _SRC_RE.search(tag)
+        value = next((g for g in src.groups() if g is not None), "") if src else ""
+        lazy = _LAZY_SRC_RE.search(tag)
+        if lazy and not value.strip().lower().startswith(("http://", "https://")):
+            value = html.unescape(lazy.group(1) or lazy.group(2))
+            tag = (tag[: src.start()] + tag[src.end():]) if src else tag
+            tag = f'<img src="{html.escape(value)}"' + tag[4:]
+        if lead is None and value.strip().lower().startswith(("http://", "https://")) and all(
+                int(n) >= LEAD_IMAGE_MIN_SIZE for n in _SIZE_RE.findall(tag)):
+            lead = html.unescape(value.strip())
+        return tag
+
+    return _IMG_TAG_RE.sub(one, s), lead
 _EMPTY_HTML_RE = re.compile(r"^(?:\s|&nbsp;|<br>|<p>\s*</p>)*$")
 _IMG_WITHOUT_SRC_RE = re.compile(r"<img(?![^>]*\ssrc=)[^>]*>")
 
@@ -631,16 +667,23 @@ def sanitize_html(s: str | None) -> str:
     Keeps p, br, a[href], b, strong, i, em, ul, ol, li, blockquote, img[src alt], h2-h4,
     figure, figcaption; URLs must be absolute http/https (mailto for links); links get
     rel="noopener noreferrer nofollow"; script/style/iframe/svg/math and their content,
-    event handlers, style attributes and javascript:/data: URLs are removed.
+    event handlers, style attributes and javascript:/data: URLs are removed; so are
+    tracking pixels (1x1 images), and a lazy image gets its data-src as its src.
     """
+    return _sanitized(s)[0]
+
+
+def _sanitized(s: str | None) -> tuple[str, str | None]:
+    """sanitize_html, and the lead image of the publisher's HTML (_publisher_images)."""
     if not s:
-        return ""
+        return "", None
     if "<" not in s and "&" not in s:
-        return html.escape(s, quote=False).strip()
+        return html.escape(s, quote=False).strip(), None
+    s, lead = _publisher_images(s)
     out = _sanitize(_HTML_BREAK_RE.sub(r" \1", s)).strip()
     if "<img" in out:  # an image whose only source was refused is a broken-image box
         out = _IMG_WITHOUT_SRC_RE.sub("", out)
-    return "" if _EMPTY_HTML_RE.match(out) else out
+    return "" if _EMPTY_HTML_RE.match(out) else out, lead
 
 
 # --------------------------------------------------------------------------- items
@@ -697,20 +740,22 @@ def normalize_entry(source: Source, entry: EntryData, first_seen: datetime, now:
     summary_text_full = clean_text(body)
     title = clean_text(entry.title) or _first_words(summary_text_full, TITLE_FALLBACK_WORDS)
     summary_text = _truncate_words(summary_text_full, SUMMARY_TEXT_MAX)
+    summary_html, lead_image = _sanitized(body)
     return Item(
         id=item_id(source.id, guid, url, title, entry.published),
         source=source.id,
         url=url,
         guid=guid,
         title=title,
-        summary_html=sanitize_html(body),
+        summary_html=summary_html,
         summary_text=summary_text,
         published=published or resolve_published(entry.published, entry.updated, first_seen, now),
         first_seen=first_seen,
         updated=first_seen,
         author=clean_text(entry.author) or None,
         categories=_categories(entry.categories),
-        image=canonical_url(entry.image, base=source.url),
+        # the feed's media image, else the first picture of the publisher's HTML
+        image=canonical_url(entry.image or lead_image, base=source.url),
         language=_language(entry.language, source.language),
         content_hash=hashlib.sha256(f"{title}\0{summary_text}\0{url or ''}".encode("utf-8", "surrogatepass")).hexdigest(),
         match_record=matching.record(title, summary_text),

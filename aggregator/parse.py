@@ -44,7 +44,7 @@ import feedparser
 from lxml import etree
 
 from .errors import ParseError
-from .fastparse import Unsupported, fast_parse
+from .fastparse import Unsupported, fast_parse, looks_like_image
 from .types import EntryData, FeedData
 
 __all__ = ["parse_feed"]
@@ -317,12 +317,10 @@ def _image(get) -> str | None:
         if thumb.get("url"):
             return thumb["url"]
     for media in get("media_content") or ():
-        if media.get("url") and (
-            media.get("medium") == "image" or (media.get("type") or "").startswith("image/")
-        ):
+        if looks_like_image(media.get("url"), media.get("type"), media.get("medium")):
             return media["url"]
     for link in get("links") or ():
-        if link.get("rel") == "enclosure" and (link.get("type") or "").startswith("image/") and link.get("href"):
+        if link.get("rel") == "enclosure" and looks_like_image(link.get("href"), link.get("type")):
             return link["href"]
     img = get("image")
     if isinstance(img, Mapping) and img.get("href"):

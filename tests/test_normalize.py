@@ -427,6 +427,15 @@ SANITIZE = [
     ("<!-- c --><p>x</p>", "<p>x</p>"),
     ("<p>   </p>", ""),
     ("plain > text", "plain &gt; text"),
+    # tracking pixels go; lazy images get their real address (seen in the wild)
+    ('<p>خبر<img src="https://feeds.example/~r/x/~4/abc" height="1" width="1"></p>', "<p>خبر</p>"),
+    ("<p>خبر<img width='0' src='https://t.example/p.gif'/></p>", "<p>خبر</p>"),
+    ('<img src="data:image/gif;base64,R0lGOD" data-src="https://i.example/real.jpg" alt="ص">',
+     '<img src="https://i.example/real.jpg" alt="ص">'),
+    ('<IMG data-lazy-src="https://i.example/a.jpg?w=1&amp;h=2">',
+     '<img src="https://i.example/a.jpg?w=1&amp;h=2">'),
+    ('<img src="https://i.example/a.jpg" data-src="https://i.example/other.jpg" width="10">',
+     '<img src="https://i.example/a.jpg">'),
     ("", ""),
     (None, ""),
 ]
@@ -543,6 +552,17 @@ def test_normalize_entry_bbc_image_and_cnn_arabic():
     (dict(published=None, updated=None), "published", FIRST_SEEN),
     (dict(published="Thu, 15 Mar 2018 12:00:00 GMT"), "published", FIRST_SEEN),
     (dict(guid="  "), "guid", None),
+    # no media image: the first picture of the summary (not a pixel, not an icon)
+    (dict(summary='<img src="https://t.example/p.gif" width="1" height="1"><img '
+                  'src="https://i.example/share.png" width="16"><p>نص</p><img '
+                  'src="https://i.example/lead.jpg?w=600&amp;utm_source=rss" width="600">'),
+     "image", "https://i.example/lead.jpg?w=600"),
+    (dict(summary='<img data-src="https://i.example/lazy.jpg" src="data:,">'), "image",
+     "https://i.example/lazy.jpg"),
+    (dict(summary="<img src='https://i.example/s.jpg'>", image="https://i.example/media.jpg"),
+     "image", "https://i.example/media.jpg"),
+    (dict(summary=None, content='<p>ك</p><img src="https://i.example/c.jpg">'), "image",
+     "https://i.example/c.jpg"),
 ])
 def test_normalize_entry_fields(kw, field, want):
     assert getattr(normalize_entry(SOURCE, entry(**kw), FIRST_SEEN, NOW), field) == want

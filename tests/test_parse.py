@@ -424,3 +424,19 @@ def test_parse_speed_outlets():
         t = time.perf_counter()
         parse_feed(body, headers, url)
         assert time.perf_counter() - t < 0.5, name
+
+
+@pytest.mark.parametrize("media, image", [
+    ('<media:content url="https://i.example/a.jpg"/>', "https://i.example/a.jpg"),
+    ('<enclosure url="https://i.example/b.PNG?w=600" type=""/>', "https://i.example/b.PNG?w=600"),
+    ('<enclosure url="https://i.example/c.webp"/>', "https://i.example/c.webp"),
+    ('<enclosure url="https://i.example/d.mp3"/>', None),
+    ('<media:content url="https://i.example/e.jpg" type="video/mp4"/>', None),  # it says video
+])
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "feedparser"])
+def test_media_that_states_no_type_is_an_image_by_its_file_name(media, image, fast):
+    body = ('<rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/"><channel><title>t'
+            f'</title><item><title>x</title><link>https://a.example/1</link>{media}</item>'
+            '</channel></rss>').encode()
+    feed = parse_feed(body, {}, "https://a.example/feed", allow_fast=fast)
+    assert feed.entries[0].image == image
