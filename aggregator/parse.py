@@ -377,6 +377,22 @@ def _entry(e) -> EntryData:
     )
 
 
+def _what_it_is(body: bytes, url: str) -> str | None:
+    """What an operator should hear about a body that is not RSS or Atom, when we can
+    tell: a JSON document, or a web page (and the feeds it announces)."""
+    head = body[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head[:1] in (b"{", b"["):
+        return "a JSON document, not RSS or Atom; JSON Feed is not read"
+    if head.startswith((b"<!doctype html", b"<html")) or b"<head" in head or b"<body" in head:
+        from .discover import feed_links  # it imports this module
+
+        links = feed_links(body, url)
+        return "a web page, not a feed" + (
+            f"; it announces {', '.join(links[:3])}: use that URL (`sources add` finds it)"
+            if links else "")
+    return None
+
+
 def _describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= _BOZO_MAX else text[: _BOZO_MAX - 1] + "…"
@@ -435,7 +451,7 @@ def parse_feed(body: bytes, headers: Mapping[str, str], url: str,
     link = _first_alternate(feed.get("links")) or feed.get("link") or None
     if not entries and (not result.get("version") or not (title or link)):
         why = _describe(result["bozo_exception"]) if result.get("bozo_exception") else "no feed elements"
-        raise ParseError(f"{url}: not a feed ({why})")
+        raise ParseError(f"{url}: not a feed ({_what_it_is(body, url) or why})")
 
     complaints = [note] if note else []
     if result.get("bozo") and result.get("bozo_exception") is not None:

@@ -440,3 +440,16 @@ def test_media_that_states_no_type_is_an_image_by_its_file_name(media, image, fa
             '</channel></rss>').encode()
     feed = parse_feed(body, {}, "https://a.example/feed", allow_fast=fast)
     assert feed.entries[0].image == image
+
+
+def test_what_is_not_a_feed_is_named():
+    with pytest.raises(ParseError, match="a JSON document, not RSS or Atom; JSON Feed is not read"):
+        parse_feed(b'{"version": "https://jsonfeed.org/version/1.1", "items": []}',
+                   {"content-type": "application/feed+json"}, "https://a.example/feed.json")
+    page = (b'<!DOCTYPE html><html><head><link rel="alternate" type="application/rss+xml" '
+            b'href="/rss.xml"></head><body>x</body></html>')
+    with pytest.raises(ParseError, match=r"a web page, not a feed; it announces "
+                                         r"https://a\.example/rss\.xml: use that URL"):
+        parse_feed(page, {"content-type": "text/html"}, "https://a.example/news")
+    with pytest.raises(ParseError, match=r"a web page, not a feed\)$"):
+        parse_feed(b"<html><body>no feed</body></html>", {}, "https://a.example/")
