@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from aggregator.config import no_config_to_run
-from aggregator.errors import ConfigError
+from aggregator.errors import ConfigError, SettingsError, StoreError
 from aggregator.runner import Shutdown, run_forever, run_once, wait_for_redis
-from aggregator.settings import Settings
+from aggregator.settings import Settings, bad_environment
 
 
 def main(argv=None) -> int:
@@ -24,8 +25,8 @@ def main(argv=None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    settings = Settings.from_env(**({"feeds_path": args.feeds} if args.feeds else {}))
     try:
+        settings = Settings.from_env(**({"feeds_path": args.feeds} if args.feeds else {}))
         if args.once:
             return run_once(settings)
         shutdown = Shutdown().install()
@@ -34,6 +35,12 @@ def main(argv=None) -> int:
             run_forever(settings, shutdown)
     except ConfigError as e:
         return no_config_to_run(e)
+    except SettingsError as e:
+        return bad_environment(e)
+    except StoreError as e:  # --once: Redis is down or unreachable (the daemon waits for it)
+        print(f"{e} (REDIS_URL={os.environ.get('REDIS_URL') or 'unset: the embedded server'})",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -11,8 +11,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from .config import no_config_to_run
-from .errors import ConfigError, StoreError
-from .settings import Settings
+from .errors import ConfigError, SettingsError, StoreError
+from .settings import Settings, bad_environment
 
 
 def cmd_run(args, settings: Settings) -> int:
@@ -255,6 +255,8 @@ def main(argv=None) -> int:
         return args.func(args, Settings.from_env())
     except ConfigError as e:
         return no_config_to_run(e)
+    except SettingsError as e:
+        return bad_environment(e)
     except StoreError as e:  # stats, poll, sources moved: Redis is down or unreachable
         print(f"{e} (REDIS_URL={os.environ.get('REDIS_URL') or 'unset: the embedded server'})",
               file=sys.stderr)

@@ -14,6 +14,14 @@ class ConfigError(AggregatorError):
         super().__init__("\n".join(self.problems) or f"{path}: invalid")
 
 
+class SettingsError(AggregatorError):
+    """Environment variables that cannot be used. `problems` holds one "NAME: message" each."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
 class InputError(AggregatorError):
     """Input lines a command cannot use. `problems` holds one "line N: message" per line."""
 

@@ -1472,7 +1472,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  description="Group JSON-lines items into stories and topics.")
     ap.add_argument("items", help="JSON lines {id, source, title, summary, published}; - for stdin")
     args = ap.parse_args(argv)
-    fh = sys.stdin if args.items == "-" else open(args.items, encoding="utf-8")
+    try:
+        fh = sys.stdin if args.items == "-" else open(args.items, encoding="utf-8")
+    except OSError as e:
+        print(f"{args.items}: {e.strerror}", file=sys.stderr)
+        return 2
     url = os.environ.get("REDIS_URL")
     tmp = None
     try:

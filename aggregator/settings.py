@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 
 from . import __version__
+from .errors import SettingsError
 
 PROJECT_URL = "https://github.com/arabic-news-aggregator/aggregator"
 
@@ -19,6 +21,65 @@ def default_parse_processes() -> int:
 
 def _bool(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def bad_environment(exc: SettingsError) -> int:
+    """A process that cannot start for its environment: each problem on stderr, exit 2."""
+    for problem in exc.problems:
+        print(problem, file=sys.stderr)
+    print("fix these environment variables (README, Configuration)", file=sys.stderr)
+    return 2
+
+
+def environment_problems(env) -> list[str]:
+    """What is wrong with the AGG_* variables (worker's and web's alike), one line each.
+    A bad value must stop a process at its start with this, not surface later as a 500
+    on every page while /healthz says ok, or as a traceback."""
+    problems = []
+
+    def number(name, kind, low, high=None):
+        raw = env.get(name)
+        if raw is None or raw.strip() == "":
+            return
+        try:
+            value = kind(raw)
+        except ValueError:
+            problems.append(f"{name}: {raw!r} is not a {'whole ' if kind is int else ''}number")
+            return
+        if value < low or (high is not None and value > high):
+            problems.append(f"{name}: {raw!r} must be from {low}" + (f" to {high}" if high else " up"))
+
+    number("AGG_RETENTION_DAYS", int, 1)
+    number("AGG_RETENTION_MAX_ITEMS", int, 1)
+    number("AGG_POOL_SIZE", int, 1, 256)
+    number("AGG_PARSE_PROCESSES", int, 0, 64)
+    number("AGG_HEALTH_MAX_HEARTBEAT_AGE", float, 1)
+    number("AGG_ADMIN_MAX_FAILURES", int, 1)
+    number("AGG_ADMIN_FAILURE_WINDOW", float, 1)
+    for name, allowed in (("AGG_DIGITS", ("arabic", "latin")),
+                          ("AGG_MONTHS", ("gregorian", "levantine")),
+                          ("AGG_HIJRI", ("1", "0", "true", "false", "yes", "no", "on", "off"))):
+        raw = env.get(name)
+        if raw and raw.strip().lower() not in allowed:
+            problems.append(f"{name}: {raw!r} is not one of {', '.join(allowed)}")
+    zone = env.get("AGG_TIMEZONE")
+    if zone:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(f"AGG_TIMEZONE: {zone!r} is not a time zone (an IANA name such as "
+                            "Asia/Riyadh or Africa/Cairo)")
+    public = env.get("AGG_PUBLIC_URL")
+    if public:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(public.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append(f"AGG_PUBLIC_URL: {public!r} is not an absolute http(s) URL "
+                            "(https://news.example)")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -44,6 +105,9 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
         env = os.environ if env is None else env
+        problems = environment_problems(env)
+        if problems:
+            raise SettingsError(problems)
         auto_processes = default_parse_processes()  # 0 on a one-core machine
         values = dict(
             feeds_path=env.get("AGG_FEEDS", "feeds.yaml"),

@@ -663,6 +663,10 @@ def test_cli_names_every_unusable_line_and_groups_nothing(tmp_path):
         f"{path}: line 4: missing source",
         f"{path}: line 5: not a JSON object",
     ]  # line 7: an Arabic date is a date, as in feeds
+    missing = tmp_path / "nowhere.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "aggregator.group", str(missing)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr) == (2, f"{missing}: No such file or directory\n")
 
 
 # --- pure pieces: IDF, cosine, label terms ----------------------------------------------------
