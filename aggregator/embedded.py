@@ -81,7 +81,7 @@ def ensure_server(data_dir: str | os.PathLike, timeout: float = 10.0) -> str:
             "--daemonize", "yes",
             "--pidfile", str(data / "redis.pid"),
             "--logfile", str(data / "redis.log"),
-            "--save", "900 1",
+            "--save", "900", "1",  # one argument "900 1" is read as save ""
             # Item and story hashes hold values longer than the default 64 bytes, which
             # turns each into a hash table of separate allocations. Kept compact (values
             # up to 4 KB): 40 % less memory per stored item (bench/grouping_cost.py, 30k

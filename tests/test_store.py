@@ -197,7 +197,10 @@ def test_embedded_redis_persists_across_restarts_and_is_shared(tmp_path):
     assert ensure_server(tmp_path) == sock  # a second process reuses the running server
     store = Store(redis.Redis(unix_socket_path=sock, decode_responses=True), Keys("emb"))
     store.save_poll(SRC, [item(1)], SourceState(), NOW)
+    # the RDB snapshots the README promises beside the AOF (a backup reads dump.rdb)
+    assert store.r.config_get("save") == {"save": "900 1"}
     stop_server(tmp_path)
+    assert (tmp_path / "dump.rdb").exists()
     sock = ensure_server(tmp_path)
     store = Store(redis.Redis(unix_socket_path=sock, decode_responses=True), Keys("emb"))
     try:
