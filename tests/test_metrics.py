@@ -271,3 +271,23 @@ def test_redis_errors_in_page_and_feed_views_are_counted(tmp_path, feeds_path, m
         assert scrape(app)[("agg_redis_errors_total", ())] >= before + 3
     finally:
         own.stop()
+
+
+def test_a_web_app_started_while_redis_is_down_answers_its_admin_surfaces(keys, feeds_path):
+    """A gunicorn restart during an outage: /metrics keeps its agg_redis_up 0 sample (a
+    503 would be a failed scrape that drops it), /status says 503 as a page or as JSON."""
+    from aggregator.settings import Settings
+
+    down = Settings(redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    app = create_app({"TESTING": True, "AGG_SETTINGS": down, "AGG_KEY_PREFIX": keys.prefix,
+                      "AGG_FEEDS": str(feeds_path), "AGG_STATUS_TOKEN": TOKEN})
+    c = app.test_client()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    resp = c.get("/metrics", headers=auth)
+    assert resp.status_code == 200 and "agg_redis_up 0" in resp.get_data(as_text=True)
+    page = c.get("/status", headers=auth | {"Accept": "text/html"})
+    assert page.status_code == 503 and page.mimetype == "text/html"
+    assert "تعذّر الوصول إلى قاعدة الأخبار" in page.get_data(as_text=True)
+    as_json = c.get("/status.json", headers=auth)
+    assert as_json.status_code == 503 and as_json.json["error"].startswith("store unavailable")
+    assert as_json.headers["Retry-After"] == "30"

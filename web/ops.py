@@ -32,7 +32,7 @@ from flask import (Blueprint, Response, abort, current_app, jsonify, render_temp
                    url_for)
 
 from aggregator.config import config_status
-from aggregator.errors import AggregatorError
+from aggregator.errors import AggregatorError, StoreError
 from aggregator.schedule import for_url
 
 from .extensions import services
@@ -468,6 +468,19 @@ def _wants_json() -> bool:
     return best == "application/json"
 
 
+def _status_failed(code: int, error: str, message: str):
+    """/status.json gets the error as JSON; the page an Arabic page (never a raw 500)."""
+    if _wants_json():
+        resp = jsonify({"error": error})
+    else:
+        resp = current_app.make_response(render_template(
+            "error.html", code=code, title="حالة المصادر غير متاحة", message=message))
+    resp.status_code = code
+    if code == 503:
+        resp.headers["Retry-After"] = "30"
+    return resp
+
+
 @bp.get("/status", endpoint="status", provide_automatic_options=False)
 @bp.get("/status.json", endpoint="status_json", provide_automatic_options=False)
 @admin_only()
@@ -479,17 +492,12 @@ def status():
         rejected = svc.config_rejected
         incidents = svc.client.hgetall(svc.keys.alerts_open)
         beat = svc.store.last_heartbeat()
-    except (redis.RedisError, OSError) as e:
+    except (redis.RedisError, OSError, StoreError) as e:
         count_redis_error()
-        body = {"error": f"store unavailable: {e}"}
-        resp = jsonify(body)
-        resp.status_code = 503
-        resp.headers["Retry-After"] = "30"
-        return resp
+        return _status_failed(503, f"store unavailable: {e}",
+                              "تعذّر الوصول إلى قاعدة الأخبار. حاول بعد قليل.")
     except AggregatorError as e:  # feeds.yaml unreadable or invalid: say which line
-        resp = jsonify({"error": str(e)})
-        resp.status_code = 500
-        return resp
+        return _status_failed(500, str(e), str(e))
     rows, sort = sort_rows(rows, request.args.get("sort", "worst"))
     summary = {h: sum(1 for r in rows if r["health"] == h) for h in HEALTH_ORDER}
     outage = incidents.get("outage")
@@ -620,6 +628,8 @@ def metrics():
     try:
         wm.ensure()
     except (redis.RedisError, AggregatorError, OSError) as e:
-        return Response(f"# store unavailable: {e}\nagg_redis_up 0\n", status=503,
+        # 200: a failed scrape would drop the one sample that says what is wrong
+        return Response(f"# store unavailable: {e}\n# HELP agg_redis_up Redis reachable\n"
+                        "# TYPE agg_redis_up gauge\nagg_redis_up 0\n",
                         content_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(wm.registry), content_type=CONTENT_TYPE_LATEST)
