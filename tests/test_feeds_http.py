@@ -384,9 +384,13 @@ def test_limit_bounds_and_bad_params(live):
     for bad in ("limit=0", "limit=201", "limit=x", "mode=x", "before=abc", "before=inf",
                 "limit=%2B5", "limit=5_0", "limit=%D9%A5",  # +5, 5_0, Arabic-Indic 5
                 "q=...", "q=%C2%AB%C2%BB"):  # no words to search for
-        status, h, _ = get(f"{live.url}/feeds/all.json?{bad}")
+        status, h, body = get(f"{live.url}/feeds/all.json?{bad}")
         assert status == 400, bad
         assert h["access-control-allow-origin"] == "*"
+        # a feed's client is a program: the reason in the output's own terms, not HTML
+        assert h["content-type"].startswith("application/json") and json.loads(body)["error"]
+    status, h, body = get(f"{live.url}/feeds/all.rss?limit=201")
+    assert (status, h["content-type"].split(";")[0], body) == (400, "text/plain", b"limit must be 1..200\n")
     assert get(f"{live.url}/feeds/sources/nosuch.rss")[0] == 404
     assert get(f"{live.url}/feeds/all.xml")[0] == 404
     assert get(f"{live.url}/feeds/stories/nosuch.atom")[0] == 404

@@ -16,6 +16,7 @@ skipped or repeated at a page boundary.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -38,6 +39,20 @@ from .ops import count_redis_error
 
 log = logging.getLogger(__name__)
 bp = Blueprint("feeds", __name__)
+
+
+@bp.errorhandler(400)
+def _bad_request(e):
+    """A feed's client is a program: the problem in JSON for a JSON Feed URL, plain text
+    otherwise, not Werkzeug's HTML page."""
+    if request.path.endswith(".json"):
+        resp = current_app.response_class(
+            json.dumps({"error": e.description}, ensure_ascii=False), 400,
+            mimetype="application/json")
+    else:
+        resp = Response(f"{e.description}\n", 400, mimetype="text/plain")
+    resp.headers["Access-Control-Allow-Origin"] = "*"  # a widget can read why
+    return resp
 
 FORMATS = ("rss", "atom", "json")
 KINDS = {"sources", "tags", "countries", "stories", "topics"}
