@@ -684,6 +684,11 @@ def test_arabic_tag_and_country_case(redis_client, keys, rows):
         status, h, _ = get(server.url + "/feeds/countries/sa.rss?limit=5")
         assert status == 301
         assert h["location"].endswith("/feeds/countries/SA.rss?limit=5")
+        # titles name the country and a known tag in Arabic, as the pages do ("SA" before)
+        doc = json.loads(get(server.url + "/feeds/countries/SA.json")[2])
+        assert doc["title"] == "السعودية — أخبار الشرق الأوسط"
+        doc = json.loads(get(server.url + "/feeds/tags/gulf.json")[2])
+        assert doc["title"] == "الخليج — أخبار الشرق الأوسط"
     finally:
         server.close()
 

@@ -12,7 +12,8 @@ import os
 from flask import Blueprint, abort, current_app, render_template, request, send_from_directory, url_for
 
 from .pagecache import cached_page
-from .pages import COUNTRIES, Filters, Reader, list_stories, site_name, tag_label
+from .labels import COUNTRIES, tag_label
+from .pages import Filters, Reader, list_stories, site_name
 
 bp = Blueprint("embed", __name__)
 

@@ -35,6 +35,7 @@ from aggregator.types import Item, Source, Story, article_key, story_reports
 
 from .cache import FastPath, OutputCache, Rendered, VersionClock, request_key, respond
 from .extensions import EXT, services
+from .labels import COUNTRIES, tag_label
 from .ops import count_redis_error
 
 log = logging.getLogger(__name__)
@@ -393,7 +394,7 @@ def _build(kind: str, name: str | None, fmt: str) -> tuple[bytes, datetime, str]
         index = keys.tag_timeline(name)
         if not any(name in s.tags for s in sources.values()) and not store.r.exists(index):
             abort(404)
-        path, title = f"feeds/tags/{syndicate.seg(name)}", f"{name} — {SITE_TITLE}"
+        path, title = f"feeds/tags/{syndicate.seg(name)}", f"{tag_label(name)} — {SITE_TITLE}"
         home = f"{base}?{urlencode({'tag': name})}"
     elif kind == "countries":
         if not re.fullmatch(r"[A-Za-z]{2}", name):
@@ -407,7 +408,8 @@ def _build(kind: str, name: str | None, fmt: str) -> tuple[bytes, datetime, str]
         if not any((s.country or "").upper() == cc for s in sources.values()) \
                 and not store.r.exists(index):
             abort(404)
-        path, title = f"feeds/countries/{syndicate.seg(cc)}", f"{cc} — {SITE_TITLE}"
+        path, title = (f"feeds/countries/{syndicate.seg(cc)}",
+                       f"{COUNTRIES.get(cc, cc)} — {SITE_TITLE}")
         home = f"{base}?{urlencode({'country': cc})}"
     elif kind == "stories":
         found = grouper.get_stories([name])

@@ -133,13 +133,13 @@ def sources_opml():
         tags = sorted({t for s in sources for t in s.tags})
         if tags:
             per_tag = ET.SubElement(ours, "outline", text="حسب القسم", title="حسب القسم")
-            from .pages import tag_label
+            from .labels import tag_label
 
             for t in tags:
                 add(per_tag, tag_label(t), f"/feeds/tags/{quote(t, safe='')}", f"/?{urlencode({'tag': t})}")
         countries = sorted({s.country.upper() for s in sources if s.country})
         if countries:
-            from .pages import COUNTRIES
+            from .labels import COUNTRIES
 
             per_cc = ET.SubElement(ours, "outline", text="حسب البلد", title="حسب البلد")
             for cc in countries:

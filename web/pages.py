@@ -33,6 +33,7 @@ from . import arabic_time as at
 from .extensions import services
 from .feeds import SITE_TITLE, public_base
 from .headers import SECURITY_HEADERS
+from .labels import COUNTRIES, tag_label
 from .pagecache import cached_page
 
 log = logging.getLogger(__name__)
@@ -44,31 +45,6 @@ PAGE_SIZE = 30
 MAX_PAGE_SIZE = 100
 SEARCH_SCAN_CAP = 3000  # items one search request reads before it offers "older"
 PALETTE = 12  # outlet badge colours: .o0 … .o11 in static/site.css
-
-COUNTRIES = {
-    "AE": "الإمارات", "BH": "البحرين", "DZ": "الجزائر", "EG": "مصر", "GB": "بريطانيا",
-    "FR": "فرنسا", "DE": "ألمانيا", "IQ": "العراق", "IR": "إيران", "IL": "إسرائيل",
-    "JO": "الأردن", "KW": "الكويت", "LB": "لبنان", "LY": "ليبيا", "MA": "المغرب",
-    "OM": "عُمان", "PS": "فلسطين", "QA": "قطر", "RU": "روسيا", "SA": "السعودية",
-    "SD": "السودان", "SY": "سوريا", "TN": "تونس", "TR": "تركيا", "US": "الولايات المتحدة",
-    "YE": "اليمن", "MR": "موريتانيا", "SO": "الصومال", "DJ": "جيبوتي", "KM": "جزر القمر",
-    "CN": "الصين", "ES": "إسبانيا", "NL": "هولندا",
-}
-
-# feeds.yaml tags are ASCII slugs; readers see them in Arabic. Unknown tags show as written.
-TAG_LABELS = {
-    "pan-arab": "عربية عامة", "international": "دولية", "broadcaster": "قنوات",
-    "newspaper": "صحف", "agency": "وكالات", "gulf": "الخليج", "levant": "بلاد الشام",
-    "maghreb": "المغرب العربي", "egypt": "مصر", "syria": "سوريا", "iraq": "العراق",
-    "lebanon": "لبنان", "palestine": "فلسطين", "yemen": "اليمن", "sudan": "السودان",
-    "libya": "ليبيا", "jordan": "الأردن", "saudi": "السعودية", "economy": "اقتصاد",
-    "sport": "رياضة", "technology": "تقنية", "culture": "ثقافة",
-}
-
-
-def tag_label(tag: str) -> str:
-    return TAG_LABELS.get(tag, tag)
-
 
 # --- display settings -------------------------------------------------------------------
 
