@@ -65,7 +65,32 @@ def host_url(app_url):
 <title>host</title></head><body><h1>Partner site</h1>
 <iframe id="w" src="{app_url}/embed/all?limit=5" width="420" height="600"
  title="news"></iframe></body></html>""",
+        # a host that is hard on widgets: a strict CSP (no inline or foreign styles), its
+        # own rules for every div and a 10px rem, the script in <head> before its target
+        "/strict.html": f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'self'; script-src 'self'
+ {app_url} 'sha256-{{listener}}'; connect-src {app_url}; style-src 'self'; frame-src {app_url}">
+<title>host</title><link rel="stylesheet" href="/host.css">
+<script src="{app_url}/embed.js" data-feed="/feeds/all.json" data-limit="3" data-target="#news"
+ data-theme="dark" data-digits="latin"></script></head>
+<body><h1>Partner site</h1><div id="news"></div>
+<iframe id="dark" src="{app_url}/embed/all?limit=3&theme=dark" width="420" height="100"
+ title="news"></iframe>
+<iframe id="typo" src="{app_url}/embed/sources/nosuch" width="420" height="200"
+ title="news"></iframe>
+<script>{{listener_js}}</script></body></html>""",
+        "/host.css": "div{letter-spacing:.05em;text-transform:uppercase;font-style:italic}"
+                     "html{font-size:62.5%}",
     }
+    import base64
+    import hashlib
+
+    listener = ('addEventListener("message", (e) => { if (e.data && e.data.type === '
+                '"agg-news:height") for (const f of document.querySelectorAll("iframe")) '
+                'if (f.contentWindow === e.source) f.height = e.data.height; });')
+    digest = base64.b64encode(hashlib.sha256(listener.encode()).digest()).decode()
+    pages["/strict.html"] = pages["/strict.html"].replace("{listener}", digest).replace(
+        "{listener_js}", listener)
 
     with host_pages(pages) as url:
         yield url
@@ -235,6 +260,42 @@ def test_embed_script_renders_the_json_feed_in_a_host_page(browser, app_url, hos
     widget = page.locator("#news .agg-news-widget")
     assert widget.get_attribute("dir") == "rtl"
     assert page.locator("#news .agg-news-widget time").first.inner_text().startswith("منذ")
+
+
+def test_widgets_hold_up_in_a_strict_host_page(browser, app_url, host_url):
+    """Found by a review in chromium: under a host's strict style-src the script widget
+    lost all its styles; the host's div rules and rem reached into it; a script in <head>
+    put the widget into <head>; a dark frame on a light page was an opaque block; a
+    mistyped frame URL showed the whole site inside the frame."""
+    page = browser.new_page(color_scheme="light")
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(host_url + "/strict.html")
+    items = page.locator("#news .agg-news-widget li a")
+    items.first.wait_for(timeout=10_000)
+    assert items.count() == 3  # in its target, though the script ran before it was parsed
+    card = page.locator("#news .agg-news-widget section.w")
+    style = card.evaluate("e => { const s = getComputedStyle(e); return [s.borderTopLeftRadius,"
+                          " s.maxWidth, s.backgroundColor, s.fontStyle, s.letterSpacing] }")
+    assert style == ["12px", "512px", "rgb(27, 30, 33)", "normal", "normal"]  # dark, not the host's
+    title_style = items.first.evaluate("e => getComputedStyle(e).textTransform")
+    assert title_style == "none"
+    assert page.locator("#news .agg-news-widget time").first.inner_text().startswith("منذ 8")
+
+    dark = page.frame_locator("#dark")
+    dark.locator("li.w-item").first.wait_for(timeout=10_000)
+    assert dark.locator("html").get_attribute("class") == "t-dark"
+    # the frame posted its height and the host's listener sized it to fit
+    page.wait_for_function("document.getElementById('dark').height > 200", timeout=5000)
+    inner = page.frame(url=lambda u: "theme=dark" in u).evaluate(
+        "document.documentElement.scrollHeight")
+    assert int(page.locator("#dark").get_attribute("height")) == inner
+
+    typo = page.frame_locator("#typo")
+    assert "لم نجد هذه الأخبار" in typo.locator(".w-empty").inner_text(timeout=10_000)
+    assert typo.locator("nav").count() == 0  # not the site's page with its navigation
+    csp = [e for e in errors if "Content Security Policy" in e]
+    assert csp == [], csp
 
 
 def test_embed_iframe_renders_in_a_host_page_while_pages_refuse_framing(browser, app_url,

@@ -543,16 +543,27 @@ def test_topics_page_without_stories_says_so(redis_client, keys, feeds_path, con
 
 
 @pytest.mark.parametrize("path", ["/stories/no-such-story", "/topics/no-such-topic",
-                                  "/no/such/page", "/embed/bogus", "/embed/topics/nope",
-                                  # a mistyped widget, as its feed: not a quiet empty widget
-                                  "/embed/sources/nope", "/embed/tags/nope",
-                                  "/embed/countries/ZZ", "/embed/countries/%C3%9F"])
+                                  "/no/such/page"])
 def test_not_found_pages_are_arabic(client, path):
     resp = client.get(path)
     assert resp.status_code == 404
     body = resp.get_data(as_text=True)
     assert '<html lang="ar" dir="rtl">' in body
     assert "الصفحة غير موجودة" in body
+
+
+@pytest.mark.parametrize("path", ["/embed/bogus", "/embed/topics/nope",
+                                  # a mistyped widget, as its feed: not a quiet empty widget
+                                  "/embed/sources/nope", "/embed/tags/nope",
+                                  "/embed/countries/ZZ", "/embed/countries/%C3%9F"])
+def test_a_mistyped_widget_is_a_404_note_inside_the_frame(client, path):
+    resp = client.get(path)
+    assert resp.status_code == 404
+    body = resp.get_data(as_text=True)
+    assert '<html lang="ar" dir="rtl" class="t-light">' in body
+    assert "لم نجد هذه الأخبار" in body and '<nav' not in body
+    assert "frame-ancestors *" in resp.headers["Content-Security-Policy"]  # it may be framed
+    assert "X-Frame-Options" not in resp.headers
 
 
 def test_a_wrong_method_gets_an_arabic_page_that_says_what_is_allowed(client):

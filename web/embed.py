@@ -7,13 +7,14 @@ response gets DENY / frame-ancestors 'none' from pages._security_headers.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 
-from flask import Blueprint, abort, current_app, render_template, request, send_from_directory, url_for
+from flask import Blueprint, abort, current_app, render_template, request, url_for
 
 from .pagecache import cached_page
 from .labels import COUNTRIES, tag_label
-from .pages import Filters, Reader, list_stories, site_name
+from .pages import Filters, Reader, display, list_stories, site_name
 
 bp = Blueprint("embed", __name__)
 
@@ -40,6 +41,11 @@ def _embed_headers(response):
     return response
 
 
+def _theme() -> str:
+    theme = request.args.get("theme", "light")
+    return theme if theme in ("light", "dark", "auto") else "light"
+
+
 def _limit() -> int:
     try:
         return max(1, min(MAX_LIMIT, int(request.args.get("limit", DEFAULT_LIMIT))))
@@ -48,7 +54,7 @@ def _limit() -> int:
 
 
 @bp.get("/embed/<path:output>")
-@cached_page(lambda: (_limit(),))
+@cached_page(lambda: (_limit(), _theme()))
 def widget(output: str):
     """output: all | sources/<id> | tags/<tag> | countries/<cc> | topics/<id>."""
     reader = Reader()
@@ -89,7 +95,16 @@ def widget(output: str):
         more = url_for("pages.topic", topic_id=value)
     else:
         abort(404)
-    return render_template("embed.html", cards=cards, label=label, title=title, more=more)
+    return render_template("embed.html", cards=cards, label=label, title=title, more=more,
+                           theme=_theme())
+
+
+@bp.errorhandler(404)
+def _not_found(e):
+    """A mistyped widget URL: a compact note inside the frame, not the site's own 404 page
+    (whose links would load pages that refuse to be framed)."""
+    return render_template("embed.html", cards=[], label="غير موجود", title=site_name(),
+                           more=url_for("pages.index"), theme=_theme(), missing=True), 404
 
 
 def _exists(reader: Reader, kind: str, value: str) -> bool:
@@ -107,10 +122,30 @@ def _exists(reader: Reader, kind: str, value: str) -> bool:
     return True  # all, topics (checked below) and unknown kinds (404 below)
 
 
+_DIGITS_DEFAULT = 'var digits = script.getAttribute("data-digits") || "arabic";'
+_scripts: dict[str, bytes] = {}
+
+
+def _script_bytes(digits: str) -> bytes:
+    """embed.js with the site's digits (AGG_DIGITS) as its default, read once per process:
+    a widget counts '٣ ساعات' or '3 ساعات' as the site's pages do."""
+    if digits not in _scripts:
+        with open(os.path.join(STATIC, "embed.js"), encoding="utf-8") as fh:
+            text = fh.read()
+        assert _DIGITS_DEFAULT in text, "embed.js: the digits default moved"
+        _scripts[digits] = text.replace(
+            _DIGITS_DEFAULT, _DIGITS_DEFAULT.replace('"arabic"', f'"{digits}"')).encode("utf-8")
+    return _scripts[digits]
+
+
 @bp.get("/embed.js")
 def script():
-    resp = send_from_directory(STATIC, "embed.js", mimetype="text/javascript",
-                               max_age=3600)
+    body = _script_bytes(display().digits)
+    resp = current_app.response_class(body, mimetype="text/javascript")
+    resp.cache_control.public = True
+    resp.cache_control.max_age = 3600
+    resp.set_etag(hashlib.sha256(body).hexdigest()[:32])
+    resp.make_conditional(request)
     # Host pages on any origin load this script; that is what it is for.
     resp.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
     # ... including with crossorigin (which Subresource Integrity needs): CORS allows it.

@@ -3,13 +3,17 @@
  *   <script src="https://NEWS.EXAMPLE/embed.js" data-feed="/feeds/all.json" data-limit="10" async></script>
  * Options (data-*): feed (a JSON Feed URL, relative to this script's origin), limit (1-50),
  * title (heading; default the feed's title), target (CSS selector of an element to render
- * into; default right after the script tag), link ("article": link the outlet's article,
- * the JSON Feed external_url; default: our story page, the item's url).
+ * into, found once the page has loaded if it is not there yet; default right after the
+ * script tag), link ("article": link the outlet's article, the JSON Feed external_url;
+ * default: our story page, the item's url), theme ("light", "dark"; default "auto", the
+ * reader's setting), digits ("latin" or "arabic"; default the site's AGG_DIGITS).
  *
  * Only standard JSON Feed 1.1 fields are read (title, home_page_url, items[].title, url,
  * external_url, date_published, authors[].name). Feed text is set with textContent and
  * links are checked to be http(s): nothing from the feed is ever parsed as HTML.
- * The widget lives in a shadow root so host styles and ours do not leak into each other.
+ * The widget lives in a shadow root: its styles are a constructed stylesheet (allowed by
+ * a host's strict style-src CSP, where a <style> element is not) and reset whatever the
+ * host's rules pass down (:host all:initial !important; sizes in px, not the host's rem).
  */
 (function () {
   "use strict";
@@ -27,38 +31,58 @@
   }
   var linkMode = script.getAttribute("data-link") || "story";
   var heading = script.getAttribute("data-title");
+  var theme = script.getAttribute("data-theme");
+  if (theme !== "light" && theme !== "dark") theme = "auto";
+  var digits = script.getAttribute("data-digits") || "arabic";  // the server sets the default
 
   var host = document.createElement("div");
   host.className = "agg-news-widget";
   host.setAttribute("lang", "ar");
   host.setAttribute("dir", "rtl");
   var targetSel = script.getAttribute("data-target");
-  var target = targetSel ? document.querySelector(targetSel) : null;
-  if (target) target.appendChild(host);
-  else script.parentNode.insertBefore(host, script.nextSibling);
+  function place() {
+    var target = targetSel ? document.querySelector(targetSel) : null;
+    if (target) target.appendChild(host);
+    else script.parentNode.insertBefore(host, script.nextSibling);
+  }
+  // an async script in <head> may run before its target is parsed: wait for the page
+  if (targetSel && !document.querySelector(targetSel) && document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", place);
+  } else {
+    place();
+  }
   var root = host.attachShadow ? host.attachShadow({ mode: "open" }) : host;
 
+  var DARK = ".w{background:#1b1e21;color:#e8e6e3;border-color:#33373b}li{border-color:#2b2f33}" +
+    ".m,.e{color:#a0a4a8}.h a,.src{color:#6cc4c4}.h{border-color:#6cc4c4}";
   var CSS = [
-    ":host{all:initial;display:block;direction:rtl}",
+    // !important: the host page's own rules for its elements (div{...}) beat a plain :host
+    ":host{all:initial !important;display:block !important;direction:rtl !important}",
     ".w{font-family:'Noto Naskh Arabic','Noto Sans Arabic','Segoe UI',Tahoma,'Geeza Pro','DejaVu Sans',sans-serif;",
     "direction:rtl;text-align:right;border:1px solid #e3e0d8;border-radius:12px;background:#fff;color:#1c1c1e;",
-    "padding:12px 16px;max-width:32rem;line-height:1.6;font-size:15px}",
+    "padding:12px 16px;max-width:512px;line-height:1.6;font-size:15px;overflow-wrap:anywhere}",
     ".h{display:flex;justify-content:space-between;align-items:baseline;gap:8px;border-bottom:2px solid #0d6e6e;",
     "padding-bottom:6px;margin-bottom:4px}",
     ".h a{font-weight:700;color:#0d6e6e;text-decoration:none;font-size:16px}",
     "ol{list-style:none;margin:0;padding:0}",
     "li{padding:8px 0;border-bottom:1px solid #eeebe4}li:last-child{border-bottom:0}",
     "li a{color:inherit;text-decoration:none;font-weight:600}li a:hover{text-decoration:underline}",
+    "a:focus-visible{outline:2px solid #0d6e6e;outline-offset:2px;border-radius:3px}",
     ".m{display:block;color:#6b6b70;font-size:12.5px;margin-top:2px}",
     ".src{font-weight:600;color:#0d6e6e}",
     ".e{color:#6b6b70;font-size:13px}",
-    "@media (prefers-color-scheme:dark){.w{background:#1b1e21;color:#e8e6e3;border-color:#33373b}",
-    "li{border-color:#2b2f33}.m,.e{color:#a0a4a8}.h a,.src{color:#6cc4c4}.h{border-color:#6cc4c4}}"
+    theme === "dark" ? DARK : theme === "auto" ? "@media (prefers-color-scheme:dark){" + DARK + "}" : ""
   ].join("");
 
-  var style = document.createElement("style");
-  style.textContent = CSS;
-  root.appendChild(style);
+  if (root.adoptedStyleSheets !== undefined && window.CSSStyleSheet && CSSStyleSheet.prototype.replaceSync) {
+    var sheet = new CSSStyleSheet();
+    sheet.replaceSync(CSS);
+    root.adoptedStyleSheets = [sheet];
+  } else {
+    var style = document.createElement("style");
+    style.textContent = CSS;
+    root.appendChild(style);
+  }
   var box = document.createElement("section");
   box.className = "w";
   root.appendChild(box);
@@ -73,6 +97,7 @@
   // --- Arabic numbers and relative times (mirrors web/arabic_time.py) ---
   var DIGITS = "٠١٢٣٤٥٦٧٨٩";
   function ar(n) {
+    if (digits === "latin") return String(n);
     return String(n).replace(/[0-9]/g, function (d) { return DIGITS[+d]; });
   }
   // [one, dual (genitive, after منذ), 3-10 plural, 11-99 singular, 100+ singular]
