@@ -124,16 +124,20 @@ def fetch(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
 
 
 def nginx_config(tmp: str, port_file: int, port_prod: int, port_app: int, plain_dir: str,
-                 public_dir: str, access_log: str | None = None) -> str:
+                 public_dir: str, access_log: str | None = None,
+                 public_url: str | None = None) -> str:
     """A main nginx.conf in tmp: the plain-file server, and deploy/nginx.conf verbatim but
-    for its three marked values. `access_log`: a file getting one line per request,
-    "<seconds> <status> <uri>" (bench/load.py's per-path latencies); default off."""
+    for its four marked values. `access_log`: a file getting one line per request,
+    "<seconds> <status> <uri>" (bench/load.py's per-path latencies); default off.
+    `public_url`: AGG_PUBLIC_URL without its slash (default this nginx's own address)."""
     with open(os.path.join(ROOT, "deploy", "nginx.conf")) as f:
         site = f.read()
     site, n1 = re.subn(r"server 127\.0\.0\.1:8000;", f"server 127.0.0.1:{port_app};", site)
     site, n2 = re.subn(r"listen 80;", f"listen 127.0.0.1:{port_prod};", site)
     site, n3 = re.subn(r"root /var/lib/aggregator/public;", f"root {public_dir};", site)
-    assert (n1, n2, n3) == (1, 1, 1), "deploy/nginx.conf markers changed"
+    public_url = public_url or f"http://127.0.0.1:{port_prod}"
+    site, n4 = re.subn(r'default "https://akhbar\.example";', f'default "{public_url}";', site)
+    assert (n1, n2, n3, n4) == (1, 1, 1, 1), "deploy/nginx.conf markers changed"
     with open(os.path.join(tmp, "site.conf"), "w") as f:
         f.write(site)
     main = f"""

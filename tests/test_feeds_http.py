@@ -487,10 +487,11 @@ def test_documented_nginx_front_serves_files_like_the_app(live):
     os.chmod(tmp, 0o755)  # workers run as nobody when started by root
     port_prod = free_port()
     public = os.path.join(tmp, "public")
-    live.app.config["AGG_PUBLIC_URL"] = f"http://127.0.0.1:{port_prod}/"
+    # the public name differs from the address asked: a TLS front, or any Host header
+    live.app.config["AGG_PUBLIC_URL"] = "https://akhbar.example/"
     prerender(live.app, public, ["/feeds/all.atom", "/feeds/all.json"])
     conf = nginx_config(tmp, free_port(), port_prod, int(live.url.rsplit(":", 1)[1]),
-                        os.path.join(tmp, "plain"), public)
+                        os.path.join(tmp, "plain"), public, public_url="https://akhbar.example")
     proc = subprocess.Popen([nginx, "-c", conf, "-p", tmp, "-g", "daemon off;"],
                             start_new_session=True, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port_prod}"
@@ -508,7 +509,7 @@ def test_documented_nginx_front_serves_files_like_the_app(live):
         assert h["content-type"] == "application/atom+xml; charset=utf-8"
         assert h["access-control-allow-origin"] == "*"
         assert h["cache-control"].startswith("public, max-age=60")
-        assert h["link"] == f'<{base}/feeds/all.atom>; rel="self"'
+        assert h["link"] == '<https://akhbar.example/feeds/all.atom>; rel="self"'  # as the app
         from web.headers import SECURITY_HEADERS
         for name, value in SECURITY_HEADERS:
             assert h[name.lower()] == value, name

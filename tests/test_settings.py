@@ -75,3 +75,11 @@ def test_once_with_redis_unreachable_says_so_in_one_line(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1].endswith("(REDIS_URL=redis://127.0.0.1:9/0)")
+
+
+def test_the_file_writer_refuses_to_start_without_a_public_url(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "AGG_PUBLIC_URL"}
+    r = subprocess.run([sys.executable, "-m", "web.cache", "prerender", "--out", str(tmp_path)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "AGG_PUBLIC_URL is not set" in r.stderr, r.stderr
+    assert not any(tmp_path.iterdir())  # no files naming http://localhost/

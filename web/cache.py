@@ -406,6 +406,12 @@ def main(argv: list[str] | None = None) -> int:
     from . import create_app
 
     app = create_app()
+    if not (app.config.get("AGG_PUBLIC_URL") or os.environ.get("AGG_PUBLIC_URL")):
+        # the files' self/next links and entry ids would name http://localhost/, and differ
+        # from what gunicorn answers for the same URL
+        print("AGG_PUBLIC_URL is not set: the files carry links and entry ids built from "
+              "it (https://news.example/); set it as for the web app", file=sys.stderr)
+        return 2
     paths = args.path or hot_paths(app, everything=args.all)
     if args.command == "prerender":
         res = prerender(app, args.out, paths)
