@@ -55,6 +55,9 @@ FUTURE_TOLERANCE = timedelta(minutes=10)
 # Dates before this are CMS placeholders (epoch 0, year 1), not news.
 OLDEST_PLAUSIBLE = datetime(1990, 1, 1, tzinfo=UTC)
 SUMMARY_TEXT_MAX = 600
+# Headlines run to ~150 characters; a longer "title" is a body pasted into the field (seen
+# at 2,000), which would fill a screen of the timeline.
+TITLE_MAX = 300
 TITLE_FALLBACK_WORDS = 12
 MAX_CATEGORIES = 20
 
@@ -738,7 +741,8 @@ def normalize_entry(source: Source, entry: EntryData, first_seen: datetime, now:
     guid = (entry.guid or "").strip() or None
     body = entry.summary or entry.content or ""
     summary_text_full = clean_text(body)
-    title = clean_text(entry.title) or _first_words(summary_text_full, TITLE_FALLBACK_WORDS)
+    title = _truncate_words(clean_text(entry.title), TITLE_MAX) \
+        or _first_words(summary_text_full, TITLE_FALLBACK_WORDS)
     summary_text = _truncate_words(summary_text_full, SUMMARY_TEXT_MAX)
     summary_html, lead_image = _sanitized(body)
     return Item(

@@ -537,6 +537,7 @@ def test_normalize_entry_bbc_image_and_cnn_arabic():
     (dict(title=None, summary="واحد اثنان ثلاثة أربعة خمسة ستة سبعة ثمانية تسعة عشرة أحد اثنا ثلاثة عشر"),
      "title", "واحد اثنان ثلاثة أربعة خمسة ستة سبعة ثمانية تسعة عشرة أحد اثنا…"),
     (dict(title="  "), "title", "ملخص"),
+    (dict(title="كلمة " * 400), "title", ("كلمة " * 60).strip() + "…"),  # 2,000 characters
     (dict(summary=None, content="<p>كامل</p><script>x()</script>"), "summary_html", "<p>كامل</p>"),
     (dict(summary=None, content="<p>كامل</p>"), "summary_text", "كامل"),
     (dict(summary=None, content=None), "summary_html", ""),
