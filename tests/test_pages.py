@@ -359,6 +359,33 @@ def test_pagination_walks_every_story_once_newest_first(client):
     assert pages >= gold_story_count(ROWS) // 4
 
 
+@pytest.mark.parametrize("filt, index", [("tag=gulf", "tag_timeline:gulf"),
+                                         ("country=AE", "country_timeline:AE"),
+                                         ("tag=international", "tag_timeline:international")])
+@pytest.mark.parametrize("limit", [1, 2, 3])
+def test_filtered_pagination_walks_every_story_of_the_filter_once(app, client, keys, filt,
+                                                                  index, limit):
+    """A story was skipped as 'shown on an earlier page' when one of its reports outside
+    the filtered index (another outlet) was newer than the cursor: found by a review
+    walking /?tag=gulf (9 of 484 stories never shown)."""
+    from web.extensions import services
+
+    fn, arg = index.split(":")
+    with app.app_context():
+        svc = services()
+        ids = svc.client.zrange(getattr(keys, fn)(arg), 0, -1)
+        want = set(svc.grouper.stories_of(ids)) - {None}
+    seen, url, pages = [], f"/?{filt}&limit={limit}", 0
+    while url:
+        tree = doc(client.get(url))
+        seen += card_ids(tree)
+        older = tree.xpath('//a[@rel="next"]/@href')
+        url = older[0] if older else None
+        pages += 1
+        assert pages < 60
+    assert len(seen) == len(set(seen)) and set(seen) == want
+
+
 def test_pagination_keeps_filters(client):
     tree = doc(client.get("/?limit=2&country=AE"))
     older = tree.xpath('//a[@rel="next"]/@href')[0]

@@ -272,6 +272,10 @@ class Reader:
         items: dict[str, Item] = {}
         last_score: float | None = None
         exhausted = False
+        # Walking a tag's or country's index, a story was on an earlier page only through
+        # a report in that index: its other reports (other outlets) were never walked.
+        filtered = index != self.store.keys.timeline
+        in_index: set[str] = set()
         while True:
             rows = r.zrevrangebyscore(index, top, "-inf", start=offset, num=batch,
                                       withscores=True)
@@ -299,6 +303,12 @@ class Reader:
                           if i not in items]
             for item in self.store.get_items(member_ids):
                 items[item.id] = item
+            if filtered:  # which members earlier pages of this index can have shown
+                members = [i for s in new_sids if s in stories for i in stories[s].items]
+                with r.pipeline(transaction=False) as p:
+                    for i in members:
+                        p.zscore(index, i)
+                    in_index.update(i for i, sc in zip(members, p.execute()) if sc is not None)
             full = False
             for iid, score in rows:
                 if len(chosen) >= limit and score != last_score:
@@ -317,7 +327,8 @@ class Reader:
                 if before is not None and any(
                     items[m].published.timestamp() >= before
                     for m in st.items
-                    if m in items and (match is None or match(items[m]))
+                    if m in items and (not filtered or m in in_index)
+                    and (match is None or match(items[m]))
                 ):
                     rejected.add(sid)  # shown on an earlier page, where it was newer
                     continue
