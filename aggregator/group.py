@@ -552,13 +552,14 @@ class LockBusy(Exception):
 # topic membership), and a topic left without stories goes. A story that keeps members
 # gets its earliest remaining one as lead if its lead went, and its new size. Run before the
 # items are deleted and idempotent, so a crash in between is mended by the next run.
-# It also sets a new GS:gen token, so every grouper's working set reloads.
+# It also sets a new GS:gen token, so every grouper's working set reloads. A story that
+# loses reports has changed: its `updated` becomes now (feeds' Last-Modified moves).
 # KEYS: is, story timeline, gen, then per story: story, members, topic, topic stories.
-# ARGV: the new gen token, then per story, in the same order: story id, number of trimmed
-# ids, the ids.
+# ARGV: the new gen token, now, then per story, in the same order: story id, number of
+# trimmed ids, the ids.
 _FORGET_LUA = """
 redis.call('SET', KEYS[3], ARGV[1])
-local a, gone = 2, 0
+local a, gone = 3, 0
 for s = 4, #KEYS, 4 do
   local story, members, topic, topic_stories = KEYS[s], KEYS[s + 1], KEYS[s + 2], KEYS[s + 3]
   local sid, n = ARGV[a], tonumber(ARGV[a + 1])
@@ -578,7 +579,8 @@ for s = 4, #KEYS, 4 do
     if redis.call('EXISTS', topic_stories) == 0 then redis.call('DEL', topic) end
     gone = gone + 1
   elseif lead then
-    redis.call('HSET', story, 'n', redis.call('ZCARD', members), 'first', first[2])
+    redis.call('HSET', story, 'n', redis.call('ZCARD', members), 'first', first[2],
+               'updated', ARGV[2])
     if lead_gone then redis.call('HSET', story, 'lead', first[1], 'lead_pub', first[2]) end
   end
 end
@@ -1266,7 +1268,8 @@ class Grouper:
         }
         return orjson.dumps(payload), topics
 
-    def forget(self, item_ids: Sequence[str], wait: float = 30.0) -> int:
+    def forget(self, item_ids: Sequence[str], wait: float = 30.0,
+               now: datetime | None = None) -> int:
         """Retention: take items about to be deleted out of their stories (_FORGET_LUA),
         under the grouping lock so no batch decides against half-removed stories. Returns
         the number of stories that went; raises LockBusy if no grouper lets go in `wait`
@@ -1292,7 +1295,8 @@ class Grouper:
                 for sid in sids:
                     p.hget(k.group_story(sid), "topic")
                 topics = p.execute()
-            keys, args = [k.group_is, k.group_story_timeline, k.group_gen], [uuid.uuid4().hex]
+            keys = [k.group_is, k.group_story_timeline, k.group_gen]
+            args = [uuid.uuid4().hex, repr((now or datetime.now(UTC)).timestamp())]
             for sid, tid in zip(sids, topics):
                 tid = tid or topic_id_for(sid)
                 keys += [k.group_story(sid), k.group_story_items(sid), k.group_topic(tid),

@@ -582,9 +582,10 @@ class Worker:
         from .group import LockBusy
 
         try:
-            dropped = self.pipe.store.trim(self.now(), timedelta(days=s.retention_days),
+            now, grouper = self.now(), make_grouper(self.pipe.store, [])
+            dropped = self.pipe.store.trim(now, timedelta(days=s.retention_days),
                                            s.retention_max_items,
-                                           before_drop=make_grouper(self.pipe.store, []).forget)
+                                           before_drop=lambda ids: grouper.forget(ids, now=now))
             if dropped:
                 log.info("retention dropped %d items", dropped)
         except LockBusy as e:

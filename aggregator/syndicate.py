@@ -223,11 +223,15 @@ def source_feed(meta: FeedMeta, source: Source) -> str:
 
 
 def entry_updated(entry: Entry) -> datetime:
+    """When an entry last changed, for its updated/date_modified and the feed's
+    Last-Modified: a story entry shows its reports (a retitled one changes it) and its
+    thread's name and link."""
     if isinstance(entry, StoryEntry):
-        topic = entry.topic  # a story entry shows its thread's name and link
+        newest = max([entry.story.updated, *(it.updated for it in entry.items if it.updated)])
+        topic = entry.topic
         if topic is not None and topic.is_thread and topic.named is not None:
-            return max(entry.story.updated, topic.named)
-        return entry.story.updated
+            return max(newest, topic.named)
+        return newest
     return max(entry.item.updated, entry.item.published)
 
 

@@ -51,11 +51,13 @@ def test_trim_takes_items_out_of_their_stories_and_drops_empty_stories(redis_cli
     [b] = grouper.get_stories([story["b1"]])
     assert redis_client.exists(keys.group_topic(b.topic))
 
-    assert store.trim(NOW, timedelta(days=30), 1000, before_drop=grouper.forget) == 2
+    assert store.trim(NOW, timedelta(days=30), 1000,
+                      before_drop=lambda ids: grouper.forget(ids, now=NOW)) == 2
 
     assert redis_client.hmget(keys.group_is, ["a1", "b1"]) == [None, None]
     [a] = grouper.get_stories([story["a1"]])
     assert a.items == ("a2",) and a.lead_item == "a2"  # the earliest remaining member leads
+    assert a.updated == NOW  # it changed: feeds' Last-Modified moves
     assert a.first_published == A2.published
     assert grouper.get_stories([story["b1"]]) == []
     assert not redis_client.exists(keys.group_story_items(story["b1"]))

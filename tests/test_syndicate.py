@@ -161,6 +161,22 @@ def test_story_updated_moves_when_an_outlet_joins_and_id_stays(data):
     assert r2.findtext(A + "updated") > r1.findtext(A + "updated")
 
 
+def test_a_retitled_report_moves_its_story_entry_updated(data):
+    """A review saw a lead report retitled upstream ("محدث: ...") while the story entry's
+    updated and the feed's Last-Modified stayed put: an If-Modified-Since got a 304."""
+    rows, stories, topics, items = data
+    s = stories[MULTI]
+    members = tuple(items[i] for i in s.items)
+    retitled = dataclasses.replace(members[-1], title="محدث: " + members[-1].title,
+                                   updated=s.updated + timedelta(minutes=5))
+    before = StoryEntry(s, members, SOURCES, None)
+    after = StoryEntry(s, members[:-1] + (retitled,), SOURCES, None)
+    assert syndicate.entry_updated(before) == s.updated
+    assert syndicate.entry_updated(after) == s.updated + timedelta(minutes=5)
+    for fmt in ("atom", "json", "rss"):
+        assert render(fmt, meta(), [after], "stories") != render(fmt, meta(), [before], "stories")
+
+
 def test_atom_articles_have_outlet_source_and_story_category(data):
     root = etree.fromstring(render("atom", meta(), article_entries(data), "articles"))
     rows = data[0]
