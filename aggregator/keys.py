@@ -14,6 +14,9 @@ Layout (P = prefix, default "agg"):
     P:trimmed                   zset   item_id -> when retention dropped it: a feed still
                                        listing it does not store it again as new (kept for
                                        the retention age, then pruned)
+    P:trimmed:at                string when retention last dropped items (epoch seconds): the
+                                       Last-Modified of a feed it emptied, which must not
+                                       go back to the empty-feed constant
   sources
     P:src:<source_id>           hash   SourceState
     P:sched                     zset   source_id -> next poll ts (restart resumes from it)
@@ -113,6 +116,10 @@ class Keys:
     @property
     def trimmed(self) -> str:
         return f"{self.prefix}:trimmed"
+
+    @property
+    def trimmed_at(self) -> str:
+        return f"{self.prefix}:trimmed:at"
 
     # --- sources ---------------------------------------------------------------------
     def source_state(self, source_id: str) -> str:

@@ -420,10 +420,16 @@ class Store:
             # an item re-queued by a poll while it was retiring is not grouped after this
             p.zrem(k.group_pending, *old)
             p.zadd(k.trimmed, dict.fromkeys(old, now.timestamp()))
+            p.set(k.trimmed_at, repr(now.timestamp()))
             p.delete(k.retiring)
             p.incr(k.outputs_version)
             p.execute()
         return len(old)
+
+    def last_trim(self) -> datetime | None:
+        """When retention last dropped items (None: never)."""
+        raw = self.r.get(self.keys.trimmed_at)
+        return datetime.fromtimestamp(float(raw), timezone.utc) if raw else None
 
     # source state -----------------------------------------------------------------------
     def save_state(self, source_id: str, state: SourceState) -> None:

@@ -743,3 +743,19 @@ def test_story_paging_survives_shared_timestamps(redis_client, keys, rows):
         assert len(got) == len(set(got)) and set(got) == set(stories) and pages > 2
     finally:
         server.close()
+
+
+def test_a_feed_retention_empties_keeps_a_last_modified_that_moved_forward(live):
+    """A review saw /feeds/sources/bbc-sport.json go from its last entry's time back to
+    the empty-feed constant (2026-01-01) after a trim: a client holding the later date got
+    304s, and kept showing the removed entries."""
+    url = f"{live.url}/feeds/sources/bbc.json"
+    _, h, body = get(url)
+    assert json.loads(body)["items"]
+    held = parsedate_to_datetime(h["last-modified"])
+    trimmed_at = datetime.now(UTC).replace(microsecond=0) + timedelta(days=400)
+    live.store.trim(trimmed_at, timedelta(days=1), 10**6)  # everything is older than that
+    status, h2, body2 = get(url)
+    assert status == 200 and json.loads(body2)["items"] == []
+    assert parsedate_to_datetime(h2["last-modified"]) == trimmed_at > held
+    assert get(url, {"If-Modified-Since": h["last-modified"]})[0] == 200

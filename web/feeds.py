@@ -447,6 +447,9 @@ def _build(kind: str, name: str | None, fmt: str) -> tuple[bytes, datetime, str]
         stories, nxt = (_stories_global(p) if kind == "all" else _stories_in_index(index, p))
         entries = _story_entries(stories, sources)
 
+    # A feed retention emptied keeps a Last-Modified that moved forward: the empty-feed
+    # constant would be older than what clients hold, and they would get 304s for ever.
+    emptied = services().store.last_trim() if not entries and not p.before else None
     args = {"mode": request.args.get("mode"), "limit": request.args.get("limit"), "q": p.q}
     before_raw = format_cursor(*p.before) if p.before else None
     self_url = _url(base, path, fmt, args | {"before": before_raw})
@@ -462,10 +465,11 @@ def _build(kind: str, name: str | None, fmt: str) -> tuple[bytes, datetime, str]
         first_url=_url(base, path, fmt, args) if p.before else None,
         query=p.q,
         timezone=services().settings.timezone,
+        updated=emptied,
     )
     body = syndicate.render(fmt, meta, entries, p.mode)
     updated = max((syndicate.entry_updated(e) for e in entries),
-                  default=syndicate.EPOCH)
+                  default=emptied or syndicate.EPOCH)
     return body, updated, self_url
 
 
