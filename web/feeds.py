@@ -198,8 +198,15 @@ def _article_page(index: str, p: Params):
     store = services().store
     query = p.query
     found: list[Item] = []
-    links: set[str] = set()  # an article in two feeds of one outlet is listed once a page
+    links: set[str] = set()  # an article in two feeds of one outlet is listed once
     cursor, scanned, last = p.before, 0, None
+    if p.before is not None and p.before[1] is not None:
+        # Copies of one article share its published time: the previous page may have
+        # ended between them. Its items of the cursor's time count as listed.
+        score, ident = p.before
+        shown = [m for m in store.r.zrangebyscore(index, score, score) if m >= ident]
+        links = {article_key(it.url) for it in store.get_items(shown)
+                 if it.url and _matches(query, it)}
     while True:  # until one match past the page (there is a next page) or the end
         batch = _zpage(index, cursor, p.limit + 1 if not query else 200)
         if not batch:
