@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from aggregator.config import no_config_to_run
 from aggregator.errors import ConfigError, SettingsError, StoreError
 from aggregator.runner import Shutdown, run_forever, run_once, wait_for_redis
-from aggregator.settings import Settings, bad_environment
+from aggregator.settings import Settings, bad_environment, unreachable_store
 
 
 def main(argv=None) -> int:
@@ -38,9 +37,7 @@ def main(argv=None) -> int:
     except SettingsError as e:
         return bad_environment(e)
     except StoreError as e:  # --once: Redis is down or unreachable (the daemon waits for it)
-        print(f"{e} (REDIS_URL={os.environ.get('REDIS_URL') or 'unset: the embedded server'})",
-              file=sys.stderr)
-        return 1
+        return unreachable_store(e)
     return 0
 
 

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from .config import no_config_to_run
 from .errors import ConfigError, SettingsError, StoreError
-from .settings import Settings, bad_environment
+from .settings import Settings, bad_environment, unreachable_store
 
 
 def cmd_run(args, settings: Settings) -> int:
@@ -258,9 +258,7 @@ def main(argv=None) -> int:
     except SettingsError as e:
         return bad_environment(e)
     except StoreError as e:  # stats, poll, sources moved: Redis is down or unreachable
-        print(f"{e} (REDIS_URL={os.environ.get('REDIS_URL') or 'unset: the embedded server'})",
-              file=sys.stderr)
-        return 1
+        return unreachable_store(e)
     except BrokenPipeError:
         # `stats | head` closed our stdout: not an error worth a traceback. Point stdout at
         # /dev/null so the interpreter's flush at exit does not raise again.

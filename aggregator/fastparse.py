@@ -163,8 +163,8 @@ def _rss_entry(item, base: str) -> EntryData:
     get = first.get
     guid_el = get("guid")
     guid = _text(guid_el)
-    if guid_el is not None and len(guid_el.attrib) > ("isPermaLink" in guid_el.attrib) and any(
-            a.lower() == "ispermalink" and a != "isPermaLink" for a in guid_el.keys()):
+    if guid_el is not None and any(a != "isPermaLink" and a.lower() == "ispermalink"
+                                   for a in guid_el.attrib):
         raise Unsupported("isPermaLink spelt another way")
     # feedparser: a permalink only if the attribute is absent or exactly "true"
     permalink = guid is not None and guid_el.get("isPermaLink", "true") == "true"

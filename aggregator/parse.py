@@ -164,11 +164,12 @@ def _arabic_score(text: str) -> int:
     return pure - 3 * mixed
 
 
-def _as_arabic_code_page(body: bytes, first: str | None = None) -> tuple[str, str] | None:
-    """A body whose non-ASCII bytes are in an Arabic legacy code page: its text and the
-    code page's name. The document's own declaration (`first`) is believed if it reads
-    as Arabic; else windows-1256 or ISO-8859-6, whichever reads more of it as Arabic
-    letters; None if neither does."""
+def _as_arabic_code_page(body: bytes, declared: str,
+                         first: str | None = None) -> tuple[str, str] | None:
+    """A body declared `declared` whose non-ASCII bytes are in an Arabic legacy code page:
+    its text and the repair note naming the code page. The document's own declaration
+    (`first`) is believed if it reads as Arabic; else windows-1256 or ISO-8859-6,
+    whichever reads more of it as Arabic letters; None if neither does."""
     best = None
     for name in ([first] if first else []) + ["windows-1256", "iso-8859-6"]:
         codec = _codec(name)
@@ -180,10 +181,14 @@ def _as_arabic_code_page(body: bytes, first: str | None = None) -> tuple[str, st
             continue
         score = _arabic_score(text)
         if score > 0 and name == first:
-            return text, name
+            best = (score, text, name)
+            break
         if score > 0 and (best is None or score > best[0]):
             best = (score, text, name)
-    return (best[1], best[2]) if best else None
+    if best is None:
+        return None
+    _, text, name = best
+    return text, f"declared {declared} but the bytes are {name}; read as {name}"
 
 
 def _repair_encoding(body: bytes, declared: str) -> tuple[str, str] | None:
@@ -209,10 +214,7 @@ def _repair_encoding(body: bytes, declared: str) -> tuple[str, str] | None:
         except UnicodeDecodeError:
             # A Western label on Arabic bytes (a server's default charset): read them in
             # the Arabic code page that fits, if one does; French or German stays Western.
-            arabic = _as_arabic_code_page(body) if codec in _WESTERN else None
-            if arabic is None:
-                return None
-            return arabic[0], f"declared {declared} but the bytes are {arabic[1]}; read as {arabic[1]}"
+            return _as_arabic_code_page(body, declared) if codec in _WESTERN else None
         return text, f"declared {declared} but the bytes are UTF-8; read as UTF-8"
     if not codec_is_utf8:
         return None
@@ -237,10 +239,7 @@ def _repair_encoding(body: bytes, declared: str) -> tuple[str, str] | None:
         # about UTF-8 are in windows-1256 or ISO-8859-6 (the document may say which);
         # anything else is left to feedparser's guesses.
         m = _XML_DECL_ENCODING_RE.match(body)
-        arabic = _as_arabic_code_page(body, m.group(1).decode("ascii").lower() if m else None)
-        if arabic is None:
-            return None
-        return arabic[0], f"declared {declared} but the bytes are {arabic[1]}; read as {arabic[1]}"
+        return _as_arabic_code_page(body, declared, m.group(1).decode("ascii").lower() if m else None)
 
     # Mostly UTF-8 with stray bytes: runs that read as Arabic letters in windows-1256
     # (pasted from a legacy system) are kept, other invalid bytes are dropped.

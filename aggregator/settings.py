@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass, field
 
 from . import __version__
-from .errors import SettingsError
+from .errors import SettingsError, StoreError
 
 PROJECT_URL = "https://github.com/arabic-news-aggregator/aggregator"
 
@@ -29,6 +29,13 @@ def bad_environment(exc: SettingsError) -> int:
         print(problem, file=sys.stderr)
     print("fix these environment variables (README, Configuration)", file=sys.stderr)
     return 2
+
+
+def unreachable_store(exc: StoreError) -> int:
+    """A command that needs Redis and cannot reach it: one line naming REDIS_URL, exit 1."""
+    print(f"{exc} (REDIS_URL={os.environ.get('REDIS_URL') or 'unset: the embedded server'})",
+          file=sys.stderr)
+    return 1
 
 
 def environment_problems(env) -> list[str]:

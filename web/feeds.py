@@ -16,7 +16,6 @@ skipped or repeated at a page boundary.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, abort, current_app, redirect, request
+from flask import Blueprint, Response, abort, current_app, jsonify, redirect, request
 
 from aggregator import syndicate
 from aggregator.search import Query
@@ -47,9 +46,8 @@ def _bad_request(e):
     """A feed's client is a program: the problem in JSON for a JSON Feed URL, plain text
     otherwise, not Werkzeug's HTML page."""
     if request.path.endswith(".json"):
-        resp = current_app.response_class(
-            json.dumps({"error": e.description}, ensure_ascii=False), 400,
-            mimetype="application/json")
+        resp = jsonify({"error": e.description})
+        resp.status_code = 400
     else:
         resp = Response(f"{e.description}\n", 400, mimetype="text/plain")
     resp.headers["Access-Control-Allow-Origin"] = "*"  # a widget can read why
